@@ -1,0 +1,307 @@
+"""The FlaskApp API (flaskapp.dev/v1alpha1): the one source of truth for the CRD and the parser.
+
+`make manifests` generates manifests/crd/ from these classes (crd.py); a unit test fails when the
+committed CRD is stale. Field names are snake_case here and camelCase in the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .schema import IntOrAuto, Quantity, Rule, field, rules
+
+GROUP = "flaskapp.dev"
+VERSION = "v1alpha1"
+KIND = "FlaskApp"
+PLURAL = "flaskapps"
+SINGULAR = "flaskapp"
+SHORT_NAMES = ("fapp",)
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+SIZE = r"^[0-9]+[kmgKMG]?$"  # nginx size syntax (client_max_body_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceAmounts:
+    cpu: Optional[Quantity] = field("CPU, e.g. 500m or 2. The tuning engine sizes processes from it.",
+                                    default=None)
+    memory: Optional[Quantity] = field("Memory, e.g. 512Mi.", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    requests: ResourceAmounts = field("Resources the scheduler reserves for the container.",
+                                      default=ResourceAmounts)
+    limits: ResourceAmounts = field("Upper bounds enforced on the container. When set, the CPU limit "
+                                    "(not the node's CPU count) drives worker counts.", default=ResourceAmounts)
+
+
+@rules(
+    Rule("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas",
+         lambda a: a.min_replicas <= a.max_replicas, ".minReplicas"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Autoscaling:
+    min_replicas: int = field("Fewest replicas the HorizontalPodAutoscaler keeps.", default=1,
+                              minimum=1, maximum=1000, json="minReplicas")
+    max_replicas: int = field("Most replicas the HorizontalPodAutoscaler may run. The connection budget "
+                              "is computed for this maximum plus the rolling-update surge.",
+                              minimum=1, maximum=1000, json="maxReplicas")
+    target_cpu_utilization: int = field("Average CPU utilisation (percent of requests) the autoscaler "
+                                        "aims for.", default=70, minimum=10, maximum=100,
+                                        json="targetCPUUtilizationPercentage")
+
+
+_REPLICAS_XOR_AUTOSCALING = Rule(
+    "!(has(self.replicas) && has(self.autoscaling))",
+    "set either replicas or autoscaling, not both",
+    lambda t: not (t.replicas is not None and t.autoscaling is not None), ".autoscaling")
+
+
+@rules(
+    Rule("self.workerClass != 'sync' || self.threads == 'auto' || self.threads == 1",
+         "the sync worker class runs one thread per worker (gunicorn silently switches to gthread "
+         "when threads > 1); use workerClass gthread",
+         lambda g: g.worker_class != "sync" or g.threads in ("auto", 1), ".threads"),
+    Rule("self.maxRequestsJitter <= self.maxRequests", "maxRequestsJitter must not exceed maxRequests",
+         lambda g: g.max_requests_jitter <= g.max_requests, ".maxRequestsJitter"),
+    Rule("self.gracefulTimeoutSeconds <= self.timeoutSeconds * 4",
+         "gracefulTimeoutSeconds is unreasonably longer than timeoutSeconds (at most 4x)",
+         lambda g: g.graceful_timeout_seconds <= g.timeout_seconds * 4, ".gracefulTimeoutSeconds"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Gunicorn:
+    worker_class: str = field("Gunicorn worker class. gthread suits I/O-bound Flask apps; gevent needs "
+                              "gevent in the image.", default="gthread", enum=("sync", "gthread", "gevent"))
+    workers: IntOrAuto = field('Worker processes per pod: "auto" (2 x CPU cores + 1, cores from the '
+                               'container) or a number.', default="auto", minimum=1, maximum=64)
+    threads: IntOrAuto = field('Threads per worker (gthread): "auto" (2 x CPU cores, at least 2) or a '
+                               'number.', default="auto", minimum=1, maximum=64)
+    timeout_seconds: int = field("Workers silent for longer are killed and restarted.", default=30,
+                                 minimum=1, maximum=3600)
+    graceful_timeout_seconds: int = field("Time a worker gets to finish requests after a restart "
+                                          "signal. Must stay below terminationGracePeriodSeconds.",
+                                          default=30, minimum=1, maximum=3600)
+    keepalive_seconds: int = field("Keep-alive for connections from nginx; above nginx's upstream idle "
+                                   "timeout (60 s) so gunicorn never closes first.", default=75,
+                                   minimum=0, maximum=3600, json="keepaliveSeconds")
+    max_requests: int = field("Restart a worker after this many requests (0 disables); limits leaks.",
+                              default=1000, minimum=0, maximum=1000000)
+    max_requests_jitter: int = field("Random extra requests per worker so restarts do not coincide.",
+                                     default=100, minimum=0, maximum=1000000)
+    preload: bool = field("Load the app before forking workers (saves memory; SQLAlchemy engines must "
+                          "be disposed after fork).", default=False)
+
+
+@rules(
+    _REPLICAS_XOR_AUTOSCALING,
+    Rule("!has(self.terminationGracePeriodSeconds) || "
+         "self.gunicorn.gracefulTimeoutSeconds < self.terminationGracePeriodSeconds",
+         "gunicorn.gracefulTimeoutSeconds must be below terminationGracePeriodSeconds, or Kubernetes "
+         "kills workers mid-request",
+         lambda w: w.termination_grace_period_seconds is None
+         or w.gunicorn.graceful_timeout_seconds < w.termination_grace_period_seconds,
+         ".terminationGracePeriodSeconds"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Web:
+    replicas: Optional[int] = field("Fixed number of web pods (default 2). Mutually exclusive with "
+                                    "autoscaling.", default=None, minimum=0, maximum=1000)
+    autoscaling: Optional[Autoscaling] = field("Run a HorizontalPodAutoscaler instead of fixed replicas.",
+                                               default=None)
+    resources: Resources = field("CPU and memory of the gunicorn container.", default=Resources)
+    gunicorn: Gunicorn = field("Gunicorn settings; numbers left at auto are derived from the CPU.",
+                               default=Gunicorn)
+    port: int = field("Port gunicorn binds inside the pod.", default=8000, minimum=1024, maximum=65535)
+    health_check_path: Optional[str] = field("HTTP path for the readiness probe; a TCP check when unset.",
+                                             default=None, pattern=r"^/")
+    termination_grace_period_seconds: Optional[int] = field(
+        "Pod termination grace period; derived from gunicorn.gracefulTimeoutSeconds when unset.",
+        default=None, minimum=1, maximum=3600)
+
+
+@rules(_REPLICAS_XOR_AUTOSCALING)
+@dataclass(frozen=True, kw_only=True)
+class WorkerPool:
+    name: str = field("Pool name, used in object names.", pattern=DNS_LABEL, max_length=20)
+    queues: list[str] = field("Celery queues this pool consumes (default: celery).", default=list,
+                              max_items=20)
+    concurrency: IntOrAuto = field('Prefork processes per pod: "auto" (one per CPU core of the container) '
+                                   'or a number.', default="auto", minimum=1, maximum=64)
+    replicas: Optional[int] = field("Fixed number of pods (default 1). Mutually exclusive with "
+                                    "autoscaling.", default=None, minimum=0, maximum=1000)
+    autoscaling: Optional[Autoscaling] = field("Run a HorizontalPodAutoscaler instead of fixed replicas.",
+                                               default=None)
+    prefetch_multiplier: int = field("Messages each process reserves; 1 for long tasks with acksLate.",
+                                     default=1, minimum=1, maximum=1024)
+    acks_late: bool = field("Acknowledge after the task ran (idempotent tasks): a lost worker's task is "
+                            "redelivered.", default=True)
+    max_tasks_per_child: int = field("Recycle a process after this many tasks (0: never).", default=1000,
+                                     minimum=0, maximum=1000000)
+    resources: Resources = field("CPU and memory of the worker container.", default=Resources)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    enabled: bool = field("Run exactly one celery beat (1 replica, Recreate strategy).", default=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisInstance:
+    memory: Quantity = field("Memory limit of the instance; maxmemory is set below it with headroom.",
+                             default="256Mi")
+    cpu: Quantity = field("CPU request of the instance.", default="100m")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalRedis:
+    secret_name: str = field("Secret holding the URLs of an existing Redis.", pattern=DNS_LABEL)
+    cache_url_key: str = field("Key of the cache URL in the Secret.", default="cache-url")
+    broker_url_key: str = field("Key of the broker URL in the Secret.", default="broker-url")
+
+
+@rules(
+    Rule("self.mode != 'external' || has(self.external)", "redis.external is required when mode is external",
+         lambda r: r.mode != "external" or r.external is not None, ".external"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Redis:
+    mode: str = field("managed: the operator runs a cache and a broker instance; external: URLs come "
+                      "from a Secret.", default="managed", enum=("managed", "external"))
+    image: str = field("Image of the managed instances.", default="redis:7.4.2-alpine")
+    cache: RedisInstance = field("The cache instance (maxmemory-policy allkeys-lru).", default=RedisInstance)
+    broker: RedisInstance = field("The Celery broker instance (maxmemory-policy noeviction: evicting "
+                                  "queued messages loses tasks).", default=RedisInstance)
+    external: Optional[ExternalRedis] = field("An existing Redis, when mode is external.", default=None)
+    cache_default_timeout_seconds: int = field("Flask-Caching default timeout (CACHE_DEFAULT_TIMEOUT).",
+                                               default=300, minimum=0, maximum=31536000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolOverrides:
+    size: Optional[int] = field("SQLAlchemy pool_size for every process; computed when unset.",
+                                default=None, minimum=1, maximum=1000)
+    max_overflow: Optional[int] = field("SQLAlchemy max_overflow for every process; computed when unset.",
+                                        default=None, minimum=0, maximum=1000)
+    recycle_seconds: int = field("pool_recycle: below any server, proxy or NAT idle timeout.",
+                                 default=1800, minimum=1, maximum=86400)
+    timeout_seconds: int = field("pool_timeout: how long a request waits for a connection.", default=10,
+                                 minimum=1, maximum=300)
+    pre_ping: bool = field("pool_pre_ping: test connections before use.", default=True)
+
+
+@rules(
+    Rule("self.reservedConnections < self.maxConnections",
+         "reservedConnections must be below maxConnections",
+         lambda d: d.reserved_connections < d.max_connections, ".reservedConnections"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Database:
+    secret_name: str = field("Secret holding the database URL.", pattern=DNS_LABEL)
+    url_key: str = field("Key of the URL in the Secret (exposed as DATABASE_URL).", default="url")
+    max_connections: int = field("The server's max_connections (PostgreSQL's default is 100).",
+                                 default=100, minimum=1, maximum=100000)
+    reserved_connections: int = field("Connections kept free for admins and other clients "
+                                      "(superuser_reserved_connections is 3 by default).", default=5,
+                                      minimum=0, maximum=100000)
+    pool: PoolOverrides = field("SQLAlchemy pool settings (SQLALCHEMY_ENGINE_OPTIONS).", default=PoolOverrides)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Nginx:
+    image: str = field("Unprivileged nginx image.", default="nginxinc/nginx-unprivileged:1.27.4-alpine")
+    replicas: int = field("Nginx pods.", default=2, minimum=1, maximum=100)
+    static_url_path: str = field("URL prefix served from disk.", default="/static/", pattern=r"^/.*/$")
+    static_dir: str = field("Directory in the app image copied to nginx at pod start.", default="/app/static",
+                            pattern=r"^/")
+    static_max_age_seconds: int = field("Cache-Control max-age of static files (fingerprinted assets: a "
+                                        "year, immutable).", default=31536000, minimum=0, maximum=31536000)
+    gzip: bool = field("Compress text responses.", default=True)
+    gzip_level: int = field("gzip level; above ~5 costs CPU and gains little.", default=4, minimum=1,
+                            maximum=9)
+    micro_cache_seconds: int = field("Cache anonymous GET/HEAD responses this long (0 disables); requests "
+                                     "with cookies or Authorization always bypass it.", default=1,
+                                     minimum=0, maximum=3600)
+    client_max_body_size: str = field("Largest request body (nginx size syntax).", default="10m",
+                                      pattern=SIZE)
+    resources: Resources = field("CPU and memory of the nginx container.", default=Resources)
+
+
+@rules(
+    Rule("!has(self.tlsSecretName) || has(self.host)", "tlsSecretName needs a host",
+         lambda i: i.tls_secret_name is None or i.host is not None, ".tlsSecretName"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Ingress:
+    enabled: bool = field("Create an Ingress routing to nginx.", default=True)
+    host: Optional[str] = field("Host name; all hosts when unset.", default=None,
+                                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    class_name: Optional[str] = field("IngressClass name.", default=None)
+    tls_secret_name: Optional[str] = field("Secret with the TLS certificate for host.", default=None,
+                                           pattern=DNS_LABEL)
+    annotations: dict[str, str] = field("Extra annotations for the Ingress.", default=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cdn:
+    base_url: Optional[str] = field("Base URL of a CDN in front of static files (CDN_URL).", default=None,
+                                    pattern=r"^https?://")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvVar:
+    name: str = field("Variable name.", pattern=ENV_NAME)
+    value: Optional[str] = field("Literal value.", default=None)
+    value_from: Optional[dict[str, Any]] = field("A Kubernetes EnvVarSource (secretKeyRef, ...).",
+                                                 default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvFromSource:
+    config_map_ref: Optional[str] = field("Name of a ConfigMap to import.", default=None, json="configMapRef")
+    secret_ref: Optional[str] = field("Name of a Secret to import.", default=None)
+    prefix: Optional[str] = field("Prefix for every imported name.", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migrations:
+    command: list[str] = field("Command run in the app image as a Job before a new image rolls out.",
+                               min_items=1)
+    timeout_seconds: int = field("activeDeadlineSeconds of the Job.", default=600, minimum=10,
+                                 maximum=86400)
+    backoff_limit: int = field("Retries of the Job before the FlaskApp is Degraded.", default=2, minimum=0,
+                               maximum=10)
+
+
+@rules(
+    Rule("(size(self.workerPools) == 0 && !self.beat.enabled) || has(self.celeryApp)",
+         "celeryApp is required when worker pools or beat are configured",
+         lambda s: (not s.worker_pools and not s.beat.enabled) or s.celery_app is not None, ".celeryApp"),
+)
+@dataclass(frozen=True, kw_only=True)
+class FlaskAppSpec:
+    image: str = field("Container image of the Flask application.", min_length=1)
+    image_pull_policy: str = field("Image pull policy of every app container.", default="IfNotPresent",
+                                   enum=("Always", "IfNotPresent", "Never"))
+    image_pull_secrets: list[str] = field("Names of Secrets for pulling the image.", default=list)
+    wsgi: str = field("WSGI entry point for gunicorn, module:variable or module:factory().",
+                      pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w]*(\(\))?$")
+    celery_app: Optional[str] = field("Celery application for workers and beat (celery --app).",
+                                      default=None, pattern=r"^[A-Za-z_][\w.:]*$")
+    web: Web = field("The gunicorn web tier.", default=Web)
+    worker_pools: list[WorkerPool] = field("Celery worker pools, keyed by name.", default=list,
+                                          max_items=10, list_map_key="name")
+    beat: Beat = field("The celery beat scheduler.", default=Beat)
+    redis: Redis = field("Cache and broker.", default=Redis)
+    database: Optional[Database] = field("The SQL database and its connection budget.", default=None)
+    nginx: Nginx = field("Nginx in front of gunicorn: static files, gzip, micro-cache, buffering.",
+                         default=Nginx)
+    ingress: Ingress = field("Ingress to nginx.", default=Ingress)
+    cdn: Cdn = field("CDN settings.", default=Cdn)
+    env: list[EnvVar] = field("Extra environment variables for app containers.", default=list)
+    env_from: list[EnvFromSource] = field("ConfigMaps and Secrets imported into app containers.",
+                                          default=list)
+    migrations: Optional[Migrations] = field("Database migrations run before a new image rolls out.",
+                                             default=None)

@@ -1,0 +1,28 @@
+"""One builder per tier; `desired_objects` lists every child of a FlaskApp in a deterministic order."""
+
+from __future__ import annotations
+
+from .app import beat_objects, migration_objects, web_objects, worker_objects
+from .availability import availability_objects
+from .config import env_configmap
+from .context import Addresses, AppRef, Context
+from .network import ingress_objects, service_account
+from .nginx import nginx_objects
+from .redis import redis_objects
+
+__all__ = ["Addresses", "AppRef", "Context", "desired_objects"]
+
+
+def desired_objects(ctx: Context) -> list[dict]:
+    return [
+        service_account(ctx),
+        env_configmap(ctx),
+        *redis_objects(ctx),
+        *migration_objects(ctx),
+        *web_objects(ctx),
+        *worker_objects(ctx),
+        *beat_objects(ctx),
+        *nginx_objects(ctx),
+        *availability_objects(ctx),
+        *ingress_objects(ctx),
+    ]

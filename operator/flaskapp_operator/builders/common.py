@@ -1,0 +1,97 @@
+"""Pieces shared by the tier builders: object metadata, restricted security contexts, probes, env."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Optional
+
+from ..api import Resources
+from ..naming import labels, selector_labels
+from ..tuning import effective_requests
+from .context import Context
+
+API_GROUP_ANNOTATION_PREFIX = "flaskapp.dev"
+CONFIG_CHECKSUM = f"{API_GROUP_ANNOTATION_PREFIX}/config-checksum"
+
+
+def metadata(ctx: Context, name: str, component: str, **extra: Any) -> dict:
+    meta: dict = {"name": name, "namespace": ctx.namespace, "labels": labels(ctx.name, component, ctx.version)}
+    if ctx.app.uid:
+        # Owned by the FlaskApp: the cluster's garbage collector deletes children with it.
+        meta["ownerReferences"] = [{
+            "apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "name": ctx.name,
+            "uid": ctx.app.uid, "controller": True, "blockOwnerDeletion": True,
+        }]
+    meta.update(extra)
+    return meta
+
+
+def checksum(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def restricted_pod_security(user: int) -> dict:
+    """Pod Security Standard "restricted" at pod level."""
+    return {"runAsNonRoot": True, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security() -> dict:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+
+
+def resources(res: Resources, tier: str) -> dict:
+    out: dict = {"requests": effective_requests(res, tier)}
+    limits = {k: v for k, v in (("cpu", res.limits.cpu), ("memory", res.limits.memory)) if v}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def tcp_probe(port: int | str, period: int = 10, failures: int = 3) -> dict:
+    return {"tcpSocket": {"port": port}, "periodSeconds": period, "failureThreshold": failures}
+
+
+def http_probe(path: str, port: int | str, period: int = 10, failures: int = 3) -> dict:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures}
+
+
+def exec_probe(command: list[str], period: int, timeout: int, failures: int = 3) -> dict:
+    return {"exec": {"command": command}, "periodSeconds": period, "timeoutSeconds": timeout,
+            "failureThreshold": failures}
+
+
+def tmp_volume(name: str = "tmp") -> dict:
+    return {"name": name, "emptyDir": {}}
+
+
+def deployment(ctx: Context, component: str, pod_spec: dict, *, replicas: Optional[int],
+               strategy: dict, checksum_value: Optional[str] = None) -> dict:
+    name = ctx.child(component)
+    template_meta: dict = {"labels": labels(ctx.name, component, ctx.version)}
+    if checksum_value:
+        # A config change changes the pod template, so the Deployment rolls its pods.
+        template_meta["annotations"] = {CONFIG_CHECKSUM: checksum_value}
+    spec: dict = {
+        "selector": {"matchLabels": selector_labels(ctx.name, component)},
+        "strategy": strategy,
+        "revisionHistoryLimit": 5,
+        "template": {"metadata": template_meta, "spec": pod_spec},
+    }
+    if replicas is not None:  # left out under an autoscaler, so the HPA owns the count
+        spec = {"replicas": replicas, **spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(ctx, name, component),
+            "spec": spec}
+
+
+ROLLING_UPDATE = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+RECREATE = {"type": "Recreate"}
+
+
+def service(ctx: Context, component: str, port: int, target: int | str, port_name: str = "http") -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata(ctx, ctx.child(component), component),
+            "spec": {"type": "ClusterIP", "selector": selector_labels(ctx.name, component),
+                     "ports": [{"name": port_name, "port": port,
+                                "targetPort": target, "protocol": "TCP"}]}}

@@ -1,0 +1,150 @@
+"""The env contract: one ConfigMap per FlaskApp, the Redis Secret, and the env of each app container.
+
+Keys shared by every tier have their plain names (CACHE_TYPE); tier-specific ones are prefixed with the
+tier (`web.SQLALCHEMY_ENGINE_OPTIONS`) and mapped to the plain name in that tier's containers only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from ..naming import child_name
+from ..tuning import TierConnections
+from .common import checksum, metadata
+from .context import Context
+
+REDIS_SECRET_SUFFIX = "redis"
+
+
+def engine_options(ctx: Context, tier: TierConnections) -> str:
+    """Usable as Flask-SQLAlchemy's SQLALCHEMY_ENGINE_OPTIONS (keyword arguments of create_engine)."""
+    pool = ctx.spec.database.pool if ctx.spec.database else None
+    options = {"pool_size": tier.pool_size, "max_overflow": tier.max_overflow,
+               "pool_recycle": pool.recycle_seconds if pool else 1800,
+               "pool_pre_ping": pool.pre_ping if pool else True,
+               "pool_timeout": pool.timeout_seconds if pool else 10}
+    return json.dumps(options, sort_keys=True)
+
+
+def gunicorn_args(ctx: Context) -> str:
+    """GUNICORN_CMD_ARGS, which gunicorn reads from its environment (gunicorn settings.rst)."""
+    web = ctx.tuning.web
+    args = [f"--bind={ctx.addresses.gunicorn_bind}", f"--workers={web.workers}",
+            f"--worker-class={web.worker_class}", f"--threads={web.threads}", f"--timeout={web.timeout_seconds}",
+            f"--graceful-timeout={web.graceful_timeout_seconds}", f"--keep-alive={web.keepalive_seconds}",
+            f"--max-requests={web.max_requests}", f"--max-requests-jitter={web.max_requests_jitter}",
+            "--worker-tmp-dir=/dev/shm", "--forwarded-allow-ips=*", "--access-logfile=-"]
+    if web.preload:
+        args.append("--preload")
+    return " ".join(args)
+
+
+def tier_settings(ctx: Context) -> dict[str, dict[str, str]]:
+    """Per tier, the variables only that tier's containers see."""
+    t = ctx.tuning
+    out: dict[str, dict[str, str]] = {
+        "web": {"WEB_CONCURRENCY": str(t.web.workers), "GUNICORN_CMD_ARGS": gunicorn_args(ctx)},
+    }
+    for pool in ctx.spec.worker_pools:
+        out[f"worker-{pool.name}"] = {
+            "CELERY_WORKER_CONCURRENCY": str(t.pool_concurrency[pool.name]),
+            "CELERY_WORKER_PREFETCH_MULTIPLIER": str(pool.prefetch_multiplier),
+            "CELERY_TASK_ACKS_LATE": str(pool.acks_late).lower(),
+            "CELERY_TASK_REJECT_ON_WORKER_LOST": str(pool.acks_late).lower(),
+            "CELERY_WORKER_MAX_TASKS_PER_CHILD": str(pool.max_tasks_per_child),
+        }
+    if ctx.spec.beat.enabled:
+        out["beat"] = {}
+    if ctx.spec.migrations:
+        out["migrations"] = {}
+    for tier in t.tiers:
+        out[tier.tier]["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(ctx, tier)
+    return out
+
+
+def shared_settings(ctx: Context) -> dict[str, str]:
+    spec = ctx.spec
+    out = {"FLASKAPP_NAME": ctx.name, "CACHE_TYPE": "RedisCache",
+           "CACHE_DEFAULT_TIMEOUT": str(spec.redis.cache_default_timeout_seconds),
+           "CACHE_KEY_PREFIX": f"{ctx.name}:"}
+    if spec.cdn.base_url:
+        out["CDN_URL"] = spec.cdn.base_url
+    return out
+
+
+def env_configmap(ctx: Context) -> dict:
+    data = dict(shared_settings(ctx))
+    for tier, settings in tier_settings(ctx).items():
+        data.update({f"{tier}.{k}": v for k, v in settings.items()})
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(ctx, ctx.child("env"), "config"),
+            "data": dict(sorted(data.items()))}
+
+
+def redis_secret(ctx: Context) -> dict:
+    """Generated once by the operator and then preserved: the password is an input of the renderer."""
+    pw = ctx.redis_password
+    cache, broker = ctx.addresses.redis_cache, ctx.addresses.redis_broker
+    data = {"password": pw, "cache-url": f"redis://:{pw}@{cache}/0",
+            "broker-url": f"redis://:{pw}@{broker}/0", "result-url": f"redis://:{pw}@{broker}/1"}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(ctx, ctx.child(REDIS_SECRET_SUFFIX), "redis"),
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+def _secret_ref(name: str, secret: str, key: str) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _config_ref(name: str, configmap: str, key: str) -> dict:
+    return {"name": name, "valueFrom": {"configMapKeyRef": {"name": configmap, "key": key}}}
+
+
+def app_env(ctx: Context, tier: str) -> list[dict]:
+    """The env of an app container of `tier`, user-given variables winning over ours by name."""
+    configmap = ctx.child("env")
+    env = [_config_ref(k, configmap, k) for k in shared_settings(ctx)]
+    env += [_config_ref(k, configmap, f"{tier}.{k}") for k in tier_settings(ctx).get(tier, {})]
+    if ctx.spec.database:
+        env.append(_secret_ref("DATABASE_URL", ctx.spec.database.secret_name, ctx.spec.database.url_key))
+    redis = ctx.spec.redis
+    if redis.mode == "managed":
+        secret = child_name(ctx.name, REDIS_SECRET_SUFFIX)
+        cache_key, broker_key, result_key = "cache-url", "broker-url", "result-url"
+    else:
+        secret = redis.external.secret_name
+        cache_key, broker_key, result_key = (redis.external.cache_url_key, redis.external.broker_url_key,
+                                             redis.external.broker_url_key)
+    env += [_secret_ref("CACHE_REDIS_URL", secret, cache_key),
+            _secret_ref("CELERY_BROKER_URL", secret, broker_key),
+            _secret_ref("CELERY_RESULT_BACKEND", secret, result_key)]
+    user = {e.name: e for e in ctx.spec.env}
+    env = [e for e in env if e["name"] not in user]
+    for e in ctx.spec.env:
+        entry: dict = {"name": e.name}
+        if e.value is not None:
+            entry["value"] = e.value
+        if e.value_from is not None:
+            entry["valueFrom"] = e.value_from
+        env.append(entry)
+    return env
+
+
+def app_env_from(ctx: Context) -> list[dict]:
+    out = []
+    for src in ctx.spec.env_from:
+        entry: dict = {}
+        if src.config_map_ref:
+            entry["configMapRef"] = {"name": src.config_map_ref}
+        if src.secret_ref:
+            entry["secretRef"] = {"name": src.secret_ref}
+        if src.prefix:
+            entry["prefix"] = src.prefix
+        out.append(entry)
+    return out
+
+
+def config_checksum(ctx: Context) -> str:
+    """Changes whenever the env contract changes, including the referenced Secrets' names."""
+    return checksum(env_configmap(ctx)["data"], [app_env(ctx, t) for t in tier_settings(ctx)],
+                    app_env_from(ctx))

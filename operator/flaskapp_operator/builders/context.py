@@ -1,0 +1,71 @@
+"""What every builder receives: the app's identity, its parsed spec, its tuning and where things listen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..api import FlaskAppSpec
+from ..naming import child_name, image_version
+from ..tuning import Tuning
+
+REDIS_PORT = 6379
+NGINX_PORT = 8080  # the unprivileged nginx image cannot bind below 1024
+STATIC_ROOT = "/var/www/static"
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where processes listen and find each other. In a cluster these are Service names; the workload
+    tests pass loopback ports and local directories instead, so the very same templates run locally."""
+
+    gunicorn_bind: str
+    nginx_listen: str
+    upstream: str
+    redis_cache: str
+    redis_broker: str
+    static_root: str = STATIC_ROOT
+    runtime_dir: str = "/tmp"
+    mime_types: str = "/etc/nginx/mime.types"
+
+    @classmethod
+    def in_cluster(cls, name: str, namespace: str, web_port: int) -> "Addresses":
+        def svc(component: str, port: int) -> str:
+            return f"{child_name(name, component)}.{namespace}.svc:{port}"
+
+        return cls(gunicorn_bind=f"0.0.0.0:{web_port}", nginx_listen=str(NGINX_PORT),
+                   upstream=svc("web", web_port), redis_cache=svc("redis-cache", REDIS_PORT),
+                   redis_broker=svc("redis-broker", REDIS_PORT))
+
+
+@dataclass(frozen=True)
+class AppRef:
+    name: str
+    namespace: str
+    uid: Optional[str] = None  # unknown when rendering a file outside a cluster: no ownerReferences
+    generation: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Context:
+    app: AppRef
+    spec: FlaskAppSpec
+    tuning: Tuning
+    addresses: Addresses
+    redis_password: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.app.name
+
+    @property
+    def namespace(self) -> str:
+        return self.app.namespace
+
+    @property
+    def version(self) -> Optional[str]:
+        return image_version(self.spec.image)
+
+    def child(self, suffix: str = "") -> str:
+        return child_name(self.app.name, suffix)

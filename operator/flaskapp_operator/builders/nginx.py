@@ -1,0 +1,71 @@
+"""Nginx in front of gunicorn: static files from disk, gzip, micro-cache, buffering (tuning.md)."""
+
+from __future__ import annotations
+
+from ..templates import render_template
+from .common import (ROLLING_UPDATE, checksum, deployment, http_probe, metadata, resources,
+                     restricted_container_security, restricted_pod_security, service, tmp_volume)
+from .context import NGINX_PORT, Context
+
+NGINX_USER = 101  # the nginx-unprivileged image's user
+STATIC_VOLUME_MOUNT = "/var/www/static"
+
+
+def nginx_conf(ctx: Context) -> str:
+    n, a, t = ctx.spec.nginx, ctx.addresses, ctx.tuning
+    return render_template(
+        "nginx.conf.j2",
+        app=ctx.name, worker_processes=t.nginx_worker_processes, runtime_dir=a.runtime_dir,
+        mime_types=a.mime_types, listen=a.nginx_listen, upstream=a.upstream,
+        # Idle connections kept per nginx worker: enough for every gunicorn thread of one web pod.
+        upstream_keepalive=max(8, t.web.workers * t.web.threads),
+        static_url_path=n.static_url_path, static_root=a.static_root,
+        static_max_age_seconds=n.static_max_age_seconds, gzip=n.gzip, gzip_level=n.gzip_level,
+        micro_cache_seconds=n.micro_cache_seconds, client_max_body_size=n.client_max_body_size,
+        # nginx waits a little longer than gunicorn's own worker timeout, so gunicorn's error wins.
+        proxy_read_timeout=t.web.timeout_seconds + 5,
+    )
+
+
+def nginx_objects(ctx: Context) -> list[dict]:
+    n = ctx.spec.nginx
+    conf = nginx_conf(ctx)
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": metadata(ctx, ctx.child("nginx-conf"), "nginx"), "data": {"nginx.conf": conf}}
+    copy_static = {
+        # Static files live in the app image; copy them to a volume nginx serves from disk.
+        "name": "copy-static",
+        "image": ctx.spec.image,
+        "imagePullPolicy": ctx.spec.image_pull_policy,
+        "command": ["cp", "-R", n.static_dir.rstrip("/") + "/.", STATIC_VOLUME_MOUNT + "/"],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [{"name": "static", "mountPath": STATIC_VOLUME_MOUNT}],
+    }
+    container = {
+        "name": "nginx",
+        "image": n.image,
+        "ports": [{"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}],
+        "resources": resources(n.resources, "nginx"),
+        "readinessProbe": http_probe("/nginx-health", "http", period=5),
+        "livenessProbe": http_probe("/nginx-health", "http", period=10, failures=6),
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "conf", "mountPath": "/etc/nginx/nginx.conf", "subPath": "nginx.conf", "readOnly": True},
+            {"name": "static", "mountPath": STATIC_VOLUME_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod: dict = {
+        "automountServiceAccountToken": False, "serviceAccountName": ctx.child(),
+        "securityContext": restricted_pod_security(NGINX_USER),
+        "initContainers": [copy_static], "containers": [container],
+        "volumes": [{"name": "conf", "configMap": {"name": ctx.child("nginx-conf")}},
+                    {"name": "static", "emptyDir": {}}, tmp_volume()],
+    }
+    if ctx.spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in ctx.spec.image_pull_secrets]
+    return [configmap,
+            deployment(ctx, "nginx", pod, replicas=n.replicas, strategy=ROLLING_UPDATE,
+                       checksum_value=checksum(conf, ctx.spec.image)),
+            service(ctx, "nginx", 80, "http")]

@@ -1,0 +1,94 @@
+"""`flaskapp-operator render -f app.yaml` prints what the operator would apply; `run` starts it."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from typing import Optional, Sequence
+
+import yaml
+
+from .crd import crd_yaml
+from .render import render
+from .schema import SpecError
+
+EXIT_INVALID = 2  # the input is wrong: an error names the field
+EXIT_INFEASIBLE = 3  # valid, but the connection budget cannot hold: the operator would report Degraded
+
+
+def _load_documents(path: str) -> list[dict]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with stream:
+        return [d for d in yaml.safe_load_all(stream) if d]
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    try:
+        documents = _load_documents(args.filename)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"error: cannot read {args.filename}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    out = []
+    for doc in documents:
+        try:
+            rendered = render(doc, redis_password=args.redis_password or secrets.token_urlsafe(24))
+        except SpecError as exc:
+            name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc, dict) else "?"
+            for error in exc.errors:
+                print(f"error: FlaskApp {name}: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        if not rendered.feasible:
+            print(f"error: FlaskApp {doc['metadata']['name']} would be Degraded: "
+                  f"{rendered.tuning.budget.message}", file=sys.stderr)
+            return EXIT_INFEASIBLE
+        out.extend(rendered.objects)
+        if args.tuning:
+            print(yaml.safe_dump({"tuning": rendered.tuning.report()}, sort_keys=False), file=sys.stderr)
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
+    return 0
+
+
+def cmd_crd(_args: argparse.Namespace) -> int:
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .operator import run_operator  # kopf is imported only when the operator runs
+
+    return run_operator(namespaces=args.namespace or [], liveness=args.liveness,
+                        standalone=args.standalone)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flaskapp-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("render", help="print the Kubernetes objects the operator would apply")
+    p.add_argument("-f", "--filename", required=True, help="FlaskApp YAML file, or - for stdin")
+    p.add_argument("--redis-password", help="password for the managed Redis Secret (random if unset)")
+    p.add_argument("--tuning", action="store_true", help="also print the tuning report on stderr")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("crd", help="print the CustomResourceDefinition")
+    p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("run", help="run the operator against the current kube context")
+    p.add_argument("-n", "--namespace", action="append",
+                   help="namespace to watch (repeatable); all namespaces by default")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                   help="liveness endpoint for the kubelet's probe")
+    p.add_argument("--standalone", action="store_true", default=True,
+                   help="no peering: run exactly one replica (the default; see docs/peering)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The pure core in one call: a FlaskApp document in, the tuning and the Kubernetes objects out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import api
+from .builders import Addresses, AppRef, Context, desired_objects
+from .schema import FieldError, SpecError, parse
+from .tuning import Tuning, tune
+
+
+@dataclass(frozen=True)
+class Rendered:
+    spec: api.FlaskAppSpec
+    tuning: Tuning
+    objects: list[dict]
+
+    @property
+    def feasible(self) -> bool:
+        return self.tuning.feasible
+
+
+def parse_spec(spec: Any) -> api.FlaskAppSpec:
+    return parse(api.FlaskAppSpec, spec, "spec")
+
+
+def app_ref(document: dict) -> AppRef:
+    """Identity of a FlaskApp document; errors name the field like the API server would."""
+    errors = []
+    if document.get("apiVersion") != f"{api.GROUP}/{api.VERSION}":
+        errors.append(FieldError("apiVersion", f"must be {api.GROUP}/{api.VERSION}"))
+    if document.get("kind") != api.KIND:
+        errors.append(FieldError("kind", f"must be {api.KIND}"))
+    meta = document.get("metadata") or {}
+    if not meta.get("name"):
+        errors.append(FieldError("metadata.name", "required field is missing"))
+    if errors:
+        raise SpecError(errors)
+    return AppRef(name=meta["name"], namespace=meta.get("namespace") or "default", uid=meta.get("uid"),
+                  generation=meta.get("generation"))
+
+
+def render(document: dict, *, redis_password: str, addresses: Optional[Addresses] = None,
+           uid: Optional[str] = None) -> Rendered:
+    """Everything the operator would apply for `document` (a FlaskApp as a dict).
+
+    `redis_password` is an input so that rendering stays pure: the operator passes the one stored in the
+    existing Secret, or a new random one the first time. `addresses` replaces Service addresses (the
+    workload tests run the same configuration on loopback).
+    """
+    ref = app_ref(document)
+    if uid:
+        ref = AppRef(ref.name, ref.namespace, uid, ref.generation)
+    spec = parse_spec(document.get("spec"))
+    tuning = tune(spec)
+    ctx = Context(app=ref, spec=spec, tuning=tuning,
+                  addresses=addresses or Addresses.in_cluster(ref.name, ref.namespace, spec.web.port),
+                  redis_password=redis_password)
+    return Rendered(spec=spec, tuning=tuning, objects=desired_objects(ctx))

@@ -1,0 +1,171 @@
+"""Obtain pinned control-plane binaries, built from the Go module proxy and cached by version.
+
+Kubernetes' own go.mod replaces every staging module (k8s.io/api, k8s.io/client-go, ...) with a local
+path, so `go install k8s.io/kubernetes/cmd/...@vX` is refused. A small wrapper module that requires
+k8s.io/kubernetes and replaces each staging module with its published v0.Y.Z builds it instead
+(see ../shared/notes/local-control-plane.md). etcd is built the same way; kwok and helm install directly.
+
+Binaries land in $XDG_CACHE_HOME/flaskapp-operator/bin/<tool>-<version>/ and are never rebuilt once there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.35.4"
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.7.0"
+HELM_VERSION = "v3.20.2"
+
+# Staging modules of k8s.io/kubernetes 1.35 (an unused replace is harmless).
+STAGING_MODULES = (
+    "api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider "
+    "cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api "
+    "cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms "
+    "kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics "
+    "mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
+).split()
+
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "flaskapp-operator"
+
+
+def tool_dir(tool: str, version: str) -> Path:
+    return cache_root() / "bin" / f"{tool}-{version}"
+
+
+def log(message: str) -> None:
+    print(f"[localcluster] {message}", file=sys.stderr, flush=True)
+
+
+def _go(args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Run a go command, streaming its output so a cold build shows progress."""
+    started = time.monotonic()
+    log(f"$ go {' '.join(args)}")
+    proc = subprocess.Popen(["go", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log(f"  {line.rstrip()}  ({time.monotonic() - started:.0f}s)")
+    if proc.wait() != 0:
+        raise RuntimeError(f"go {' '.join(args)} failed with exit code {proc.returncode}")
+
+
+def _build_env() -> dict[str, str]:
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
+    env.setdefault("GOPROXY", "https://proxy.golang.org,direct")
+    return env
+
+
+def _wrapper_module(workdir: Path, module: str, version: str, packages: list[str],
+                    replaces: dict[str, str]) -> None:
+    """A throw-away module whose tools.go imports the commands to build, so `go mod tidy` resolves them."""
+    lines = ["module localcluster/wrapper", "", "go 1.24", "", f"require {module} {version}", ""]
+    lines += [f"replace {old} => {old} {new}" for old, new in sorted(replaces.items())]
+    (workdir / "go.mod").write_text("\n".join(lines) + "\n")
+    imports = "\n".join(f'import _ "{p}"' for p in packages)
+    (workdir / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\n{imports}\n")
+
+
+def _kubernetes_ldflags(version: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    pkg = "k8s.io/component-base/version"
+    flags = {
+        "gitVersion": version, "gitMajor": major, "gitMinor": minor,
+        "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+    }
+    # client-go carries its own copy of the version package for kubectl's client version.
+    return " ".join(f"-X {p}.{k}={v}" for p in (pkg, "k8s.io/client-go/pkg/version")
+                    for k, v in flags.items()) + " -s -w"
+
+
+def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
+    target = tool_dir("kubernetes", version)
+    if all((target / c).exists() for c in KUBERNETES_COMMANDS):
+        return target
+    log(f"building Kubernetes {version} ({', '.join(KUBERNETES_COMMANDS)}); a cold build takes 10-20 minutes")
+    staging_version = "v0." + version.lstrip("v").split(".", 1)[1]
+    with tempfile.TemporaryDirectory(prefix="k8s-build-") as tmp:
+        work = Path(tmp)
+        packages = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS]
+        _wrapper_module(work, "k8s.io/kubernetes", version, packages,
+                        {f"k8s.io/{m}": staging_version for m in STAGING_MODULES})
+        env = _build_env()
+        _go(["mod", "tidy"], work, env)
+        staging = work / "out"
+        staging.mkdir()
+        _go(["build", "-trimpath", "-ldflags", _kubernetes_ldflags(version), "-o", str(staging) + "/",
+             *packages], work, env)
+        _install(staging, target)
+    return target
+
+
+def build_etcd(version: str = ETCD_VERSION) -> Path:
+    target = tool_dir("etcd", version)
+    if (target / "etcd").exists():
+        return target
+    log(f"building etcd {version}")
+    with tempfile.TemporaryDirectory(prefix="etcd-build-") as tmp:
+        work = Path(tmp)
+        _wrapper_module(work, "go.etcd.io/etcd/server/v3", version, ["go.etcd.io/etcd/server/v3"], {})
+        env = _build_env()
+        _go(["mod", "tidy"], work, env)
+        staging = work / "out"
+        staging.mkdir()
+        _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(staging / "etcd"),
+             "go.etcd.io/etcd/server/v3"], work, env)
+        _install(staging, target)
+    return target
+
+
+def _go_install(tool: str, package: str, version: str, binary: str) -> Path:
+    target = tool_dir(tool, version)
+    if (target / binary).exists():
+        return target
+    log(f"building {tool} {version}")
+    with tempfile.TemporaryDirectory(prefix=f"{tool}-build-") as tmp:
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        env = dict(_build_env(), GOBIN=str(staging), GOFLAGS="-buildvcs=false")
+        _go(["install", "-trimpath", "-ldflags", "-s -w", f"{package}@{version}"], Path(tmp), env)
+        _install(staging, target)
+    return target
+
+
+def build_kwok(version: str = KWOK_VERSION) -> Path:
+    return _go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", version, "kwok")
+
+
+def build_helm(version: str = HELM_VERSION) -> Path:
+    return _go_install("helm", "helm.sh/helm/v3/cmd/helm", version, "helm")
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move finished binaries into place atomically, so an interrupted build never looks complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(staging, partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    log(f"cached in {target}")
+
+
+def ensure_all() -> dict[str, Path]:
+    """Every binary the local cluster and the tests use, by name."""
+    k8s = build_kubernetes()
+    paths = {c: k8s / c for c in KUBERNETES_COMMANDS}
+    paths["etcd"] = build_etcd() / "etcd"
+    paths["kwok"] = build_kwok() / "kwok"
+    paths["helm"] = build_helm() / "helm"
+    return paths
