@@ -276,7 +276,7 @@ class Migrations:
 
 
 @rules(
-    Rule("(size(self.workerPools) == 0 && !self.beat.enabled) || has(self.celeryApp)",
+    Rule("((!has(self.workerPools) || size(self.workerPools) == 0) && !self.beat.enabled) || has(self.celeryApp)",
          "celeryApp is required when worker pools or beat are configured",
          lambda s: (not s.worker_pools and not s.beat.enabled) or s.celery_app is not None, ".celeryApp"),
 )

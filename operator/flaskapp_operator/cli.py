@@ -55,7 +55,7 @@ def cmd_crd(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .operator import run_operator  # kopf is imported only when the operator runs
+    from .runner import run_operator  # kopf is imported only when the operator runs
 
     return run_operator(namespaces=args.namespace or [], liveness=args.liveness,
                         standalone=args.standalone)

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from . import api
 from .builders import Addresses, AppRef, Context, desired_objects
+from .builders.app import migration_job_name
 from .schema import FieldError, SpecError, parse
 from .tuning import Tuning, tune
 
@@ -16,6 +17,7 @@ class Rendered:
     spec: api.FlaskAppSpec
     tuning: Tuning
     objects: list[dict]
+    migration_job: Optional[str]  # name of the Job that must succeed before the app tiers roll out
 
     @property
     def feasible(self) -> bool:
@@ -58,4 +60,5 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
     ctx = Context(app=ref, spec=spec, tuning=tuning,
                   addresses=addresses or Addresses.in_cluster(ref.name, ref.namespace, spec.web.port),
                   redis_password=redis_password)
-    return Rendered(spec=spec, tuning=tuning, objects=desired_objects(ctx))
+    return Rendered(spec=spec, tuning=tuning, objects=desired_objects(ctx),
+                    migration_job=migration_job_name(ctx) if spec.migrations else None)

@@ -118,7 +118,8 @@ def openapi_schema(cls: type) -> dict[str, Any]:
         if f.default is not MISSING and f.default is not None:
             prop["default"] = f.default
         elif f.default_factory is not MISSING and dataclasses.is_dataclass(f.default_factory):  # type: ignore[misc]
-            prop["default"] = {}
+            # The full default object: the API server checks defaults against CEL rules as they are.
+            prop["default"] = to_dict(f.default_factory())  # type: ignore[misc]
         if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
             required.append(json_name(f))
         properties[json_name(f)] = prop

@@ -1,0 +1,181 @@
+"""The only module that writes to the cluster: server-side apply of children, pruning, status, Events.
+
+A reconcile that changes nothing must send no write (kopf-in-production #7): each applied object carries
+the hash of what we applied, and an object is re-applied only when that hash differs or the live object
+no longer contains what we want (someone edited or deleted it).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from . import api
+from .builders.common import checksum
+from .naming import instance_selector
+
+FIELD_MANAGER = "flaskapp-operator"
+APPLIED_HASH = "flaskapp.dev/applied-hash"
+
+# Every kind the renderer may produce (apiVersion, kind, plural); pruning looks at exactly these.
+CHILD_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("v1", "ServiceAccount", "serviceaccounts"), ("v1", "ConfigMap", "configmaps"), ("v1", "Secret", "secrets"),
+    ("v1", "Service", "services"), ("batch/v1", "Job", "jobs"), ("apps/v1", "Deployment", "deployments"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"), ("networking.k8s.io/v1", "Ingress", "ingresses"),
+)
+
+Key = tuple[str, str]  # (kind, name)
+
+log = logging.getLogger(__name__)
+
+
+def key_of(obj: dict) -> Key:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def with_applied_hash(obj: dict) -> dict:
+    annotations = dict(obj["metadata"].get("annotations") or {})
+    annotations[APPLIED_HASH] = checksum(obj)[:16]
+    return {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """True when every field we set is present, with the same value, in the live object."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(
+            contains(lv, dv) for lv, dv in zip(live, desired))
+    return live == desired or (desired == {} and live is None)
+
+
+def up_to_date(live: Optional[dict], desired: dict) -> bool:
+    if live is None:
+        return False
+    live_hash = (live["metadata"].get("annotations") or {}).get(APPLIED_HASH)
+    return live_hash == desired["metadata"]["annotations"][APPLIED_HASH] and contains(live, desired)
+
+
+@dataclass
+class ApplyResult:
+    applied: list[Key] = field(default_factory=list)
+    pruned: list[Key] = field(default_factory=list)
+
+
+class Cluster:
+    """Reads and writes of one operator process, over a shared, thread-safe API client."""
+
+    def __init__(self, api_client: Optional[client.ApiClient] = None):
+        self.api_client = api_client or client.ApiClient()
+        self._dynamic: Optional[DynamicClient] = None
+        self._lock = threading.Lock()
+        self._resources: dict[tuple[str, str], Any] = {}
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        with self._lock:
+            if self._dynamic is None:
+                self._dynamic = DynamicClient(self.api_client)  # discovery: once per process
+            if (api_version, kind) not in self._resources:
+                self._resources[(api_version, kind)] = self._dynamic.resources.get(api_version=api_version,
+                                                                                   kind=kind)
+            return self._resources[(api_version, kind)]
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def get_flaskapp(self, namespace: str, name: str) -> Optional[dict]:
+        try:
+            return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_flaskapps(self, namespaces: Iterable[str]) -> list[dict]:
+        if not namespaces:
+            return self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)["items"]
+        return [item for ns in namespaces for item in
+                self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL)["items"]]
+
+    def list_children(self, namespace: str, app: str) -> dict[Key, dict]:
+        live: dict[Key, dict] = {}
+        for api_version, kind, _plural in CHILD_KINDS:
+            items = self.resource(api_version, kind).get(namespace=namespace,
+                                                         label_selector=instance_selector(app))
+            for item in items.to_dict()["items"]:
+                item.setdefault("kind", kind)
+                live[(kind, item["metadata"]["name"])] = item
+        return live
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    def apply(self, desired: list[dict], live: dict[Key, dict]) -> list[Key]:
+        """Server-side apply what is missing or differs; update `live` with the results."""
+        applied = []
+        for obj in desired:
+            obj = with_applied_hash(obj)
+            key = key_of(obj)
+            if up_to_date(live.get(key), obj):
+                continue
+            resource = self.resource(obj["apiVersion"], obj["kind"])
+            result = resource.server_side_apply(body=obj, name=obj["metadata"]["name"],
+                                                namespace=obj["metadata"]["namespace"],
+                                                field_manager=FIELD_MANAGER, force_conflicts=True)
+            live[key] = result.to_dict()
+            applied.append(key)
+        return applied
+
+    def prune(self, keep: set[Key], live: dict[Key, dict], owner_uid: str) -> list[Key]:
+        """Delete children this FlaskApp owns that are no longer rendered (a pool removed, beat off)."""
+        pruned = []
+        for key, obj in list(live.items()):
+            owners = obj["metadata"].get("ownerReferences") or []
+            if key in keep or not any(o.get("uid") == owner_uid for o in owners):
+                continue
+            resource = self.resource(obj["apiVersion"], obj["kind"])
+            try:
+                resource.delete(name=key[1], namespace=obj["metadata"]["namespace"],
+                                body={"propagationPolicy": "Background"})
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            del live[key]
+            pruned.append(key)
+        return pruned
+
+    def patch_status(self, namespace: str, name: str, status: dict) -> None:
+        self.custom.patch_namespaced_custom_object_status(api.GROUP, api.VERSION, namespace, api.PLURAL, name,
+                                                          {"status": status})
+
+    def post_event(self, flaskapp: dict, event_type: str, reason: str, message: str) -> None:
+        meta = flaskapp["metadata"]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=client.V1ObjectReference(api_version=f"{api.GROUP}/{api.VERSION}", kind=api.KIND,
+                                                     name=meta["name"], namespace=meta["namespace"],
+                                                     uid=meta["uid"]),
+            type=event_type, reason=reason, message=message[:1024], first_timestamp=now, last_timestamp=now,
+            count=1, source=client.V1EventSource(component=FIELD_MANAGER), reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER)
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:  # an Event is informative: never fail a reconcile for it
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"],
+                        exc.reason)
+
+
+def secret_value(secret: Optional[dict], key: str) -> Optional[str]:
+    data = (secret or {}).get("data") or {}
+    return base64.b64decode(data[key]).decode() if key in data else None

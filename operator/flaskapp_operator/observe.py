@@ -1,0 +1,108 @@
+"""From the children's live state to the FlaskApp's status (pure). Rebuilt on every reconcile, never
+accumulated; lastTransitionTime is kept while a condition's status does not change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .naming import COMPONENT_LABEL, selector_labels
+
+READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the reconcile concluded before looking at readiness: a problem stops the rollout."""
+
+    degraded_reason: Optional[str] = None
+    degraded_message: str = ""
+    waiting_reason: Optional[str] = None  # e.g. MigrationRunning: applied what could be, holding the rest
+    waiting_message: str = ""
+
+
+def deployment_ready(obj: dict) -> bool:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    want = spec.get("replicas", 1)
+    return (status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
+            and status.get("updatedReplicas", 0) >= want
+            and status.get("availableReplicas", 0) >= want
+            and status.get("replicas", 0) == status.get("updatedReplicas", 0))
+
+
+def job_state(obj: Optional[dict]) -> str:
+    if obj is None:
+        return "Pending"
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Complete"
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
+            return "Failed"
+    return "Running"
+
+
+def components(deployments: list[dict]) -> dict[str, dict]:
+    out = {}
+    for d in sorted(deployments, key=lambda o: o["metadata"]["name"]):
+        status = d.get("status") or {}
+        name = d["metadata"]["labels"].get(COMPONENT_LABEL, d["metadata"]["name"])
+        out[name] = {"ready": deployment_ready(d), "readyReplicas": status.get("readyReplicas", 0),
+                     "replicas": (d.get("spec") or {}).get("replicas", 1)}
+    return out
+
+
+def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, previous: list[dict],
+              now: str) -> dict:
+    status = "True" if ok else "False"
+    old = next((c for c in previous if c.get("type") == ctype), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get(
+        "lastTransitionTime") else now
+    return {"type": ctype, "status": status, "reason": reason, "message": message,
+            "observedGeneration": generation, "lastTransitionTime": since}
+
+
+def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
+                 tuning: Optional[dict], url: str, previous: dict, now: str) -> dict:
+    comps = components(deployments)
+    not_ready = sorted(n for n, c in comps.items() if not c["ready"])
+    all_ready = not not_ready and bool(comps)
+    prev_conditions = previous.get("conditions") or []
+
+    if verdict.degraded_reason:
+        ready = (False, verdict.degraded_reason, verdict.degraded_message)
+        progressing = (False, verdict.degraded_reason, "rollout stopped: " + verdict.degraded_reason)
+        degraded = (True, verdict.degraded_reason, verdict.degraded_message)
+    elif verdict.waiting_reason:
+        ready = (False, verdict.waiting_reason, verdict.waiting_message)
+        progressing = (True, verdict.waiting_reason, verdict.waiting_message)
+        degraded = (False, "AsExpected", "")
+    elif all_ready:
+        ready = (True, "AllComponentsReady", f"{len(comps)} components ready")
+        progressing = (False, "RolloutComplete", "every component runs the current spec")
+        degraded = (False, "AsExpected", "")
+    else:
+        message = "waiting for " + ", ".join(not_ready) if not_ready else "creating components"
+        ready = (False, "ComponentsNotReady", message)
+        progressing = (True, "RollingOut", message)
+        degraded = (False, "AsExpected", "")
+
+    conditions = [condition(t, *v, generation=generation, previous=prev_conditions, now=now)
+                  for t, v in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))]
+    pools_ready = sum(1 for p in pool_names if comps.get(f"worker-{p}", {}).get("ready"))
+    web = comps.get("web", {})
+    status = {
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "webReplicas": web.get("readyReplicas", 0),
+        "webSelector": ",".join(f"{k}={v}" for k, v in selector_labels(app, "web").items()),
+        "workerPools": f"{pools_ready}/{len(pool_names)}",
+        "url": url,
+        "components": comps,
+    }
+    if tuning is not None:
+        status["tuning"] = tuning
+    return status
+
+
+def status_changed(old: dict, new: dict) -> bool:
+    return any(old.get(k) != v for k, v in new.items())

@@ -1,0 +1,117 @@
+"""One reconcile of one FlaskApp, for every trigger (create, update, resume, child change, resync)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+from typing import Optional
+
+from .builders.config import REDIS_SECRET_SUFFIX
+from .kube import Cluster, Key, key_of, secret_value
+from .naming import COMPONENT_LABEL, child_name
+from .observe import Verdict, build_status, job_state, status_changed
+from .render import Rendered, render
+from .schema import SpecError
+
+log = logging.getLogger(__name__)
+
+# Tiers that run the app image: held back until the migration Job of the new image has succeeded.
+GATED_COMPONENTS = ("web", "beat")
+GATED_PREFIXES = ("worker-",)
+
+
+def _gated(obj: dict) -> bool:
+    component = obj["metadata"]["labels"].get(COMPONENT_LABEL, "")
+    return obj["kind"] == "Deployment" and (component in GATED_COMPONENTS or component.startswith(GATED_PREFIXES))
+
+
+def _url(spec_ingress, name: str, namespace: str) -> str:
+    if spec_ingress is not None and spec_ingress.enabled and spec_ingress.host:
+        scheme = "https" if spec_ingress.tls_secret_name else "http"
+        return f"{scheme}://{spec_ingress.host}/"
+    return f"http://{child_name(name, 'nginx')}.{namespace}.svc/"
+
+
+def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
+    """Bring the children of FlaskApp namespace/name to the rendered state; return the new status."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # 1. Load the FlaskApp; it may be gone (the garbage collector removes its children).
+    body = cluster.get_flaskapp(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    meta = body["metadata"]
+    generation = meta.get("generation", 0)
+    previous = body.get("status") or {}
+
+    # 2. List the children that exist now (one LIST per kind).
+    live = cluster.list_children(namespace, name)
+
+    # 3. Render: the Redis password is kept from the existing Secret, or made once.
+    password = secret_value(live.get(("Secret", child_name(name, REDIS_SECRET_SUFFIX))), "password")
+    try:
+        rendered: Optional[Rendered] = render(body, redis_password=password or secrets.token_urlsafe(24),
+                                              uid=meta["uid"])
+    except SpecError as exc:
+        rendered = None
+        verdict = Verdict("InvalidSpec", str(exc))
+
+    # 4. Decide what may roll out: nothing when the budget cannot hold; only the migration Job and
+    #    what it needs while it runs for a new image.
+    applied: list[Key] = []
+    pruned: list[Key] = []
+    if rendered is not None:
+        verdict = Verdict()
+        desired = rendered.objects
+        if not rendered.feasible:
+            verdict = Verdict("ConnectionBudgetExceeded", rendered.tuning.budget.message)
+        else:
+            to_apply = desired
+            job = rendered.migration_job
+            if job:
+                state = job_state(live.get(("Job", job)))
+                if state != "Complete":
+                    to_apply = [o for o in desired if not _gated(o)]
+                    verdict = (Verdict("MigrationFailed", f"migration Job {job} failed; fix the command or "
+                                       "image, a new image or command starts a new Job")
+                               if state == "Failed" else
+                               Verdict(waiting_reason="MigrationRunning",
+                                       waiting_message=f"waiting for migration Job {job} before rolling out"))
+
+            # 5. Apply what differs, then prune what is no longer rendered (held-back tiers are kept).
+            applied = cluster.apply(to_apply, live)
+            pruned = cluster.prune({key_of(o) for o in desired}, live, meta["uid"])
+
+    # 6. Report: status from the children's state, written only when it changed; Events for actions.
+    deployments = [o for (kind, _), o in live.items() if kind == "Deployment"]
+    spec = rendered.spec if rendered else None
+    status = build_status(
+        app=name, generation=generation, verdict=verdict, deployments=deployments,
+        pool_names=[p.name for p in spec.worker_pools] if spec else [],
+        tuning=rendered.tuning.report() if rendered else None,
+        url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now)
+    if status_changed(previous, status):
+        cluster.patch_status(namespace, name, status)
+        if verdict.degraded_reason and (previous.get("observedGeneration") != generation
+                                        or _condition_reason(previous, "Degraded") != verdict.degraded_reason):
+            cluster.post_event(body, "Warning", verdict.degraded_reason, verdict.degraded_message)
+        if _condition_status(previous, "Ready") != "True" and _condition_status(status, "Ready") == "True":
+            cluster.post_event(body, "Normal", "Ready", "every component is ready")
+    if applied:
+        cluster.post_event(body, "Normal", "Applied", "applied " + ", ".join(f"{k}/{n}" for k, n in applied))
+    if pruned:
+        cluster.post_event(body, "Normal", "Pruned", "deleted " + ", ".join(f"{k}/{n}" for k, n in pruned))
+    return status
+
+
+def _condition(status: dict, ctype: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == ctype), {})
+
+
+def _condition_status(status: dict, ctype: str) -> Optional[str]:
+    return _condition(status, ctype).get("status")
+
+
+def _condition_reason(status: dict, ctype: str) -> Optional[str]:
+    return _condition(status, ctype).get("reason")

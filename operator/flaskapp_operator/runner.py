@@ -1,0 +1,22 @@
+"""Start the operator (kopf) in this process: `flaskapp-operator run`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Sequence
+
+import kopf
+
+
+def run_operator(namespaces: Sequence[str], liveness: str | None, standalone: bool = True) -> int:
+    from . import handlers  # registers the handlers
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers.reconciler.namespaces = tuple(namespaces)
+    asyncio.run(kopf.operator(
+        clusterwide=not namespaces, namespaces=list(namespaces),
+        standalone=standalone,  # one replica, no peering objects (kopf-in-production #3)
+        liveness_endpoint=liveness,
+    ))
+    return 0

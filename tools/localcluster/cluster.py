@@ -1,0 +1,278 @@
+"""A real Kubernetes control plane as local processes: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok faking Ready nodes and pods (what envtest and kwokctl run; no Docker needed).
+
+Every process is started in its own session and recorded in <state>/processes.json, so `stop` kills
+exactly those processes, wherever they were started from, and then removes the state directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from . import build
+from .build import log
+
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+NODE_COUNT = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Certificates: a throw-away CA, a serving cert for loopback, an admin client cert, a service-account key.
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                       serialization.NoEncryption()))
+
+
+def _cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool = False,
+          sans: list | None = None, client: bool = False) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=7))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if not ca:
+        usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def write_certificates(pki: Path) -> None:
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flaskapp-localcluster-ca")])
+    ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
+    _write_key(pki / "ca.key", ca_key)
+    (pki / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    serving_key = _key()
+    sans = [x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default.svc"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.96.0.1"))]
+    serving = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), serving_key,
+                    ca_name, ca_key, sans=sans)
+    _write_key(pki / "apiserver.key", serving_key)
+    (pki / "apiserver.crt").write_bytes(serving.public_bytes(serialization.Encoding.PEM))
+
+    admin_key = _key()
+    admin = _cert(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, "admin")]), admin_key, ca_name, ca_key,
+                  client=True)
+    _write_key(pki / "admin.key", admin_key)
+    (pki / "admin.crt").write_bytes(admin.public_bytes(serialization.Encoding.PEM))
+
+    sa_key = _key()
+    _write_key(pki / "sa.key", sa_key)
+    (pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path, context: str = "flaskapp-local") -> None:
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": context, "cluster": {"server": server,
+                                                    "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": "admin", "user": {"client-certificate": str(pki / "admin.crt"),
+                                              "client-key": str(pki / "admin.key")}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": "admin"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalCluster:
+    state_dir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def _record(self) -> Path:
+        return self.state_dir / "processes.json"
+
+    def _processes(self) -> dict:
+        return json.loads(self._record.read_text()) if self._record.exists() else {}
+
+    @property
+    def server(self) -> str:
+        return self._processes().get("server", "")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        logfile = open(self.state_dir / "logs" / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=self.state_dir)
+        record = self._processes()
+        record.setdefault("pids", {})[name] = proc.pid
+        record.setdefault("argv", {})[name] = argv
+        self._record.write_text(json.dumps(record, indent=1))
+
+    def respawn(self, name: str) -> None:
+        """Restart one component with the same arguments (used by the fault-injection tests)."""
+        self.kill(name)
+        self._spawn(name, self._processes()["argv"][name])
+
+    def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
+        pid = self._processes().get("pids", {}).get(name)
+        if pid:
+            _kill_group(pid, sig)
+
+    def start(self, timeout: float = 120) -> "LocalCluster":
+        if self._record.exists():
+            raise RuntimeError(f"a cluster is already recorded in {self.state_dir}; stop it first")
+        started = time.monotonic()
+        bins = build.ensure_all()
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        pki = self.state_dir / "pki"
+        write_certificates(pki)
+        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        server = f"https://127.0.0.1:{api_port}"
+        self._record.write_text(json.dumps({"server": server, "pids": {}, "argv": {}}))
+        try:
+            self._spawn("etcd", [
+                str(bins["etcd"]), "--data-dir", str(self.state_dir / "etcd"), "--name", "default",
+                "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync", "--quota-backend-bytes", str(4 << 30), "--log-level", "warn"])
+            self._spawn("kube-apiserver", [
+                str(bins["kube-apiserver"]), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=PodSecurity", "--allow-privileged=false", "--v=0"])
+            write_kubeconfig(self.kubeconfig, server, pki)
+            self.wait_ready(timeout)
+            log(f"kube-apiserver ready at {server} ({time.monotonic() - started:.1f}s)")
+            self._spawn("kube-controller-manager", [
+                str(bins["kube-controller-manager"]), f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
+                f"--root-ca-file={pki / 'ca.crt'}", f"--service-account-private-key-file={pki / 'sa.key'}",
+                "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+                "--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20",
+                "--concurrent-gc-syncs=40", "--kube-api-qps=200", "--kube-api-burst=400"])
+            self._spawn("kube-scheduler", [
+                str(bins["kube-scheduler"]), f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+                "--kube-api-qps=200", "--kube-api-burst=400"])
+            self._spawn("kwok", [
+                str(bins["kwok"]), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{free_port()}", "--cidr=10.0.0.1/16"])
+            self._create_nodes(bins["kubectl"])
+        except BaseException:
+            self.stop()
+            raise
+        log(f"cluster up in {time.monotonic() - started:.1f}s; kubeconfig: {self.kubeconfig}")
+        return self
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        pki = self.state_dir / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return ctx
+
+    def get(self, path: str, timeout: float = 5) -> str:
+        with urllib.request.urlopen(self.server + path, context=self._ssl_context(), timeout=timeout) as resp:
+            return resp.read().decode()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/readyz", timeout=2).strip() == "ok":
+                    return
+            except Exception as exc:  # noqa: BLE001 - report what we last saw
+                last = str(exc)
+            time.sleep(0.25)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last} "
+                           f"(logs in {self.state_dir / 'logs'})")
+
+    def _create_nodes(self, kubectl: Path) -> None:
+        nodes = []
+        for i in range(NODE_COUNT):
+            name = f"kwok-node-{i}"
+            nodes.append({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "annotations": {FAKE_NODE_ANNOTATION: "fake"},
+                             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                        "kubernetes.io/arch": "amd64", "type": "kwok"}},
+                "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+                           "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"}},
+            })
+        manifest = yaml.safe_dump_all(nodes)
+        subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfig), "apply", "-f", "-"],
+                       input=manifest.encode(), check=True, capture_output=True)
+
+    def stop(self) -> None:
+        record = self._processes()
+        # Reverse start order: kwok and controllers first, etcd last.
+        for name, pid in reversed(list(record.get("pids", {}).items())):
+            _kill_group(pid, signal.SIGTERM)
+        for pid in record.get("pids", {}).values():
+            _wait_gone(pid)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_gone(pid: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            try:  # our own child: reap it
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    _kill_group(pid, signal.SIGKILL)
