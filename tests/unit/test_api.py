@@ -1,0 +1,120 @@
+"""The API: the committed CRD is generated from the model, and invalid specs are rejected by field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT, load_sample
+from flaskapp_operator.crd import crd, crd_yaml
+from flaskapp_operator.render import parse_spec
+from flaskapp_operator.schema import SpecError
+
+CRD_FILE = ROOT / "manifests" / "crd" / "flaskapp.dev_flaskapps.yaml"
+CHART_CRD_FILE = ROOT / "charts" / "flaskapp-operator" / "crds" / "flaskapp.dev_flaskapps.yaml"
+
+
+def test_committed_crd_is_generated_from_the_model():
+    assert CRD_FILE.read_text() == crd_yaml(), "manifests/crd is stale: run `make manifests`"
+
+
+def test_chart_crd_is_the_same_file():
+    if not CHART_CRD_FILE.exists():
+        pytest.skip("chart not present yet")
+    assert CHART_CRD_FILE.read_text() == CRD_FILE.read_text(), "chart CRD differs: run `make manifests`"
+
+
+def _walk(schema: dict, path: str = "spec"):
+    yield path, schema
+    for name, prop in (schema.get("properties") or {}).items():
+        yield from _walk(prop, f"{path}.{name}")
+    if "items" in schema:
+        yield from _walk(schema["items"], f"{path}[]")
+
+
+def test_every_spec_field_has_a_description():
+    spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    missing = [p for p, s in _walk(spec) if "description" not in s and not p.endswith("[]")]
+    assert missing == []
+
+
+def test_crd_has_status_scale_printer_columns_and_short_name():
+    version = crd()["spec"]["versions"][0]
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.web.replicas"
+    assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Ready", "Web", "Pools", "URL", "Age"}
+    assert crd()["spec"]["names"]["shortNames"]
+
+
+def test_defaults_are_applied_like_the_api_server():
+    spec = parse_spec({"image": "app:1", "wsgi": "app:app"})
+    assert spec.web.gunicorn.worker_class == "gthread"
+    assert spec.web.gunicorn.workers == "auto"
+    assert spec.nginx.micro_cache_seconds == 1
+    assert spec.redis.cache.memory == "256Mi"
+
+
+def test_samples_parse():
+    for name in ("minimal", "full"):
+        parse_spec(load_sample(name)["spec"])
+
+
+def _with(path: str, value):
+    spec = copy.deepcopy(load_sample("full")["spec"])
+    node = spec
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+    if value is _DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return spec
+
+
+_DELETE = object()
+
+# (description, modified spec, the field path the error must name)
+INVALID = [
+    ("image missing", _with("image", _DELETE), "spec.image"),
+    ("wsgi malformed", _with("wsgi", "not an entry point"), "spec.wsgi"),
+    ("workers not a number", _with("web.gunicorn.workers", "lots"), "spec.web.gunicorn.workers"),
+    ("workers too many", _with("web.gunicorn.workers", 500), "spec.web.gunicorn.workers"),
+    ("unknown worker class", _with("web.gunicorn.workerClass", "eventlet"), "spec.web.gunicorn.workerClass"),
+    ("sync with threads", _with("web.gunicorn", {"workerClass": "sync", "threads": 4}), "spec.web.gunicorn.threads"),
+    ("jitter above max", _with("web.gunicorn", {"maxRequests": 10, "maxRequestsJitter": 50}),
+     "spec.web.gunicorn.maxRequestsJitter"),
+    ("replicas and autoscaling", _with("web.replicas", 3), "spec.web.autoscaling"),
+    ("min above max", _with("web.autoscaling", {"minReplicas": 5, "maxReplicas": 2}), "spec.web.autoscaling.minReplicas"),
+    ("grace below graceful timeout", _with("web.terminationGracePeriodSeconds", 10),
+     "spec.web.terminationGracePeriodSeconds"),
+    ("bad cpu quantity", _with("web.resources", {"requests": {"cpu": "lots"}}), "spec.web.resources.requests.cpu"),
+    ("negative replicas", _with("nginx.replicas", -1), "spec.nginx.replicas"),
+    ("pull policy", _with("imagePullPolicy", "Sometimes"), "spec.imagePullPolicy"),
+    ("pool name", _with("workerPools.0.name", "Bad_Name"), "spec.workerPools[0].name"),
+    ("duplicate pool", _with("workerPools.1.name", "default"), "spec.workerPools"),
+    ("external redis without secret", _with("redis", {"mode": "external"}), "spec.redis.external"),
+    ("reserved above max", _with("database.reservedConnections", 200), "spec.database.reservedConnections"),
+    ("static path without slash", _with("nginx.staticUrlPath", "static"), "spec.nginx.staticUrlPath"),
+    ("body size syntax", _with("nginx.clientMaxBodySize", "ten megs"), "spec.nginx.clientMaxBodySize"),
+    ("gzip level", _with("nginx.gzipLevel", 11), "spec.nginx.gzipLevel"),
+    ("tls without host", _with("ingress", {"tlsSecretName": "x"}), "spec.ingress.tlsSecretName"),
+    ("celery app missing", _with("celeryApp", _DELETE), "spec.celeryApp"),
+    ("unknown field", _with("web.gunicron", {}), "spec.web.gunicron"),
+    ("wrong type", _with("beat", {"enabled": "yes"}), "spec.beat.enabled"),
+    ("empty migration command", _with("migrations.command", []), "spec.migrations.command"),
+]
+
+
+@pytest.mark.parametrize("spec,field", [(s, f) for _, s, f in INVALID], ids=[d for d, _, _ in INVALID])
+def test_invalid_spec_names_the_field(spec, field):
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec)
+    assert field in [e.path for e in info.value.errors], str(info.value)
+
+
+def test_generated_crd_is_valid_yaml_with_one_version():
+    doc = yaml.safe_load(CRD_FILE.read_text())
+    assert [v["name"] for v in doc["spec"]["versions"]] == ["v1alpha1"]

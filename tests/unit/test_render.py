@@ -1,0 +1,146 @@
+"""The renderer: golden files of the samples, Kubernetes schema validity, restricted pods, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import ROOT, SAMPLES, load_sample
+from flaskapp_operator.render import render
+
+GOLDEN = ROOT / "tests" / "golden"
+KUBERNETES_SCHEMA_VERSION = "1.35.0"  # the version the local control plane runs
+FIXED = {"redis_password": "golden-password", "uid": "00000000-0000-4000-8000-000000000000"}
+SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.yaml"))
+
+
+def rendered_yaml(name: str) -> str:
+    return yaml.safe_dump_all(render(load_sample(name), **FIXED).objects, sort_keys=False, width=120)
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_golden(name):
+    path = GOLDEN / f"{name}.yaml"
+    actual = rendered_yaml(name)
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(actual)
+    assert path.exists(), "no golden file: run `make golden`"
+    assert actual == path.read_text(), f"render of {name} changed: review, then `make golden`"
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_every_object_validates_against_the_kubernetes_schema(name):
+    for obj in render(load_sample(name), **FIXED).objects:
+        kubernetes_validate.validate(obj, KUBERNETES_SCHEMA_VERSION, strict=True)
+
+
+def _pod_specs(objects):
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"], True
+        elif obj["kind"] == "Job":
+            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"], False
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_every_pod_is_restricted_with_probes_and_requests(name):
+    for pod_name, pod, long_running in _pod_specs(render(load_sample(name), **FIXED).objects):
+        assert pod["securityContext"]["runAsNonRoot"] is True, pod_name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, pod_name
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], c["name"]
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], c["name"]
+        for c in pod["containers"]:
+            if long_running:  # a Job's pod runs to completion: nothing to probe
+                assert "livenessProbe" in c, (pod_name, c["name"])
+
+
+def test_labels_owner_references_and_config_checksum():
+    objects = render(load_sample("full"), **FIXED).objects
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "shop"
+        assert labels["app.kubernetes.io/managed-by"] == "flaskapp-operator"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == FIXED["uid"]
+    web = next(o for o in objects if o["metadata"]["name"] == "shop-web")
+    assert "flaskapp.dev/config-checksum" in web["spec"]["template"]["metadata"]["annotations"]
+
+
+def _checksum(doc: dict, component: str) -> str:
+    objects = render(doc, **FIXED).objects
+    dep = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(component))
+    return dep["spec"]["template"]["metadata"]["annotations"]["flaskapp.dev/config-checksum"]
+
+
+def test_a_config_change_changes_the_pod_template():
+    doc = load_sample("full")
+    before = _checksum(doc, "-web")
+    doc["spec"]["web"]["gunicorn"]["timeoutSeconds"] = 60
+    assert _checksum(doc, "-web") != before
+
+
+def test_nginx_conf_has_the_promised_settings():
+    objects = render(load_sample("full"), **FIXED).objects
+    conf = next(o for o in objects if o["metadata"]["name"] == "shop-nginx-conf")["data"]["nginx.conf"]
+    for directive in ("gzip on;", "proxy_cache_valid 200 301 302 1s;", "proxy_buffering on;",
+                      "keepalive ", 'max-age=31536000, immutable"', "client_max_body_size 10m;",
+                      "proxy_cache_bypass $skip_microcache;", "proxy_http_version 1.1;"):
+        assert directive in conf, directive
+
+
+def test_managed_redis_policies():
+    objects = render(load_sample("full"), **FIXED).objects
+    args = {o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][0]["args"]
+            for o in objects if o["kind"] == "Deployment" and "redis" in o["metadata"]["name"]}
+    assert "allkeys-lru" in args["shop-redis-cache"] and "noeviction" in args["shop-redis-broker"]
+
+
+def test_env_contract_is_complete():
+    objects = render(load_sample("full"), **FIXED).objects
+    web = next(o for o in objects if o["metadata"]["name"] == "shop-web")
+    names = {e["name"] for e in web["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert names >= {"WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "SQLALCHEMY_ENGINE_OPTIONS", "DATABASE_URL",
+                     "CACHE_TYPE", "CACHE_REDIS_URL", "CACHE_DEFAULT_TIMEOUT", "CELERY_BROKER_URL",
+                     "CELERY_RESULT_BACKEND", "CDN_URL"}
+    worker = next(o for o in objects if o["metadata"]["name"] == "shop-worker-default")
+    names = {e["name"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"CELERY_WORKER_CONCURRENCY", "CELERY_WORKER_PREFETCH_MULTIPLIER"} <= names
+    cm = next(o for o in objects if o["metadata"]["name"] == "shop-env")
+    options = json.loads(cm["data"]["web.SQLALCHEMY_ENGINE_OPTIONS"])
+    assert set(options) == {"pool_size", "max_overflow", "pool_recycle", "pool_pre_ping", "pool_timeout"}
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flaskapp_operator.cli", *args], input=stdin,
+                          capture_output=True, text=True)
+
+
+def test_cli_render_prints_the_objects():
+    result = _cli("render", "-f", str(SAMPLES / "full.yaml"))
+    assert result.returncode == 0, result.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout)}
+    assert {"Deployment", "Service", "ConfigMap", "Ingress", "Job", "HorizontalPodAutoscaler"} <= kinds
+
+
+def test_cli_invalid_input_names_the_field_and_exits_2():
+    doc = load_sample("minimal")
+    doc["spec"]["web"] = {"gunicorn": {"workers": "many"}}
+    result = _cli("render", "-f", "-", stdin=yaml.safe_dump(doc))
+    assert result.returncode == 2
+    assert "spec.web.gunicorn.workers" in result.stderr
+
+
+def test_cli_infeasible_budget_exits_3_with_the_numbers():
+    doc = load_sample("full")
+    doc["spec"]["database"]["maxConnections"] = 20
+    result = _cli("render", "-f", "-", stdin=yaml.safe_dump(doc))
+    assert result.returncode == 3
+    assert "connection budget exceeded" in result.stderr and "maxConnections 20" in result.stderr
+    assert result.stdout == ""

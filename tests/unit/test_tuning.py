@@ -1,0 +1,144 @@
+"""Tuning invariants. The peak connection count is recomputed from the *rendered objects* (replicas,
+HPA maxima, the rolling-update surge, process counts and pool sizes in the ConfigMap), independently of
+the tuning engine's own arithmetic, and must fit the budget whenever the FlaskApp is not Degraded."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import load_sample
+from flaskapp_operator.render import render
+from flaskapp_operator.tuning import cpu_cores, gunicorn_threads, gunicorn_workers, tune
+from flaskapp_operator.api import Resources, ResourceAmounts
+from flaskapp_operator.render import parse_spec
+
+
+def peak_connections_from_objects(objects: list[dict]) -> int:
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    env = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-env"))["data"]
+    total = 0
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "Job"):
+            continue
+        component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+        options = env.get(f"{component}.SQLALCHEMY_ENGINE_OPTIONS")
+        if options is None:  # redis, nginx: no database
+            continue
+        per_process = sum(json.loads(options)[k] for k in ("pool_size", "max_overflow"))
+        if obj["kind"] == "Job":
+            pods = 1
+        else:
+            hpa = by_name.get(("HorizontalPodAutoscaler", obj["metadata"]["name"]))
+            most = hpa["spec"]["maxReplicas"] if hpa else obj["spec"]["replicas"]
+            strategy = obj["spec"]["strategy"]
+            surge = math.ceil(most * 0.25) if strategy["type"] == "RollingUpdate" else 0
+            assert strategy["type"] == "Recreate" or strategy["rollingUpdate"]["maxSurge"] == "25%"
+            pods = most + surge
+        if component == "web":
+            processes = int(env["web.WEB_CONCURRENCY"])
+        elif component.startswith("worker-"):
+            processes = int(env[f"{component}.CELERY_WORKER_CONCURRENCY"])
+        else:
+            processes = 1
+        total += pods * processes * per_process
+    return total
+
+
+cpu = st.sampled_from(["100m", "250m", "500m", "1", "1500m", "2", "4", "8"])
+scaling = st.one_of(
+    st.builds(lambda r: {"replicas": r}, st.integers(0, 30)),
+    st.builds(lambda lo, extra: {"autoscaling": {"minReplicas": lo, "maxReplicas": lo + extra}},
+              st.integers(1, 10), st.integers(0, 30)),
+)
+pool = st.builds(
+    lambda i, conc, sc, c: {"name": f"pool{i}", "concurrency": conc, **sc,
+                            "resources": {"requests": {"cpu": c}}},
+    st.integers(0, 1000), st.one_of(st.just("auto"), st.integers(1, 16)), scaling, cpu)
+
+
+@st.composite
+def specs(draw):
+    pools = draw(st.lists(pool, max_size=4, unique_by=lambda p: p["name"]))
+    web = {**draw(scaling), "resources": {"limits": {"cpu": draw(cpu)}},
+           "gunicorn": {"workerClass": draw(st.sampled_from(["gthread", "sync", "gevent"]))}}
+    db = {"secretName": "db", "maxConnections": draw(st.integers(10, 2000)),
+          "reservedConnections": draw(st.integers(0, 9))}
+    if draw(st.booleans()):
+        db["pool"] = {"size": draw(st.integers(1, 20)), "maxOverflow": draw(st.integers(0, 10))}
+    spec = {"image": "app:1", "wsgi": "app:app", "celeryApp": "app.celery", "web": web, "workerPools": pools,
+            "beat": {"enabled": draw(st.booleans())}, "database": db}
+    if draw(st.booleans()):
+        spec["migrations"] = {"command": ["flask", "db", "upgrade"]}
+    return {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": "prop"}, "spec": spec}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_peak_connections_fit_the_budget_or_the_app_is_degraded(doc):
+    rendered = render(doc, redis_password="pw")
+    budget = rendered.tuning.budget
+    available = doc["spec"]["database"]["maxConnections"] - doc["spec"]["database"]["reservedConnections"]
+    recomputed = peak_connections_from_objects(rendered.objects)
+    assert recomputed == budget.peak_connections
+    if rendered.feasible:
+        assert recomputed <= available
+    else:
+        assert recomputed > available
+        assert "maxConnections" in budget.message and str(available) in budget.message
+        if "pool" not in doc["spec"]["database"]:
+            # Infeasible only when even the smallest pools cannot fit.
+            for tier in rendered.tuning.tiers:
+                assert (tier.pool_size, tier.max_overflow) == (1, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(specs())
+def test_pools_are_as_large_as_the_budget_allows(doc):
+    """Not only safe but useful: with no override, a feasible web pool never sits below the thread count
+    unless the budget forced it down (one more connection per web process would not fit)."""
+    rendered = render(doc, redis_password="pw")
+    if not rendered.feasible or "pool" in doc["spec"]["database"]:
+        return
+    web = rendered.tuning.tier("web")
+    if web.pool_size < web.threads_per_process and web.peak_pods > 0:
+        available = rendered.tuning.budget.available
+        assert rendered.tuning.budget.peak_connections + web.peak_pods * web.processes_per_pod > available
+
+
+def test_workers_come_from_the_container_cpu_not_the_node():
+    assert gunicorn_workers(cpu_cores(Resources(limits=ResourceAmounts(cpu="2")), "web")) == 5
+    assert gunicorn_workers(cpu_cores(Resources(requests=ResourceAmounts(cpu="500m")), "web")) == 2
+    assert gunicorn_threads(cpu_cores(Resources(limits=ResourceAmounts(cpu="2")), "web")) == 4
+    assert gunicorn_workers(cpu_cores(Resources(), "web")) == 2  # the 500m default request
+
+
+def test_the_classic_failure_is_caught():
+    """3 pods x 5 workers x SQLAlchemy's default 5+10 = 225 connections against PostgreSQL's 100."""
+    spec = parse_spec({"image": "a:1", "wsgi": "a:b", "web": {"replicas": 3, "resources": {"limits": {"cpu": "2"}}},
+                       "database": {"secretName": "db", "pool": {"size": 5, "maxOverflow": 10}}})
+    tuning = tune(spec)
+    assert not tuning.feasible
+    assert "peak 300 > 95" in tuning.budget.message  # 4 pods (3 + surge) x 5 x 15
+
+
+def test_without_overrides_the_same_app_fits_by_shrinking_pools():
+    spec = parse_spec({"image": "a:1", "wsgi": "a:b", "web": {"replicas": 3, "resources": {"limits": {"cpu": "2"}}},
+                       "database": {"secretName": "db"}})
+    tuning = tune(spec)
+    assert tuning.feasible and tuning.budget.peak_connections <= 95
+    web = tuning.tier("web")
+    assert web.peak_pods == 4 and web.processes_per_pod == 5
+
+
+def test_termination_grace_exceeds_gunicorn_graceful_timeout():
+    spec = parse_spec({"image": "a:1", "wsgi": "a:b", "web": {"gunicorn": {"gracefulTimeoutSeconds": 45}}})
+    assert tune(spec).web.termination_grace_period_seconds > 45
+
+
+def test_redis_maxmemory_leaves_headroom():
+    t = tune(parse_spec(load_sample("full")["spec"]))
+    assert t.redis_cache_maxmemory == int(256 * 2**20 * 0.75)
