@@ -92,12 +92,16 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
         tuning=rendered.tuning.report() if rendered else None,
         url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now)
     if status_changed(previous, status):
+        log.info("%s/%s: status changed (%s)", namespace, name,
+                 ", ".join(k for k, v in status.items() if previous.get(k) != v))
         cluster.patch_status(namespace, name, status)
         if verdict.degraded_reason and (previous.get("observedGeneration") != generation
                                         or _condition_reason(previous, "Degraded") != verdict.degraded_reason):
             cluster.post_event(body, "Warning", verdict.degraded_reason, verdict.degraded_message)
         if _condition_status(previous, "Ready") != "True" and _condition_status(status, "Ready") == "True":
             cluster.post_event(body, "Normal", "Ready", "every component is ready")
+    if applied or pruned:
+        log.info("%s/%s: applied %d, pruned %d objects", namespace, name, len(applied), len(pruned))
     if applied:
         cluster.post_event(body, "Normal", "Applied", "applied " + ", ".join(f"{k}/{n}" for k, n in applied))
     if pruned:

@@ -13,6 +13,7 @@ def run_operator(namespaces: Sequence[str], liveness: str | None, standalone: bo
     from . import handlers  # registers the handlers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per child event
     handlers.reconciler.namespaces = tuple(namespaces)
     asyncio.run(kopf.operator(
         clusterwide=not namespaces, namespaces=list(namespaces),

@@ -31,6 +31,17 @@ from . import build
 from .build import log
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+# Every write request, with the user who sent it: tests count the operator's own writes from this log.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+"""
 NODE_COUNT = 2
 
 
@@ -121,6 +132,10 @@ class LocalCluster:
         return self.state_dir / "kubeconfig"
 
     @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "logs" / "audit.log"
+
+    @property
     def _record(self) -> Path:
         return self.state_dir / "processes.json"
 
@@ -161,6 +176,7 @@ class LocalCluster:
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
         server = f"https://127.0.0.1:{api_port}"
         self._record.write_text(json.dumps({"server": server, "pids": {}, "argv": {}}))
+        (self.state_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
         try:
             self._spawn("etcd", [
                 str(bins["etcd"]), "--data-dir", str(self.state_dir / "etcd"), "--name", "default",
@@ -179,7 +195,9 @@ class LocalCluster:
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=PodSecurity", "--allow-privileged=false", "--v=0"])
+                "--enable-admission-plugins=PodSecurity", "--allow-privileged=false", "--v=0",
+                f"--audit-policy-file={self.state_dir / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking"])
             write_kubeconfig(self.kubeconfig, server, pki)
             self.wait_ready(timeout)
             log(f"kube-apiserver ready at {server} ({time.monotonic() - started:.1f}s)")

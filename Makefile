@@ -1,0 +1,134 @@
+# flaskapp-operator — run `make help` for the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+LOCALCLUSTER := PYTHONPATH=tools $(PY) -m localcluster
+IMG ?= ghcr.io/flaskapp-operator/flaskapp-operator:0.1.0
+EXAMPLE_IMG ?= ghcr.io/flaskapp-operator/example:0.1.0
+KIND_CLUSTER ?= flaskapp-e2e
+NAMESPACE ?= flaskapp-system
+DEBIAN_PACKAGES := nginx-light redis-server postgresql wrk
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,workload,bench]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the virtualenv with the operator and test dependencies.
+
+.PHONY: debs
+debs: ## Install the Debian packages the workload tests and benchmarks run (nginx, redis, postgresql, wrk).
+	hack/install-debian-packages.sh $(DEBIAN_PACKAGES)
+
+.PHONY: tools
+tools: venv ## Build (once, cached by version) etcd, Kubernetes, kwok and helm for the local control plane.
+	$(LOCALCLUSTER) build
+
+.PHONY: manifests
+manifests: venv ## Regenerate the CRD (manifests/crd and the chart's crds/) from the Python model.
+	$(PY) -m flaskapp_operator.cli crd > manifests/crd/flaskapp.dev_flaskapps.yaml
+	mkdir -p charts/flaskapp-operator/crds
+	cp manifests/crd/flaskapp.dev_flaskapps.yaml charts/flaskapp-operator/crds/
+
+.PHONY: golden
+golden: venv ## Regenerate the golden renders of the samples (review the diff!).
+	UPDATE_GOLDEN=1 $(PYTEST) -q tests/unit/test_render.py -k golden
+
+.PHONY: test
+test: venv debs tools ## Run the whole suite: unit, integration (local control plane), workload, e2e.
+	$(PYTEST) -q tests
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests only (no cluster, no servers).
+	$(PYTEST) -q tests/unit
+
+.PHONY: test-integration
+test-integration: venv tools ## Integration tests against the local control plane.
+	$(PYTEST) -q tests/integration
+
+.PHONY: test-workload
+test-workload: venv debs ## Run the rendered config with real nginx, redis, gunicorn, celery, postgresql.
+	$(PYTEST) -q tests/workload
+
+.PHONY: bench
+bench: venv debs tools ## Benchmarks: generated stack vs naive baseline (writes build/bench.json and a plot).
+	$(PY) -m bench
+
+.PHONY: lint
+lint: venv ## Byte-compile everything (syntax) and check that the committed CRD is current.
+	$(PY) -m compileall -q operator tests tools
+	$(PYTEST) -q tests/unit/test_api.py -k committed_crd
+
+##@ Local cluster
+
+.PHONY: cluster-up
+cluster-up: tools ## Start etcd, kube-apiserver, controller-manager, scheduler and kwok on loopback.
+	$(LOCALCLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: venv ## Stop exactly the processes cluster-up started and remove their state.
+	$(LOCALCLUSTER) down
+
+.PHONY: demo
+demo: venv tools ## Bring up a cluster, the operator and the full sample, and show what happened.
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: venv ## Stop the demo's operator and cluster.
+	hack/demo.sh down
+
+##@ Deployment (current kube context)
+
+.PHONY: install
+install: venv ## Install the CRD into the current cluster.
+	kubectl apply --server-side -f manifests/crd/
+
+.PHONY: uninstall
+uninstall: ## Remove the CRD (and with it every FlaskApp) from the current cluster.
+	kubectl delete --ignore-not-found -f manifests/crd/
+
+.PHONY: run
+run: venv ## Run the operator locally against the current kube context.
+	$(VENV)/bin/flaskapp-operator run
+
+.PHONY: deploy
+deploy: ## Deploy the operator into the current cluster with kustomize (manifests/).
+	kubectl apply --server-side -k manifests/
+
+.PHONY: undeploy
+undeploy: ## Remove the operator deployed by `make deploy` (the CRD stays).
+	kubectl delete --ignore-not-found -k manifests/
+
+.PHONY: docker-build
+docker-build: ## Build the operator and example app images (needs a Docker engine).
+	docker build -t $(IMG) -f operator/Dockerfile .
+	docker build -t $(EXAMPLE_IMG) examples/flask-shop
+
+.PHONY: helm-lint
+helm-lint: tools ## helm lint the chart.
+	PATH="$$($(LOCALCLUSTER) bin):$$PATH" helm lint charts/flaskapp-operator
+
+.PHONY: e2e
+e2e: venv ## Create a kind cluster, load the images, and run the e2e suite (needs Docker and kind).
+	hack/e2e-kind.sh up
+
+.PHONY: e2e-down
+e2e-down: ## Delete the kind cluster of `make e2e`.
+	hack/e2e-kind.sh down

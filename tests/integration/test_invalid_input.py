@@ -1,0 +1,103 @@
+"""Bad input against the real API server: rejected with the field named, or Degraded without rollout."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from kubetest import ROOT, wait_until
+
+BASE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
+
+
+def variant(name: str, patch: dict) -> dict:
+    doc = copy.deepcopy(BASE)
+    doc["metadata"] = {"name": name}
+    for path, value in patch.items():
+        node = doc["spec"]
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return doc
+
+
+# (case, spec changes, text the API server's rejection must contain: the field path)
+REJECTED = [
+    ("image-missing", {"image": None}, "spec.image"),
+    ("wsgi-malformed", {"wsgi": "no entry point"}, "spec.wsgi"),
+    ("workers-word", {"web.gunicorn.workers": "lots"}, "spec.web.gunicorn.workers"),
+    ("workers-huge", {"web.gunicorn.workers": 500}, "spec.web.gunicorn.workers"),
+    ("workers-float", {"web.gunicorn.workers": 2.5}, "spec.web.gunicorn.workers"),
+    ("worker-class", {"web.gunicorn.workerClass": "eventlet"}, "spec.web.gunicorn.workerClass"),
+    ("sync-threads", {"web.gunicorn.workerClass": "sync", "web.gunicorn.threads": 4}, "spec.web.gunicorn.threads"),
+    ("jitter", {"web.gunicorn.maxRequests": 10, "web.gunicorn.maxRequestsJitter": 50},
+     "spec.web.gunicorn.maxRequestsJitter"),
+    ("replicas-and-hpa", {"web.replicas": 3}, "spec.web.autoscaling"),
+    ("min-over-max", {"web.autoscaling.minReplicas": 9}, "spec.web.autoscaling.minReplicas"),
+    ("grace-too-short", {"web.terminationGracePeriodSeconds": 5}, "spec.web.terminationGracePeriodSeconds"),
+    ("cpu-word", {"web.resources.requests.cpu": "lots"}, "spec.web.resources.requests.cpu"),
+    ("nginx-negative", {"nginx.replicas": -1}, "spec.nginx.replicas"),
+    ("pull-policy", {"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
+    ("pool-name", {"workerPools.0.name": "Bad_Name"}, "spec.workerPools[0].name"),
+    ("pool-duplicate", {"workerPools.1.name": "default"}, "spec.workerPools[1]"),
+    ("redis-external", {"redis.mode": "external"}, "spec.redis.external"),
+    ("reserved-over-max", {"database.reservedConnections": 500}, "spec.database.reservedConnections"),
+    ("static-path", {"nginx.staticUrlPath": "static"}, "spec.nginx.staticUrlPath"),
+    ("body-size", {"nginx.clientMaxBodySize": "ten megs"}, "spec.nginx.clientMaxBodySize"),
+    ("gzip-level", {"nginx.gzipLevel": 11}, "spec.nginx.gzipLevel"),
+    ("tls-no-host", {"ingress.host": None}, "spec.ingress.tlsSecretName"),
+    ("celery-app", {"celeryApp": None}, "spec.celeryApp"),
+    ("unknown-field", {"web.gunicron": {"workers": 2}}, "gunicron"),
+    ("beat-type", {"beat.enabled": "yes"}, "spec.beat.enabled"),
+    ("migration-empty", {"migrations.command": []}, "spec.migrations.command"),
+    ("max-connections-zero", {"database.maxConnections": 0}, "spec.database.maxConnections"),
+]
+
+# Valid for the schema, but only the operator can judge them: Degraded, an Event, no rollout.
+DEGRADED = [
+    ("budget-small", {"database.maxConnections": 20}, "ConnectionBudgetExceeded"),
+    ("budget-overrides", {"database.pool": {"size": 10, "maxOverflow": 10}}, "ConnectionBudgetExceeded"),
+    ("budget-huge-hpa", {"web.autoscaling.maxReplicas": 400}, "ConnectionBudgetExceeded"),
+]
+
+
+@pytest.mark.parametrize("case,patch,field", REJECTED, ids=[c for c, _, _ in REJECTED])
+def test_rejected_by_the_api_server_naming_the_field(kube, crd, namespace, case, patch, field):
+    result = kube.apply(variant(case, patch), namespace, check=False)
+    assert result.returncode != 0, f"{case} was accepted"
+    assert field in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("case,patch,reason", DEGRADED, ids=[c for c, _, _ in DEGRADED])
+def test_degraded_with_an_event_and_no_rollout(kube, operator, namespace, case, patch, reason):
+    kube.apply(variant(case, patch), namespace)
+
+    def degraded():
+        app = kube.get("flaskapp", case, namespace)
+        conds = {c["type"]: c for c in app.get("status", {}).get("conditions", [])}
+        return conds.get("Degraded", {}).get("status") == "True" and conds["Degraded"]
+
+    cond = wait_until(degraded, 60, what=f"{case} Degraded")
+    assert cond["reason"] == reason and "maxConnections" in cond["message"]
+    events = wait_until(lambda: [e for e in kube.get("events", namespace=namespace)["items"]
+                                 if e["involvedObject"]["name"] == case and e["reason"] == reason], 30,
+                        what="a Warning event")
+    assert events[0]["type"] == "Warning"
+    # Nothing was rolled out with a configuration that breaks the budget.
+    children = kube.get("deployments,configmaps,services,jobs", namespace=namespace,
+                        selector=f"app.kubernetes.io/instance={case}")["items"]
+    assert children == []
+    assert operator.alive
+
+
+def test_a_degraded_app_recovers_when_fixed(kube, operator, namespace):
+    kube.apply(variant("recovers", {"database.maxConnections": 20}), namespace)
+    wait_until(lambda: kube.get("flaskapp", "recovers", namespace).get("status", {}).get("conditions"), 60)
+    kube.apply(variant("recovers", {"database.maxConnections": 200}), namespace)
+    kube.kubectl("wait", "--for=condition=Ready", "flaskapp/recovers", "-n", namespace, "--timeout=120s")

@@ -1,0 +1,130 @@
+"""The operator against a real API server: install, reconcile, update, drift repair, pruning, GC."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import yaml
+
+from conftest import ready, wait_ready
+from kubetest import ROOT, wait_until
+
+SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
+CHILD_KINDS = "deployments,services,configmaps,secrets,jobs,ingresses,horizontalpodautoscalers," \
+              "poddisruptionbudgets,networkpolicies,serviceaccounts"
+SELECTOR = "app.kubernetes.io/managed-by=flaskapp-operator,app.kubernetes.io/instance=shop"
+OPERATOR_USER = "system:serviceaccount:flaskapp-system:flaskapp-operator"
+
+
+def children(kube, namespace):
+    return kube.get(CHILD_KINDS, namespace=namespace, selector=SELECTOR)["items"]
+
+
+def deployment(kube, namespace, name):
+    return kube.get("deployment", name, namespace)
+
+
+def test_crd_is_explained_and_printed(kube, crd):
+    # The API server publishes the CRD's OpenAPI a moment after it is Established.
+    explained = wait_until(lambda: kube.kubectl("explain", "flaskapp.spec.web.gunicorn").stdout, 60,
+                           what="kubectl explain")
+    assert "2 x CPU cores + 1" in explained and "gracefulTimeoutSeconds" in explained
+    assert "Must stay\n    below terminationGracePeriodSeconds" in explained or "terminationGracePeriodSeconds" in explained
+
+
+def test_full_sample_lifecycle(kube, operator, namespace):
+    # 2. Every child is created, owned by the FlaskApp, and the FlaskApp becomes Ready.
+    kube.apply(SAMPLE, namespace)
+    kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", namespace, "--timeout=120s")
+    app = kube.get("flaskapp", "shop", namespace)
+    uid = app["metadata"]["uid"]
+    kids = children(kube, namespace)
+    kinds = {k["kind"] for k in kids}
+    assert kinds >= {"Deployment", "Service", "ConfigMap", "Secret", "Job", "Ingress", "HorizontalPodAutoscaler",
+                     "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount"}
+    for kid in kids:
+        assert [o["uid"] for o in kid["metadata"]["ownerReferences"]] == [uid], kid["metadata"]["name"]
+    printed = kube.kubectl("get", "fapp", "-n", namespace).stdout
+    assert printed.split()[:6] == ["NAME", "READY", "WEB", "POOLS", "URL", "AGE"]
+    assert "True" in printed and "https://shop.example.com/" in printed and "2/2" in printed
+    assert app["status"]["tuning"]["budget"]["feasible"] is True
+
+    # 7. The restricted namespace admitted every pod we create.
+    pods = kube.get("pods", namespace=namespace)["items"]
+    assert len(pods) >= 10
+    failed = [e for e in kube.get("events", namespace=namespace)["items"] if e["reason"] == "FailedCreate"]
+    assert failed == []
+
+    # 3. A no-op resync sends no write request (several resync periods of 5 s).
+    # (First let the HPA bring web up to its minReplicas: a real change, not an idle one.)
+    wait_until(lambda: kube.get("flaskapp", "shop", namespace)["status"]["webReplicas"] == 2, 60, what="HPA min")
+    time.sleep(2)
+    if kube.local:
+        writes_before = len(kube.writes_by(OPERATOR_USER))
+        resyncs_before = kube.requests_served("flaskapps", ("LIST",))
+        time.sleep(16)
+        assert kube.writes_by(OPERATOR_USER)[writes_before:] == []
+        assert kube.requests_served("flaskapps", ("LIST",)) - resyncs_before >= 2, "the resync did run"
+    assert operator.alive
+
+    # 3. Spec changes roll out: replicas, a gunicorn setting, the image.
+    web_before = deployment(kube, namespace, "shop-web")
+    checksum_before = web_before["spec"]["template"]["metadata"]["annotations"]["flaskapp.dev/config-checksum"]
+    changed = copy.deepcopy(SAMPLE)
+    changed["spec"]["nginx"]["replicas"] = 3
+    changed["spec"]["web"]["gunicorn"]["timeoutSeconds"] = 60
+    changed["spec"]["image"] = "ghcr.io/flaskapp-operator/example:0.2.0"
+    kube.apply(changed, namespace)
+    wait_ready(kube, namespace, "shop")
+    web = deployment(kube, namespace, "shop-web")
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.2.0")
+    assert web["spec"]["template"]["metadata"]["annotations"]["flaskapp.dev/config-checksum"] != checksum_before
+    assert deployment(kube, namespace, "shop-nginx")["spec"]["replicas"] == 3
+    config = kube.get("configmap", "shop-env", namespace)
+    assert "--timeout=60" in config["data"]["web.GUNICORN_CMD_ARGS"]
+    jobs = [j["metadata"]["name"] for j in kube.get("jobs", namespace=namespace)["items"]]
+    assert len(jobs) == 1, "the new image ran its own migration Job and the old one was pruned"
+    app = kube.get("flaskapp", "shop", namespace)
+    assert app["status"]["observedGeneration"] == app["metadata"]["generation"] == 2
+
+    # 4. A deleted child is restored; an edited child is set back.
+    kube.kubectl("delete", "service", "shop-web", "-n", namespace)
+    wait_until(lambda: kube.get("service", "shop-web", namespace), 30, what="service restored")
+    kube.kubectl("patch", "configmap", "shop-env", "-n", namespace, "--type=merge",
+                 "-p", '{"data":{"web.WEB_CONCURRENCY":"99"}}')
+    wait_until(lambda: kube.get("configmap", "shop-env", namespace)["data"]["web.WEB_CONCURRENCY"] != "99", 30,
+               what="configmap restored")
+    kube.kubectl("delete", "secret", "shop-redis", "-n", namespace)  # not watched: the resync restores it
+    wait_until(lambda: kube.get("secret", "shop-redis", namespace), 30, what="secret restored")
+
+    # 4. Removing a worker pool and disabling beat prune their objects.
+    smaller = copy.deepcopy(changed)
+    smaller["spec"]["workerPools"] = [p for p in smaller["spec"]["workerPools"] if p["name"] != "reports"]
+    smaller["spec"]["beat"]["enabled"] = False
+    kube.apply(smaller, namespace)
+    wait_until(lambda: deployment(kube, namespace, "shop-worker-reports") is None, 30, what="pool pruned")
+    wait_until(lambda: deployment(kube, namespace, "shop-beat") is None, 30, what="beat pruned")
+    assert kube.get("hpa", "shop-worker-reports", namespace) is None
+    assert kube.get("pdb", "shop-worker-reports", namespace) is None
+    wait_ready(kube, namespace, "shop")
+    events = {e["reason"] for e in kube.get("events", namespace=namespace,
+                                            selector=None)["items"] if e["involvedObject"]["kind"] == "FlaskApp"}
+    assert {"Applied", "Pruned", "Ready"} <= events
+
+    # 5. Deleting the FlaskApp lets the garbage collector remove every child.
+    kube.kubectl("delete", "flaskapp", "shop", "-n", namespace)
+    wait_until(lambda: children(kube, namespace) == [], 60, what="children garbage-collected")
+    assert operator.alive
+
+
+def test_scale_subresource(kube, operator, namespace):
+    minimal = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
+    minimal["spec"]["web"] = {"replicas": 1}
+    kube.apply(minimal, namespace)
+    wait_ready(kube, namespace, "hello")
+    kube.kubectl("scale", "flaskapp/hello", "-n", namespace, "--replicas=3")
+    wait_until(lambda: (deployment(kube, namespace, "hello-web") or {}).get("spec", {}).get("replicas") == 3, 30,
+               what="web scaled")
+    wait_until(lambda: ready(kube, namespace, "hello") and
+               kube.get("flaskapp", "hello", namespace)["status"]["webReplicas"] == 3, 120, what="3 ready")

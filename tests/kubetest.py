@@ -1,0 +1,171 @@
+"""Test harness shared by the integration, e2e and benchmark suites: a cluster (the local control plane,
+or the current kube context), kubectl, and the operator run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from localcluster import build  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
+
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
+
+
+@dataclass
+class Kube:
+    kubeconfig: Path
+    kubectl_bin: str
+    helm_bin: str
+    local: Optional[LocalCluster] = None  # None when testing against an existing cluster
+
+    def env(self, **extra: str) -> dict[str, str]:
+        path = os.pathsep.join([str(Path(self.kubectl_bin).parent), str(Path(self.helm_bin).parent),
+                                os.environ.get("PATH", "")])
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path, **extra}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run([self.kubectl_bin, *args], input=input, capture_output=True, text=True,
+                                env=self.env(), timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def apply(self, docs: Any, namespace: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs if isinstance(docs, list) else [docs])
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        return self.kubectl(*args, input=text, check=check)
+
+    def get(self, kind: str, name: str | None = None, namespace: str | None = None,
+            selector: str | None = None) -> Any:
+        args = ["get", kind] + ([name] if name else []) + ["-o", "json"]
+        args += (["-n", namespace] if namespace else []) + (["-l", selector] if selector else [])
+        result = self.kubectl(*args, check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        return json.loads(result.stdout)
+
+    def metrics(self) -> str:
+        return self.kubectl("get", "--raw", "/metrics").stdout
+
+    def requests_served(self, resource: str, verbs: tuple[str, ...]) -> int:
+        """Requests the API server has served for a resource (its apiserver_request_total metric)."""
+        total = 0
+        for line in self.metrics().splitlines():
+            if line.startswith("apiserver_request_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                if labels.get("verb") in verbs and labels.get("resource") == resource:
+                    total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+    def writes_by(self, username: str) -> list[str]:
+        """Write requests sent by one user, from the local API server's audit log (verb resource name)."""
+        if self.local is None or not self.local.audit_log.exists():
+            raise RuntimeError("write auditing needs the local control plane")
+        out = []
+        for line in self.local.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("user", {}).get("username") == username and event.get("stage") == "ResponseComplete":
+                ref = event.get("objectRef", {})
+                out.append(f"{event['verb']} {ref.get('resource')}/{ref.get('subresource', '')} "
+                           f"{ref.get('namespace', '')}/{ref.get('name', '')}")
+        return out
+
+
+def start_kube(tmp: Path) -> Kube:
+    bins = build.ensure_all()
+    existing = os.environ.get("FLASKAPP_TEST_KUBECONFIG")
+    if existing:
+        return Kube(Path(existing), str(bins["kubectl"]), str(bins["helm"]))
+    cluster = LocalCluster(tmp / "cluster").start()
+    return Kube(cluster.kubeconfig, str(bins["kubectl"]), str(bins["helm"]), cluster)
+
+
+@dataclass
+class OperatorProcess:
+    """`flaskapp-operator run` as a child process, with its log kept for failure reports."""
+
+    kube: Kube
+    log_path: Path
+    kubeconfig: Optional[Path] = None  # e.g. a ServiceAccount's, to prove the shipped RBAC
+    resync_seconds: float = 5
+    proc: Optional[subprocess.Popen] = field(default=None, repr=False)
+
+    def start(self) -> "OperatorProcess":
+        env = self.kube.env(FLASKAPP_RESYNC_SECONDS=str(self.resync_seconds))
+        if self.kubeconfig:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flaskapp_operator.cli", "run", "--liveness", "http://127.0.0.1:0/healthz"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def service_account_kubeconfig(kube: Kube, namespace: str, name: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (a bound token), same server and CA."""
+    token = kube.kubectl("create", "token", name, "-n", namespace, "--duration=24h").stdout.strip()
+    current = yaml.safe_load(kube.kubeconfig.read_text())
+    cluster = current["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": name}}],
+    }))
+    return path
+
+
+def new_namespace(kube: Kube, prefix: str = "t") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
+        # Every namespace of the suite enforces the restricted Pod Security Standard.
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    return name
+
+
+def wait_until(predicate, timeout: float = 90, interval: float = 0.5, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - kept for the failure message
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last saw: {last!r}")
