@@ -157,7 +157,9 @@ class LocalCluster:
 
     def respawn(self, name: str) -> None:
         """Restart one component with the same arguments (used by the fault-injection tests)."""
+        pid = self._processes()["pids"][name]
         self.kill(name)
+        _wait_gone(pid)  # its port must be free before the new one binds it
         self._spawn(name, self._processes()["argv"][name])
 
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:

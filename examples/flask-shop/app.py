@@ -1,0 +1,133 @@
+"""The example Flask app our samples and e2e deploy: it consumes the env contract of flaskapp-operator.
+
+gunicorn "app:create_app()" serves it; "celery --app app.celery_app worker" runs its tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+from celery import Celery
+from flask import Flask, jsonify, make_response, request
+from flask_caching import Cache
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import text
+
+db = SQLAlchemy()
+cache = Cache()
+
+
+def make_celery() -> Celery:
+    app = Celery("shop", broker=os.environ.get("CELERY_BROKER_URL", "memory://"),
+                 backend=os.environ.get("CELERY_RESULT_BACKEND", "cache+memory://"))
+    app.conf.update(
+        worker_concurrency=int(os.environ.get("CELERY_WORKER_CONCURRENCY", "1")),
+        worker_prefetch_multiplier=int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "1")),
+        task_acks_late=os.environ.get("CELERY_TASK_ACKS_LATE", "false") == "true",
+        task_reject_on_worker_lost=os.environ.get("CELERY_TASK_REJECT_ON_WORKER_LOST", "false") == "true",
+        broker_connection_retry_on_startup=True,
+    )
+    return app
+
+
+celery_app = make_celery()
+
+
+@celery_app.task(name="shop.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def create_app() -> Flask:
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=os.environ.get("DATABASE_URL", "sqlite://"),
+        # Pool sizes computed by the operator's connection budget, used as they are.
+        SQLALCHEMY_ENGINE_OPTIONS=json.loads(os.environ.get("SQLALCHEMY_ENGINE_OPTIONS", "{}")),
+        CACHE_TYPE=os.environ.get("CACHE_TYPE", "SimpleCache"),
+        CACHE_REDIS_URL=os.environ.get("CACHE_REDIS_URL"),
+        CACHE_DEFAULT_TIMEOUT=int(os.environ.get("CACHE_DEFAULT_TIMEOUT", "300")),
+        CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX", "shop:"),
+        CDN_URL=os.environ.get("CDN_URL", ""),
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
+    )
+    db.init_app(app)
+    cache.init_app(app)
+
+    @app.get("/healthz")
+    def healthz():
+        return "ok"
+
+    @app.get("/expensive")
+    @cache.cached(timeout=60)
+    def expensive():
+        # Stands for a slow query or render: 50 ms of work, then cached in Redis by Flask-Caching.
+        time.sleep(0.05)
+        digest = hashlib.sha256(b"report").hexdigest()
+        return jsonify(report=digest, computed_at=time.time(), pid=os.getpid())
+
+    @app.get("/uncached")
+    def uncached():
+        time.sleep(0.05)
+        return jsonify(report=hashlib.sha256(b"report").hexdigest(), computed_at=time.time())
+
+    @app.get("/api/items")
+    def items():
+        rows = [{"id": i, "name": f"item {i}", "description": "a product of the example shop " * 3,
+                 "price": round(i * 1.25, 2), "tags": ["example", "shop", f"t{i % 7}"]} for i in range(300)]
+        return jsonify(items=rows)
+
+    @app.get("/hello")
+    def hello():
+        return jsonify(hello="world", pid=os.getpid())
+
+    @app.get("/me")
+    def me():
+        # Personalised: must never be served from a shared cache.
+        user = request.cookies.get("user") or request.headers.get("Authorization", "anonymous")
+        return jsonify(user=user, at=time.time())
+
+    @app.post("/upload")
+    def upload():
+        return jsonify(received=len(request.get_data()))
+
+    @app.get("/slow")
+    def slow():
+        time.sleep(float(request.args.get("seconds", "1")))
+        return jsonify(slept=request.args.get("seconds", "1"))
+
+    @app.get("/db")
+    def database():
+        seconds = float(request.args.get("sleep", "0"))
+        with db.engine.connect() as conn:
+            if seconds:
+                conn.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+            value = conn.execute(text("SELECT 1")).scalar()
+        return jsonify(value=value)
+
+    @app.get("/pool")
+    def pool():
+        p = db.engine.pool
+        return jsonify(pool_size=p.size(), max_overflow=p._max_overflow, pool_recycle=p._recycle,
+                       pool_pre_ping=p._pre_ping, pool_timeout=p._timeout, pid=os.getpid())
+
+    @app.get("/task")
+    def task():
+        return jsonify(result=add.delay(2, 3).get(timeout=20))
+
+    @app.get("/env")
+    def env():
+        keys = ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "SQLALCHEMY_ENGINE_OPTIONS", "CACHE_TYPE",
+                "CACHE_DEFAULT_TIMEOUT", "CELERY_WORKER_CONCURRENCY", "CDN_URL")
+        return jsonify({k: os.environ.get(k) for k in keys})
+
+    @app.get("/")
+    def index():
+        response = make_response(f'<html><head><link rel="stylesheet" href="{app.config["CDN_URL"]}/static/app.css">'
+                                 f'</head><body><h1>Example shop</h1></body></html>')
+        return response
+
+    return app
