@@ -169,3 +169,14 @@ def wait_until(predicate, timeout: float = 90, interval: float = 0.5, what: str 
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last saw: {last!r}")
+
+
+def ready(kube, namespace, name):
+    app = kube.get("flaskapp", name, namespace)
+    conds = {c["type"]: c for c in (app or {}).get("status", {}).get("conditions", [])}
+    return conds.get("Ready", {}).get("status") == "True" and \
+        app["status"].get("observedGeneration") == app["metadata"]["generation"]
+
+
+def wait_ready(kube, namespace, name, timeout=120):
+    return wait_until(lambda: ready(kube, namespace, name), timeout, what=f"FlaskApp {namespace}/{name} Ready")

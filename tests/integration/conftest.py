@@ -61,12 +61,3 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
-def ready(kube, namespace, name):
-    app = kube.get("flaskapp", name, namespace)
-    conds = {c["type"]: c for c in (app or {}).get("status", {}).get("conditions", [])}
-    return conds.get("Ready", {}).get("status") == "True" and \
-        app["status"].get("observedGeneration") == app["metadata"]["generation"]
-
-
-def wait_ready(kube, namespace, name, timeout=120):
-    return wait_until(lambda: ready(kube, namespace, name), timeout, what=f"FlaskApp {namespace}/{name} Ready")

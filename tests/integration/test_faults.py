@@ -9,8 +9,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ready, wait_ready
-from kubetest import ROOT, wait_until
+from kubetest import ROOT, ready, wait_ready, wait_until
 
 MINIMAL = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
 FULL = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())

@@ -7,8 +7,7 @@ import time
 
 import yaml
 
-from conftest import ready, wait_ready
-from kubetest import ROOT, wait_until
+from kubetest import ROOT, ready, wait_ready, wait_until
 
 SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
 CHILD_KINDS = "deployments,services,configmaps,secrets,jobs,ingresses,horizontalpodautoscalers," \

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from conftest import ROOT, load_sample
+from samples import ROOT, load_sample
 from flaskapp_operator.crd import crd, crd_yaml
 from flaskapp_operator.render import parse_spec
 from flaskapp_operator.schema import SpecError

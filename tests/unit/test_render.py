@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import ROOT, SAMPLES, load_sample
+from samples import ROOT, SAMPLES, load_sample
 from flaskapp_operator.render import render
 
 GOLDEN = ROOT / "tests" / "golden"

@@ -10,7 +10,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import load_sample
+from samples import load_sample
 from flaskapp_operator.render import render
 from flaskapp_operator.tuning import cpu_cores, gunicorn_threads, gunicorn_workers, tune
 from flaskapp_operator.api import Resources, ResourceAmounts

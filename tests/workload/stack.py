@@ -1,0 +1,235 @@
+"""The rendered FlaskApp configuration run with the real servers as local processes on loopback.
+
+The objects come from the operator's own renderer; only addresses differ (the renderer's `addresses`
+parameter). Each process gets the env its container would get: configMapKeyRef and secretKeyRef are
+resolved from the rendered ConfigMap and Secrets, exactly as the kubelet would.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from flaskapp_operator.builders import Addresses
+from flaskapp_operator.render import Rendered, render
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_APP = ROOT / "examples" / "flask-shop"
+WORKLOAD_APP = Path(__file__).resolve().parent / "app.yaml"
+VENV_BIN = Path(sys.executable).parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REDIS_PASSWORD = "workload-password"
+DB_USER = "shop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 30, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: " + (log.read_text()[-3000:] if log else ""))
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {timeout}s" + (": " + log.read_text()[-3000:] if log else ""))
+
+
+def find(objects: list[dict], kind: str, suffix: str) -> dict:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(suffix))
+
+
+def container_env(container: dict, objects: list[dict], secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """What the kubelet would put in the container's environment."""
+    configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
+    rendered_secrets = {o["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in o["data"].items()}
+                        for o in objects if o["kind"] == "Secret"}
+    all_secrets = {**rendered_secrets, **secrets}
+    env: dict[str, str] = {}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        elif "configMapKeyRef" in entry.get("valueFrom", {}):
+            ref = entry["valueFrom"]["configMapKeyRef"]
+            env[entry["name"]] = configmaps[ref["name"]][ref["key"]]
+        elif "secretKeyRef" in entry.get("valueFrom", {}):
+            ref = entry["valueFrom"]["secretKeyRef"]
+            if ref["name"] in all_secrets:
+                env[entry["name"]] = all_secrets[ref["name"]][ref["key"]]
+    return env
+
+
+@dataclass
+class Stack:
+    """nginx -> gunicorn -> (redis cache, redis broker, postgresql), plus a Celery worker."""
+
+    workdir: Path
+    document: dict = field(default_factory=lambda: yaml.safe_load(WORKLOAD_APP.read_text()))
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    rendered: Optional[Rendered] = None
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['nginx']}"
+
+    @property
+    def gunicorn_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gunicorn']}"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://{DB_USER}:{DB_USER}@127.0.0.1:{self.ports['postgres']}/{DB_USER}"
+
+    def addresses(self) -> Addresses:
+        p = self.ports
+        return Addresses(gunicorn_bind=f"127.0.0.1:{p['gunicorn']}", nginx_listen=f"127.0.0.1:{p['nginx']}",
+                         upstream=f"127.0.0.1:{p['gunicorn']}", redis_cache=f"127.0.0.1:{p['redis-cache']}",
+                         redis_broker=f"127.0.0.1:{p['redis-broker']}", static_root=str(self.workdir / "static"),
+                         runtime_dir=str(self.workdir / "nginx"))
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+               user: str | None = None) -> subprocess.Popen:
+        if user and os.geteuid() == 0:
+            argv = ["runuser", "-u", user, "--", *argv]
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                                stdout=open(self.log(name), "ab"), stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    # -- the servers ------------------------------------------------------------------------------------
+
+    def start(self, with_postgres: bool = True, with_celery: bool = True) -> "Stack":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for name in ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres"):
+            self.ports[name] = free_port()
+        self.rendered = render(self.document, redis_password=REDIS_PASSWORD, addresses=self.addresses())
+        try:
+            self._start_redis("redis-cache")
+            self._start_redis("redis-broker")
+            if with_postgres:
+                self._start_postgres()
+            self._start_gunicorn()
+            if with_celery:
+                self._start_celery()
+            self._start_nginx()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_redis(self, component: str) -> None:
+        deployment = find(self.rendered.objects, "Deployment", component)
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        args = [a.replace("$(REDIS_PASSWORD)", REDIS_PASSWORD) for a in container["args"]]
+        args[args.index("--port") + 1] = str(self.ports[component])  # the address: a loopback port
+        data = self.workdir / component
+        data.mkdir(exist_ok=True)
+        proc = self._spawn(component, ["redis-server", *args, "--bind", "127.0.0.1", "--dir", str(data)])
+        wait_port(self.ports[component], proc, log=self.log(component))
+
+    def _start_postgres(self) -> None:
+        data = self.workdir / "pgdata"
+        data.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+            shutil.chown(data, "postgres")
+            os.chmod(data, 0o700)
+        self.workdir.chmod(0o755)
+        subprocess.run((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) +
+                       [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True)
+        max_connections = self.document["spec"]["database"]["maxConnections"]
+        proc = self._spawn("postgres", [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.ports["postgres"]),
+                                        "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}",
+                                        "-c", f"unix_socket_directories={data}", "-c", "fsync=off"], user="postgres")
+        wait_port(self.ports["postgres"], proc, log=self.log("postgres"))
+        psql = [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", "postgres",
+                "-v", "ON_ERROR_STOP=1"]
+        deadline = time.monotonic() + 30
+        while subprocess.run(psql + ["-c", "select 1"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("postgres does not accept connections")
+            time.sleep(0.2)
+        subprocess.run(psql + ["-c", f"create user {DB_USER} password '{DB_USER}'",
+                               "-c", f"create database {DB_USER} owner {DB_USER}"], check=True, capture_output=True)
+
+    def secrets(self) -> dict[str, dict[str, str]]:
+        db = self.document["spec"]["database"]
+        return {db["secretName"]: {db.get("urlKey", "url"): self.database_url}}
+
+    def env_of(self, component: str) -> dict[str, str]:
+        deployment = find(self.rendered.objects, "Deployment", component)
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return container_env(container, self.rendered.objects, self.secrets())
+
+    def command_of(self, component: str) -> list[str]:
+        deployment = find(self.rendered.objects, "Deployment", component)
+        command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+        return [str(VENV_BIN / command[0]), *command[1:]]
+
+    def _start_gunicorn(self) -> None:
+        proc = self._spawn("gunicorn", self.command_of("-web"), env=self.env_of("-web"), cwd=EXAMPLE_APP)
+        wait_port(self.ports["gunicorn"], proc, log=self.log("gunicorn"))
+
+    def _start_celery(self) -> None:
+        self._spawn("celery", self.command_of("-worker-default"), env=self.env_of("-worker-default"), cwd=EXAMPLE_APP)
+
+    def _start_nginx(self) -> None:
+        conf = find(self.rendered.objects, "ConfigMap", "-nginx-conf")["data"]["nginx.conf"]
+        runtime = self.workdir / "nginx"
+        runtime.mkdir(exist_ok=True)
+        runtime.chmod(0o777)  # workers run as an unprivileged user when the master is root
+        static = self.workdir / "static"
+        # What the init container does: copy the app image's static directory to nginx's volume.
+        shutil.copytree(EXAMPLE_APP / "static", static, dirs_exist_ok=True)
+        for path in [self.workdir, static, *static.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        conf_path = self.workdir / "nginx.conf"
+        conf_path.write_text(conf)
+        proc = self._spawn("nginx", ["nginx", "-c", str(conf_path), "-g", "daemon off;"])
+        wait_port(self.ports["nginx"], proc, log=self.log("nginx"))
+
+    def gunicorn_requests(self, path: str) -> int:
+        """How many requests for `path` reached gunicorn (its access log, GUNICORN_CMD_ARGS --access-logfile -)."""
+        return sum(1 for line in self.log("gunicorn").read_text(errors="replace").splitlines()
+                   if f" {path} HTTP/" in line or f" {path}?" in line)
+
+    def gunicorn_worker_pids(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.procs["gunicorn"].pid).children()]
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
