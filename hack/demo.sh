@@ -36,7 +36,7 @@ up() {
 
   step "Operator (logs: $STATE/operator.log)"
   if [ ! -f "$STATE/operator.pid" ] || ! kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
-    nohup .venv/bin/flaskapp-operator run --liveness http://127.0.0.1:0/healthz > "$STATE/operator.log" 2>&1 &
+    nohup .venv/bin/flaskapp-operator run --liveness http://127.0.0.1:18080/healthz > "$STATE/operator.log" 2>&1 &
     echo $! > "$STATE/operator.pid"
   fi
   echo "running, pid $(cat "$STATE/operator.pid")"

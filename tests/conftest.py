@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+
+# A terminated run (CI timeout, `kill`) tears down like Ctrl-C: fixtures stop the servers they started.
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 from localcluster import build  # noqa: E402
-from localcluster.cluster import LocalCluster  # noqa: E402
+from localcluster.cluster import LocalCluster, free_port as _free_port  # noqa: E402
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
 
@@ -107,6 +107,17 @@ class OperatorProcess:
     kubeconfig: Optional[Path] = None  # e.g. a ServiceAccount's, to prove the shipped RBAC
     resync_seconds: float = 5
     proc: Optional[subprocess.Popen] = field(default=None, repr=False)
+    health_port: int = field(default_factory=lambda: _free_port())
+
+    def healthy(self) -> bool:
+        """kopf's liveness endpoint answers (what the kubelet probes in a cluster)."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
 
     def start(self) -> "OperatorProcess":
         env = self.kube.env(FLASKAPP_RESYNC_SECONDS=str(self.resync_seconds))
@@ -114,7 +125,7 @@ class OperatorProcess:
             env["KUBECONFIG"] = str(self.kubeconfig)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flaskapp_operator.cli", "run", "--liveness", "http://127.0.0.1:0/healthz"],
+            [sys.executable, "-m", "flaskapp_operator.cli", "run", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -26,8 +26,7 @@ def test_operator_survives_an_api_server_restart(kube, operator, namespace):
         pytest.skip("restarting the API server needs the local control plane")
     kube.apply(app("restart"), namespace)
     wait_ready(kube, namespace, "restart")
-    kube.local.respawn("kube-apiserver")
-    kube.local.wait_ready(60)
+    kube.local.restart_apiserver()
     time.sleep(3)  # the operator's watches notice the dropped connections
     changed = app("restart")
     changed["spec"]["nginx"] = {"replicas": 3}

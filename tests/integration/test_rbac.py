@@ -30,3 +30,9 @@ def test_operator_runs_as_the_service_account(kube, operator, operator_kubeconfi
     denied = kube.kubectl("auth", "can-i", "delete", "nodes", f"--as={sa}", check=False).stdout.strip()
     assert denied == "no"
     assert kube.kubectl("auth", "can-i", "patch", "deployments", f"--as={sa}", "-A").stdout.strip() == "yes"
+
+
+def test_liveness_endpoint_answers(operator):
+    from kubetest import wait_until
+
+    wait_until(operator.healthy, 30, what="kopf's /healthz")

@@ -144,3 +144,15 @@ def test_cli_infeasible_budget_exits_3_with_the_numbers():
     assert result.returncode == 3
     assert "connection budget exceeded" in result.stderr and "maxConnections 20" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_new_app_image_does_not_restart_redis():
+    doc = load_sample("full")
+
+    def redis_templates(d):
+        return [o["spec"]["template"] for o in render(d, **FIXED).objects
+                if o["kind"] == "Deployment" and "redis" in o["metadata"]["name"]]
+
+    before = redis_templates(doc)
+    doc["spec"]["image"] = "ghcr.io/flaskapp-operator/example:9.9.9"
+    assert redis_templates(doc) == before

@@ -162,6 +162,14 @@ class LocalCluster:
         _wait_gone(pid)  # its port must be free before the new one binds it
         self._spawn(name, self._processes()["argv"][name])
 
+    def restart_apiserver(self, timeout: float = 60) -> None:
+        """Restart kube-apiserver, as an upgrade or a crash would. kwok 0.7 stops renewing its fake nodes'
+        heartbeats across the restart (nodes then flap NotReady), so it is restarted with it; etcd,
+        the controller-manager and the scheduler reconnect by themselves."""
+        self.respawn("kube-apiserver")
+        self.wait_ready(timeout)
+        self.respawn("kwok")
+
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
         pid = self._processes().get("pids", {}).get(name)
         if pid:

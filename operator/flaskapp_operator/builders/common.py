@@ -68,9 +68,11 @@ def tmp_volume(name: str = "tmp") -> dict:
 
 
 def deployment(ctx: Context, component: str, pod_spec: dict, *, replicas: Optional[int],
-               strategy: dict, checksum_value: Optional[str] = None) -> dict:
+               strategy: dict, checksum_value: Optional[str] = None, versioned: bool = True) -> dict:
+    """`versioned`: the pods run the app image, so its version label belongs on them. Redis pods must not
+    carry it: a new app image would otherwise restart Redis, flushing the cache and the broker's queues."""
     name = ctx.child(component)
-    template_meta: dict = {"labels": labels(ctx.name, component, ctx.version)}
+    template_meta: dict = {"labels": labels(ctx.name, component, ctx.version if versioned else None)}
     if checksum_value:
         # A config change changes the pod template, so the Deployment rolls its pods.
         template_meta["annotations"] = {CONFIG_CHECKSUM: checksum_value}

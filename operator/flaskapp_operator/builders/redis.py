@@ -40,7 +40,7 @@ def _instance(ctx: Context, component: str, instance: RedisInstance, maxmemory: 
     pod = {"automountServiceAccountToken": False, "serviceAccountName": ctx.child(),
            "securityContext": restricted_pod_security(REDIS_USER), "containers": [container],
            "volumes": [tmp_volume("data")]}
-    return [deployment(ctx, component, pod, replicas=1, strategy=RECREATE),
+    return [deployment(ctx, component, pod, replicas=1, strategy=RECREATE, versioned=False),
             service(ctx, component, REDIS_PORT, "redis", port_name="redis")]
 
 
