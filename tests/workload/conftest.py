@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import Stack
+from stack import PG_BIN, Stack
 
 
 def _require(binaries):
@@ -19,7 +19,7 @@ def _require(binaries):
 
 @pytest.fixture(scope="session")
 def stack():
-    _require(["nginx", "redis-server", "/usr/lib/postgresql/15/bin/postgres"])
+    _require(["nginx", "redis-server", str(PG_BIN / "postgres")])
     workdir = Path(tempfile.mkdtemp(prefix="flaskapp-workload-"))
     workdir.chmod(0o755)  # nginx workers and postgres run as other users
     s = Stack(workdir).start()

@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_APP = ROOT / "examples" / "flask-shop"
 WORKLOAD_APP = Path(__file__).resolve().parent / "app.yaml"
 VENV_BIN = Path(sys.executable).parent
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian 12 ships PostgreSQL 15, Ubuntu 24.04 16: take the newest installed.
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"),
+             key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
 REDIS_PASSWORD = "workload-password"
 DB_USER = "shop"
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 import requests
 
-from stack import REDIS_PASSWORD, find
+from stack import PG_BIN, REDIS_PASSWORD, find
 
 
 def get(stack, path, **kw):
@@ -172,7 +172,7 @@ def test_connections_under_load_stay_within_the_computed_ceiling(stack):
     sampler.join()
     assert max(peak_per_process.values()) <= ceiling, peak_per_process
     assert max(peak_per_process.values()) >= min(ceiling, tier.threads_per_process), "the load reached the pools"
-    total = subprocess.run(["/usr/lib/postgresql/15/bin/psql", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres",
+    total = subprocess.run([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres",
                             "-tAc", "select count(*) from pg_stat_activity where usename = 'shop'"],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert int(total) <= tier.processes_per_pod * ceiling

@@ -218,7 +218,9 @@ class LocalCluster:
                 "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle",
                 "--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20",
-                "--concurrent-gc-syncs=40", "--kube-api-qps=200", "--kube-api-burst=400"])
+                "--concurrent-gc-syncs=40", "--kube-api-qps=200", "--kube-api-burst=400",
+                # Fake nodes on a loaded 2-core machine: tolerate a late heartbeat before marking pods NotReady.
+                "--node-monitor-grace-period=2m"])
             self._spawn("kube-scheduler", [
                 str(bins["kube-scheduler"]), f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
@@ -227,7 +229,10 @@ class LocalCluster:
             self._spawn("kwok", [
                 str(bins["kwok"]), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                f"--server-address=127.0.0.1:{free_port()}", "--cidr=10.0.0.1/16"])
+                f"--server-address=127.0.0.1:{free_port()}", "--cidr=10.0.0.1/16",
+                # Lease heartbeats, renewed apart from the pod work queue (the node status heartbeat
+                # alone stalled behind bursts of pod deletions).
+                "--node-lease-duration-seconds=40"])
             self._create_nodes(bins["kubectl"])
         except BaseException:
             self.stop()

@@ -1,0 +1,126 @@
+"""`make bench`: the generated stack against a naive baseline, measured side by side in one run.
+
+Baseline: `gunicorn app:create_app()` with gunicorn's defaults (one sync worker), Flask serving its own
+static files, no cache (Flask-Caching's NullCache), no gzip. Practical limit: a minimal hand-tuned nginx
+serving the same bytes from disk with no proxy. Load: wrk from Debian, the same command for both sides.
+
+Writes a table to stdout, JSON to $BENCH_OUT (build/bench.json) and a PNG of the ratios beside it.
+Every ratio is oriented so that higher is better.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "workload"), str(ROOT / "tests"), str(ROOT / "tools")]
+
+from bench.http import (baseline_gunicorn, json_bytes, limit_nginx, slow_clients, wrk)  # noqa: E402
+from bench.operator_bench import operator_benchmark  # noqa: E402
+from stack import Stack  # noqa: E402
+
+OUT = Path(os.environ.get("BENCH_OUT", ROOT / "build" / "bench.json"))
+DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
+NOCACHE = {"Cookie": "bench=1"}  # a cookie: nginx's micro-cache steps aside (personalised request)
+
+
+def entry(name: str, generated: float, baseline: float, unit: str, ratio: float, **extra) -> dict:
+    return {"name": name, "generated": round(generated, 3), "baseline": round(baseline, 3), "unit": unit,
+            "ratio": round(ratio, 3), **extra}
+
+
+def http_benchmarks(workdir: Path) -> list[dict]:
+    results = []
+    stack = Stack(workdir / "stack").start(with_postgres=False)
+    base = baseline_gunicorn(workdir / "baseline")
+    limit = limit_nginx(workdir / "limit", stack)
+    try:
+        # Warm both sides (imports, Flask-Caching's first computation, nginx's open_file_cache).
+        for url in (stack.url, base.url):
+            wrk(url + "/static/app.css", 1)
+            wrk(url + "/expensive", 1)
+
+        print("1. static asset throughput", flush=True)
+        gen = wrk(stack.url + "/static/app.css", DURATION, {"Accept-Encoding": "gzip"})
+        bas = wrk(base.url + "/static/app.css", DURATION, {"Accept-Encoding": "gzip"})
+        lim = wrk(limit.url + "/static/app.css", DURATION, {"Accept-Encoding": "gzip"})
+        results.append(entry("static_asset_throughput", gen, bas, "req/s", gen / bas, target=10))
+        results.append(entry("static_asset_vs_practical_limit", gen, lim, "req/s", gen / lim, target=0.8))
+
+        print("2. cacheable expensive endpoint", flush=True)
+        gen = wrk(stack.url + "/expensive", DURATION)
+        bas = wrk(base.url + "/expensive", DURATION)
+        lim = wrk(limit.url + "/expensive", DURATION)
+        results.append(entry("cached_endpoint_throughput", gen, bas, "req/s", gen / bas, target=20))
+        results.append(entry("cached_endpoint_vs_practical_limit", gen, lim, "req/s", gen / lim, target=0.8))
+
+        print("3. fast clients while 50 slow clients trickle request bodies", flush=True)
+        with slow_clients(stack.ports["nginx"], 50):
+            gen = wrk(stack.url + "/hello", DURATION, NOCACHE)
+        with slow_clients(base.port, 50):
+            bas = wrk(base.url + "/hello", DURATION, NOCACHE, timeout="2s")
+        results.append(entry("fast_clients_under_50_slow_clients", gen, bas, "req/s",
+                             gen / max(bas, 0.1), target=5))
+
+        print("4. bytes on the wire for a JSON response", flush=True)
+        gen_bytes = json_bytes(stack.url + "/api/items", NOCACHE)
+        bas_bytes = json_bytes(base.url + "/api/items", NOCACHE)
+        results.append(entry("json_bytes_on_wire", gen_bytes, bas_bytes, "bytes", bas_bytes / gen_bytes,
+                             reduction_percent=round(100 * (1 - gen_bytes / bas_bytes), 1), target_reduction=70))
+    finally:
+        limit.stop()
+        base.stop()
+        stack.stop()
+    return results
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"\n{'benchmark':40} {'generated':>12} {'baseline':>12} {'unit':>7} {'ratio':>9}")
+    for r in results:
+        print(f"{r['name']:40} {r['generated']:>12} {r['baseline']:>12} {r['unit']:>7} {r['ratio']:>9}")
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    names = [r["name"] for r in results]
+    ratios = [max(r["ratio"], 1e-3) for r in results]
+    ax.barh(names, ratios, color=["#3a7" if r >= 1 else "#c63" for r in ratios])
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("ratio, generated vs baseline (higher is better; log scale)")
+    for y, r in enumerate(ratios):
+        ax.text(r, y, f" {r:.2f}", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="flaskapp-bench-"))
+    workdir.chmod(0o755)
+    started = time.monotonic()
+    results = []
+    if os.environ.get("BENCH_ONLY", "all") in ("all", "http"):
+        results += http_benchmarks(workdir)
+    if os.environ.get("BENCH_ONLY", "all") in ("all", "operator"):
+        print("5. the operator on the local control plane", flush=True)
+        results += operator_benchmark(workdir / "operator", entry)
+    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, OUT.with_suffix(".png"))
+    print_table(results)
+    print(f"\nwrote {OUT} and {OUT.with_suffix('.png')} in {time.monotonic() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
