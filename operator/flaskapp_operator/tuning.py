@@ -6,6 +6,7 @@ Everything derived here is reported in `status.tuning` so a user can see why a n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -196,29 +197,25 @@ def _tune_web(spec: FlaskAppSpec) -> WebTuning:
 class _Demand:
     """What a tier would like: a pool per process sized to its concurrency (SQLAlchemy pooling.rst)."""
 
-    tier: str
-    peak_pods: int
-    processes_per_pod: int
-    threads_per_process: int
-    pool_size: int
-    max_overflow: int
+    wanted: TierConnections
     shrinkable: bool = True
 
 
 def _connection_demands(spec: FlaskAppSpec, web: WebTuning, concurrency: dict[str, int]) -> list[_Demand]:
     # Under gthread each thread may hold a connection: pool_size >= threads (tuning.md, SQLAlchemy pools).
     web_demand = GEVENT_POOL_DEMAND if web.worker_class == "gevent" else web.threads
-    demands = [_Demand("web", peak_replicas(spec.web.replicas, spec.web.autoscaling, DEFAULT_WEB_REPLICAS),
-                       web.workers, web.threads, web_demand, math.ceil(web_demand / 2))]
+    demands = [_Demand(TierConnections(
+        "web", peak_replicas(spec.web.replicas, spec.web.autoscaling, DEFAULT_WEB_REPLICAS),
+        web.workers, web.threads, web_demand, math.ceil(web_demand / 2)))]
     for pool in spec.worker_pools:
         # A prefork child runs one task at a time: one connection, one spare.
-        demands.append(_Demand(f"worker-{pool.name}",
-                               peak_replicas(pool.replicas, pool.autoscaling, DEFAULT_POOL_REPLICAS),
-                               concurrency[pool.name], 1, 1, 1))
+        demands.append(_Demand(TierConnections(
+            f"worker-{pool.name}", peak_replicas(pool.replicas, pool.autoscaling, DEFAULT_POOL_REPLICAS),
+            concurrency[pool.name], 1, 1, 1)))
     if spec.beat.enabled:  # one replica, Recreate: never two at once
-        demands.append(_Demand("beat", 1, 1, 1, 1, 0, shrinkable=False))
+        demands.append(_Demand(TierConnections("beat", 1, 1, 1, 1, 0), shrinkable=False))
     if spec.migrations:  # runs while the previous release still serves
-        demands.append(_Demand("migrations", 1, 1, 1, 1, 0, shrinkable=False))
+        demands.append(_Demand(TierConnections("migrations", 1, 1, 1, 1, 0), shrinkable=False))
     return demands
 
 
@@ -226,12 +223,14 @@ def _assign(demands: list[_Demand], size_cap: int, overflow_cap: int,
             override_size: Optional[int], override_overflow: Optional[int]) -> tuple[TierConnections, ...]:
     tiers = []
     for d in demands:
-        size, overflow = d.pool_size, d.max_overflow
+        tier = d.wanted
         if d.shrinkable:
-            size = override_size if override_size is not None else min(size, size_cap)
-            overflow = override_overflow if override_overflow is not None else min(overflow, overflow_cap)
-        tiers.append(TierConnections(d.tier, d.peak_pods, d.processes_per_pod, d.threads_per_process,
-                                     size, overflow))
+            tier = dataclasses.replace(
+                tier,
+                pool_size=override_size if override_size is not None else min(tier.pool_size, size_cap),
+                max_overflow=(override_overflow if override_overflow is not None
+                              else min(tier.max_overflow, overflow_cap)))
+        tiers.append(tier)
     return tuple(tiers)
 
 
@@ -248,7 +247,7 @@ def _fit_budget(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierC
     if db is None:
         return first, None
     available = db.max_connections - db.reserved_connections
-    largest = max(d.pool_size for d in demands)
+    largest = max(d.wanted.pool_size for d in demands)
     candidates = [first] + [_assign(demands, cap, 0, size_override, overflow_override)
                             for cap in range(largest, 0, -1)]
     for tiers in candidates:
