@@ -202,14 +202,25 @@ class Stack:
         runtime.mkdir(exist_ok=True)
         runtime.chmod(0o777)  # workers run as an unprivileged user when the master is root
         static = self.workdir / "static"
-        # What the init container does: copy the app image's static directory to nginx's volume.
-        shutil.copytree(EXAMPLE_APP / "static", static, dirs_exist_ok=True)
+        static.mkdir(exist_ok=True)
+        self._run_init_containers(static)
         for path in [self.workdir, static, *static.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         conf_path = self.workdir / "nginx.conf"
         conf_path.write_text(conf)
         proc = self._spawn("nginx", ["nginx", "-c", str(conf_path), "-g", "daemon off;"])
         wait_port(self.ports["nginx"], proc, log=self.log("nginx"))
+
+    def _run_init_containers(self, static: Path) -> None:
+        """Run the nginx pod's init containers' own commands, with the image's and the volume's
+        directories mapped to local ones (the example app's static/ and nginx's static root)."""
+        deployment = find(self.rendered.objects, "Deployment", "-nginx")
+        image_static = self.rendered.spec.nginx.static_dir.rstrip("/")
+        for init in deployment["spec"]["template"]["spec"]["initContainers"]:
+            volume = init["volumeMounts"][0]["mountPath"]
+            command = [a.replace(image_static, str(EXAMPLE_APP / "static")).replace(volume, str(static))
+                       for a in init["command"]]
+            subprocess.run(command, check=True, capture_output=True)
 
     def gunicorn_requests(self, path: str) -> int:
         """How many requests for `path` reached gunicorn (its access log, GUNICORN_CMD_ARGS --access-logfile -)."""

@@ -201,3 +201,10 @@ def test_gunicorn_runs_the_tuned_processes(stack):
     tuning = stack.rendered.tuning.web
     assert len(stack.gunicorn_worker_pids()) == tuning.workers == 3  # 2 x 1 CPU + 1
     assert stack.env_of("-web")["WEB_CONCURRENCY"] == "3"
+
+
+def test_text_assets_are_precompressed_and_served_as_is(stack):
+    assert (stack.workdir / "static" / "app.css.gz").exists()
+    assert not (stack.workdir / "static" / "logo.svg.gz").exists()  # below 1 KiB: not worth it
+    r = requests.get(stack.url + "/static/app.css", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=30)
+    assert r.raw.read(decode_content=False) == (stack.workdir / "static" / "app.css.gz").read_bytes()
