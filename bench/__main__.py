@@ -4,6 +4,7 @@ Baseline: `gunicorn app:create_app()` with gunicorn's defaults (one sync worker)
 static files, no cache (Flask-Caching's NullCache), no gzip. Practical limit: a minimal hand-tuned nginx
 serving the same bytes from disk with no proxy. Load: wrk from Debian, the same command for both sides.
 
+Items 1, 2 and 6 take the median of BENCH_ROUNDS interleaved wrk runs of BENCH_SECONDS each.
 Writes a table to stdout, JSON to $BENCH_OUT (build/bench.json) and a PNG of the ratios beside it.
 Every ratio is oriented so that higher is better.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -25,13 +28,23 @@ from bench.operator_bench import operator_benchmark  # noqa: E402
 from stack import Stack  # noqa: E402
 
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "build" / "bench.json"))
-DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
+DURATION = float(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 NOCACHE = {"Cookie": "bench=1"}  # a cookie: nginx's micro-cache steps aside (personalised request)
 
 
 def entry(name: str, generated: float, baseline: float, unit: str, ratio: float, **extra) -> dict:
     return {"name": name, "generated": round(generated, 3), "baseline": round(baseline, 3), "unit": unit,
             "ratio": round(ratio, 3), **extra}
+
+
+def compare(urls: dict[str, str], headers: dict[str, str] | None = None) -> dict[str, float]:
+    """Median req/s of each server over ROUNDS interleaved runs, so the machine's noise hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in urls}
+    for _ in range(ROUNDS):
+        for name, url in urls.items():
+            samples[name].append(wrk(url, DURATION, headers))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def http_benchmarks(workdir: Path) -> list[dict]:
@@ -46,16 +59,15 @@ def http_benchmarks(workdir: Path) -> list[dict]:
             wrk(url + "/expensive", 1)
 
         print("1. static asset throughput", flush=True)
-        gen = wrk(stack.url + "/static/app.css", DURATION, {"Accept-Encoding": "gzip"})
-        bas = wrk(base.url + "/static/app.css", DURATION, {"Accept-Encoding": "gzip"})
-        lim = wrk(limit.url + "/static/app.css", DURATION, {"Accept-Encoding": "gzip"})
+        m = compare({s: u + "/static/app.css" for s, u in (("gen", stack.url), ("bas", base.url), ("lim", limit.url))},
+                    {"Accept-Encoding": "gzip"})
+        gen, bas, lim = m["gen"], m["bas"], m["lim"]
         results.append(entry("static_asset_throughput", gen, bas, "req/s", gen / bas, target=10))
         results.append(entry("static_asset_vs_practical_limit", gen, lim, "req/s", gen / lim, target=0.8))
 
         print("2. cacheable expensive endpoint", flush=True)
-        gen = wrk(stack.url + "/expensive", DURATION)
-        bas = wrk(base.url + "/expensive", DURATION)
-        lim = wrk(limit.url + "/expensive", DURATION)
+        m = compare({s: u + "/expensive" for s, u in (("gen", stack.url), ("bas", base.url), ("lim", limit.url))})
+        gen, bas, lim = m["gen"], m["bas"], m["lim"]
         results.append(entry("cached_endpoint_throughput", gen, bas, "req/s", gen / bas, target=20))
         results.append(entry("cached_endpoint_vs_practical_limit", gen, lim, "req/s", gen / lim, target=0.8))
 
@@ -105,6 +117,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed run still stops its servers
     OUT.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="flaskapp-bench-"))
     workdir.chmod(0o755)

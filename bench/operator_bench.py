@@ -56,8 +56,9 @@ def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
         wait_until(lambda: _count_available_deployments(kube, floor_ns) == (n * deployments_per_app,) * 2,
                    timeout, 1, what="floor deployments available")
         floor = time.monotonic() - started
-        kube.kubectl("delete", "namespace", floor_ns, "--wait=false")
         print(f"   kubectl apply floor: {floor:.1f}s", flush=True)
+        # Same conditions for the operator: no leftover pods of the floor being torn down meanwhile.
+        kube.kubectl("delete", "namespace", floor_ns, "--timeout=600s")
 
         op = OperatorProcess(kube, workdir / "operator.log", kubeconfig=sa, resync_seconds=30).start()
         try:

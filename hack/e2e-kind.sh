@@ -16,7 +16,7 @@ require() {
 
 up() {
   require
-  kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --config tests/e2e/kind-config.yaml --wait 120s
+  kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --config tests/e2e/kind-config.yaml --wait 120s ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
   export KUBECONFIG="$PWD/build/kind-$CLUSTER.kubeconfig"
   mkdir -p build && kind get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
   docker build -t "$IMG" -f operator/Dockerfile .

@@ -42,7 +42,9 @@ rules:
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
   - level: None
 """
-NODE_COUNT = 2
+NODE_COUNT = 4
+# Generous fake capacity: kwok nodes run nothing, and the benchmarks schedule thousands of pods.
+NODE_CAPACITY = {"cpu": "1000", "memory": "4Ti", "pods": "3000"}
 
 
 def free_port() -> int:
@@ -272,8 +274,7 @@ class LocalCluster:
                 "metadata": {"name": name, "annotations": {FAKE_NODE_ANNOTATION: "fake"},
                              "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                         "kubernetes.io/arch": "amd64", "type": "kwok"}},
-                "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-                           "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"}},
+                "status": {"allocatable": NODE_CAPACITY, "capacity": NODE_CAPACITY},
             })
         manifest = yaml.safe_dump_all(nodes)
         subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfig), "apply", "-f", "-"],
