@@ -92,9 +92,18 @@ def http_benchmarks(workdir: Path) -> list[dict]:
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"\n{'benchmark':40} {'generated':>12} {'baseline':>12} {'unit':>7} {'ratio':>9}")
+    print(f"\n{'benchmark':40} {'generated':>12} {'baseline':>12} {'unit':>7} {'ratio':>9}  target")
     for r in results:
-        print(f"{r['name']:40} {r['generated']:>12} {r['baseline']:>12} {r['unit']:>7} {r['ratio']:>9}")
+        verdict = {True: "met", False: "MISSED", None: "-"}[meets_target(r)]
+        print(f"{r['name']:40} {r['generated']:>12} {r['baseline']:>12} {r['unit']:>7} {r['ratio']:>9}  {verdict}")
+
+
+def meets_target(r: dict) -> bool | None:
+    if "target" in r:
+        return r["ratio"] >= r["target"]
+    if "target_reduction" in r:
+        return r["reduction_percent"] >= r["target_reduction"]
+    return None
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -106,10 +115,15 @@ def plot(results: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(10, 5))
     names = [r["name"] for r in results]
     ratios = [max(r["ratio"], 1e-3) for r in results]
-    ax.barh(names, ratios, color=["#3a7" if r >= 1 else "#c63" for r in ratios])
-    ax.axvline(1, color="black", linewidth=0.8)
+    colors = {True: "#3a7", False: "#c33", None: "#999"}
+    ax.barh(names, ratios, color=[colors[meets_target(r)] for r in results])
+    for y, r in enumerate(results):
+        if "target" in r:
+            ax.plot([r["target"]] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
+    ax.axvline(1, color="black", linewidth=0.5, linestyle=":")
     ax.set_xscale("log")
-    ax.set_xlabel("ratio, generated vs baseline (higher is better; log scale)")
+    ax.set_xlabel("ratio, generated vs baseline (higher is better; log scale); black tick: target; "
+                  "green: target met, grey: no target")
     for y, r in enumerate(ratios):
         ax.text(r, y, f" {r:.2f}", va="center")
     fig.tight_layout()
