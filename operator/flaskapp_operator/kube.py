@@ -11,7 +11,6 @@ import base64
 import datetime
 import logging
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from kubernetes import client
@@ -64,12 +63,6 @@ def up_to_date(live: Optional[dict], desired: dict) -> bool:
         return False
     live_hash = (live["metadata"].get("annotations") or {}).get(APPLIED_HASH)
     return live_hash == desired["metadata"]["annotations"][APPLIED_HASH] and contains(live, desired)
-
-
-@dataclass
-class ApplyResult:
-    applied: list[Key] = field(default_factory=list)
-    pruned: list[Key] = field(default_factory=list)
 
 
 class Cluster:

@@ -105,4 +105,9 @@ def build_status(*, app: str, generation: int, verdict: Verdict, deployments: li
 
 
 def status_changed(old: dict, new: dict) -> bool:
-    return any(old.get(k) != v for k, v in new.items())
+    return any(old.get(k) != v for k, v in new.items()) or any(k not in new for k in old)
+
+
+def status_patch(old: dict, new: dict) -> dict:
+    """A merge patch that also removes what the new status no longer has (e.g. tuning of an invalid spec)."""
+    return {**{k: None for k in old if k not in new}, **new}

@@ -10,7 +10,7 @@ from typing import Optional
 from .builders.config import REDIS_SECRET_SUFFIX
 from .kube import Cluster, Key, key_of, secret_value
 from .naming import COMPONENT_LABEL, child_name
-from .observe import Verdict, build_status, job_state, status_changed
+from .observe import Verdict, build_status, job_state, status_changed, status_patch
 from .render import Rendered, render
 from .schema import SpecError
 
@@ -94,7 +94,7 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     if status_changed(previous, status):
         log.info("%s/%s: status changed (%s)", namespace, name,
                  ", ".join(k for k, v in status.items() if previous.get(k) != v))
-        cluster.patch_status(namespace, name, status)
+        cluster.patch_status(namespace, name, status_patch(previous, status))
         if verdict.degraded_reason and (previous.get("observedGeneration") != generation
                                         or _condition_reason(previous, "Degraded") != verdict.degraded_reason):
             cluster.post_event(body, "Warning", verdict.degraded_reason, verdict.degraded_message)

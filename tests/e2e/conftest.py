@@ -4,7 +4,6 @@ control plane. Only a real cluster runs containers: E2E_HTTP=1 turns on the chec
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 

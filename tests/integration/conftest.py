@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubetest import (ROOT, Kube, OperatorProcess, new_namespace, service_account_kubeconfig, start_kube,
-                      wait_until)
+from kubetest import ROOT, Kube, OperatorProcess, new_namespace, service_account_kubeconfig, start_kube
 
 
 @pytest.fixture(scope="session")

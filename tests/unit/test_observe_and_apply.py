@@ -78,3 +78,13 @@ def test_up_to_date_needs_the_same_hash_and_content():
     changed = with_applied_hash({"kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "w"}})
     assert not up_to_date(desired, changed)
     assert not up_to_date(None, desired)
+
+
+def test_status_patch_removes_what_is_gone():
+    from flaskapp_operator.observe import status_changed, status_patch
+
+    old = {"conditions": [], "tuning": {"web": {}}}
+    new = {"conditions": []}
+    assert status_changed(old, new)
+    assert status_patch(old, new) == {"conditions": [], "tuning": None}
+    assert not status_changed(new, dict(new))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from ..api import FlaskAppSpec
@@ -53,7 +53,6 @@ class Context:
     tuning: Tuning
     addresses: Addresses
     redis_password: str
-    extra: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
