@@ -57,8 +57,7 @@ def cmd_crd(_args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_operator  # kopf is imported only when the operator runs
 
-    return run_operator(namespaces=args.namespace or [], liveness=args.liveness,
-                        standalone=args.standalone)
+    return run_operator(namespaces=args.namespace or [], liveness=args.liveness)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="namespace to watch (repeatable); all namespaces by default")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                    help="liveness endpoint for the kubelet's probe")
-    p.add_argument("--standalone", action="store_true", default=True,
-                   help="no peering: run exactly one replica (the default; see docs/peering)")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -21,7 +21,6 @@ from .reconciler import Reconciler
 
 RESYNC_SECONDS = float(os.environ.get("FLASKAPP_RESYNC_SECONDS", "60"))
 reconciler = Reconciler()
-log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()

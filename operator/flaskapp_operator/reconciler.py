@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Optional
+from typing import Optional
 
 import kopf
 from kubernetes import client, config
@@ -44,10 +44,8 @@ class Reconciler:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._tasks: set[asyncio.Task] = set()
 
-    def start(self, loop: asyncio.AbstractEventLoop, resync_seconds: float,
-              namespaces: Iterable[str] = ()) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, resync_seconds: float) -> None:
         self._loop = loop
-        self.namespaces = tuple(namespaces) or self.namespaces
         self._cluster = Cluster(load_kube_config())
         self._spawn(self._resync_forever(resync_seconds))
 

@@ -9,7 +9,7 @@ from typing import Sequence
 import kopf
 
 
-def run_operator(namespaces: Sequence[str], liveness: str | None, standalone: bool = True) -> int:
+def run_operator(namespaces: Sequence[str], liveness: str | None) -> int:
     from . import handlers  # registers the handlers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -17,7 +17,7 @@ def run_operator(namespaces: Sequence[str], liveness: str | None, standalone: bo
     handlers.reconciler.namespaces = tuple(namespaces)
     asyncio.run(kopf.operator(
         clusterwide=not namespaces, namespaces=list(namespaces),
-        standalone=standalone,  # one replica, no peering objects (kopf-in-production #3)
+        standalone=True,  # one replica (Recreate), no peering objects (kopf-in-production #3)
         liveness_endpoint=liveness,
     ))
     return 0
