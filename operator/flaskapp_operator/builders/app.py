@@ -6,9 +6,9 @@ from ..api import Resources
 from ..naming import labels
 from ..tuning import DEFAULT_POOL_REPLICAS, DEFAULT_WEB_REPLICAS
 from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, exec_probe, http_probe, metadata,
-                     resources, restricted_container_security, restricted_pod_security, service, tcp_probe,
+                     resources, restricted_container_security, pod_spec, service, tcp_probe,
                      tmp_volume)
-from .config import app_env, app_env_from, config_checksum
+from .config import app_env, app_env_from
 from .context import Context
 
 APP_USER = 10001  # the app image must tolerate an arbitrary non-root user (PSS "restricted")
@@ -30,22 +30,14 @@ def app_pod(ctx: Context, tier: str, container: dict, res: Resources, resource_t
     env_from = app_env_from(ctx)
     if env_from:
         main["envFrom"] = env_from
-    pod: dict = {
-        "serviceAccountName": ctx.child(),
-        "automountServiceAccountToken": False,
-        "securityContext": restricted_pod_security(APP_USER),
-        "containers": [main],
-        "volumes": [tmp_volume()],
-        "restartPolicy": restart,
-    }
+    pod = pod_spec(ctx, APP_USER, [main], [tmp_volume()], pull_secrets=True)
+    pod["restartPolicy"] = restart
     if grace is not None:
         pod["terminationGracePeriodSeconds"] = grace
-    if spec.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
     return pod
 
 
-def web_objects(ctx: Context) -> list[dict]:
+def web_objects(ctx: Context, config_checksum: str) -> list[dict]:
     web = ctx.spec.web
     port = web.port
     readiness = http_probe(web.health_check_path, "http") if web.health_check_path else tcp_probe("http")
@@ -61,7 +53,7 @@ def web_objects(ctx: Context) -> list[dict]:
                   grace=ctx.tuning.web.termination_grace_period_seconds)
     replicas = None if web.autoscaling else (DEFAULT_WEB_REPLICAS if web.replicas is None else web.replicas)
     return [deployment(ctx, "web", pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                       checksum_value=config_checksum(ctx)),
+                       checksum_value=config_checksum),
             service(ctx, "web", port, "http")]
 
 
@@ -71,7 +63,7 @@ def _celery_ping(ctx: Context, node: str) -> dict:
     return exec_probe(["sh", "-c", command], period=60, timeout=20, failures=3)
 
 
-def worker_objects(ctx: Context) -> list[dict]:
+def worker_objects(ctx: Context, config_checksum: str) -> list[dict]:
     objects = []
     for pool in ctx.spec.worker_pools:
         tier = f"worker-{pool.name}"
@@ -91,11 +83,11 @@ def worker_objects(ctx: Context) -> list[dict]:
         replicas = None if pool.autoscaling else (DEFAULT_POOL_REPLICAS if pool.replicas is None
                                                   else pool.replicas)
         objects.append(deployment(ctx, tier, pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                                  checksum_value=config_checksum(ctx)))
+                                  checksum_value=config_checksum))
     return objects
 
 
-def beat_objects(ctx: Context) -> list[dict]:
+def beat_objects(ctx: Context, config_checksum: str) -> list[dict]:
     if not ctx.spec.beat.enabled:
         return []
     container = {
@@ -106,7 +98,7 @@ def beat_objects(ctx: Context) -> list[dict]:
     }
     pod = app_pod(ctx, "beat", container, Resources(), "beat")
     # Exactly one scheduler: a second beat would send every periodic task twice.
-    return [deployment(ctx, "beat", pod, replicas=1, strategy=RECREATE, checksum_value=config_checksum(ctx))]
+    return [deployment(ctx, "beat", pod, replicas=1, strategy=RECREATE, checksum_value=config_checksum)]
 
 
 def migration_job_name(ctx: Context) -> str:

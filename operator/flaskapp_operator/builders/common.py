@@ -37,6 +37,21 @@ def restricted_pod_security(user: int) -> dict:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def pod_spec(ctx: Context, user: int, containers: list[dict], volumes: list[dict], *,
+             init_containers: Optional[list[dict]] = None, pull_secrets: bool = False) -> dict:
+    """What every pod of a FlaskApp shares: its ServiceAccount without a token (nothing here talks to
+    the API), PSS "restricted" as `user`, and the image pull secrets where the app image is pulled."""
+    pod: dict = {"automountServiceAccountToken": False, "serviceAccountName": ctx.child(),
+                 "securityContext": restricted_pod_security(user)}
+    if init_containers:
+        pod["initContainers"] = init_containers
+    pod["containers"] = containers
+    pod["volumes"] = volumes
+    if pull_secrets and ctx.spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in ctx.spec.image_pull_secrets]
+    return pod
+
+
 def restricted_container_security() -> dict:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}

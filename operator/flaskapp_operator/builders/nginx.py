@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..templates import render_template
 from .common import (ROLLING_UPDATE, checksum, deployment, http_probe, metadata, resources,
-                     restricted_container_security, restricted_pod_security, service, tmp_volume)
+                     restricted_container_security, pod_spec, service, tmp_volume)
 from .context import NGINX_PORT, Context
 
 NGINX_USER = 101  # the nginx-unprivileged image's user
@@ -73,15 +73,10 @@ def nginx_objects(ctx: Context) -> list[dict]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    pod: dict = {
-        "automountServiceAccountToken": False, "serviceAccountName": ctx.child(),
-        "securityContext": restricted_pod_security(NGINX_USER),
-        "initContainers": init_containers, "containers": [container],
-        "volumes": [{"name": "conf", "configMap": {"name": ctx.child("nginx-conf")}},
-                    {"name": "static", "emptyDir": {}}, tmp_volume()],
-    }
-    if ctx.spec.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": s} for s in ctx.spec.image_pull_secrets]
+    volumes = [{"name": "conf", "configMap": {"name": ctx.child("nginx-conf")}},
+               {"name": "static", "emptyDir": {}}, tmp_volume()]
+    # The app image is pulled for the static files, hence its pull secrets.
+    pod = pod_spec(ctx, NGINX_USER, [container], volumes, init_containers=init_containers, pull_secrets=True)
     return [configmap,
             deployment(ctx, "nginx", pod, replicas=n.replicas, strategy=ROLLING_UPDATE,
                        checksum_value=checksum(conf, ctx.spec.image)),

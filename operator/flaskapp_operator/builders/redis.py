@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..api import RedisInstance
 from ..naming import selector_labels
-from .common import (RECREATE, deployment, metadata, restricted_container_security, restricted_pod_security,
-                     service, tcp_probe, tmp_volume)
+from .common import (RECREATE, deployment, metadata, pod_spec, restricted_container_security, service,
+                     tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_secret
 from .context import REDIS_PORT, Context
 
@@ -37,9 +37,7 @@ def _instance(ctx: Context, component: str, instance: RedisInstance, maxmemory: 
         "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
     }
-    pod = {"automountServiceAccountToken": False, "serviceAccountName": ctx.child(),
-           "securityContext": restricted_pod_security(REDIS_USER), "containers": [container],
-           "volumes": [tmp_volume("data")]}
+    pod = pod_spec(ctx, REDIS_USER, [container], [tmp_volume("data")])
     return [deployment(ctx, component, pod, replicas=1, strategy=RECREATE, versioned=False),
             service(ctx, component, REDIS_PORT, "redis", port_name="redis")]
 
