@@ -13,6 +13,11 @@ EXAMPLE_IMG ?= ghcr.io/flaskapp-operator/example:0.1.0
 KIND_CLUSTER ?= flaskapp-e2e
 NAMESPACE ?= flaskapp-system
 DEBIAN_PACKAGES := nginx-light redis-server postgresql wrk
+# The local cluster's real node (containerd, runc, CNI, iptables, ipset) and its image builds (Debian's
+# Docker engine, debootstrap). NODES=kwok runs fake nodes only and needs none of them.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack ipset debootstrap docker.io
+NODES ?= real
+export NODES
 
 ##@ General
 
@@ -34,12 +39,16 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create the virtualenv with the operator and test dependencies.
 
 .PHONY: debs
-debs: ## Install the Debian packages the workload tests and benchmarks run (nginx, redis, postgresql, wrk).
-	hack/install-debian-packages.sh $(DEBIAN_PACKAGES)
+debs: ## Install the Debian packages the tests run (servers, and the real node's runtime unless NODES=kwok).
+	hack/install-debian-packages.sh $(DEBIAN_PACKAGES) $(if $(filter real,$(NODES)),$(NODE_PACKAGES))
 
 .PHONY: tools
-tools: venv ## Build (once, cached by version) etcd, Kubernetes, kwok and helm for the local control plane.
+tools: venv ## Build (once, cached by version) etcd, Kubernetes, kwok, helm, CoreDNS, Traefik, the policy engine.
 	$(LOCALCLUSTER) build
+
+.PHONY: images
+images: venv debs ## Build (cached by content) the operator, example, nginx, redis, postgresql images for the node.
+	$(LOCALCLUSTER) images
 
 .PHONY: manifests
 manifests: venv ## Regenerate the CRD (manifests/crd and the chart's crds/) from the Python model.
@@ -52,7 +61,7 @@ golden: venv ## Regenerate the golden renders of the samples (review the diff!).
 	UPDATE_GOLDEN=1 $(PYTEST) -q tests/unit/test_render.py -k golden
 
 .PHONY: test
-test: venv debs tools ## Run the whole suite: unit, integration (local control plane), workload, e2e.
+test: venv debs tools images ## Run the whole suite: unit, integration (local control plane), workload, e2e.
 	$(PYTEST) -q tests
 
 .PHONY: test-unit
@@ -60,7 +69,7 @@ test-unit: venv ## Unit tests only (no cluster, no servers).
 	$(PYTEST) -q tests/unit
 
 .PHONY: test-integration
-test-integration: venv tools ## Integration tests against the local control plane.
+test-integration: venv debs tools ## Integration tests against the local control plane.
 	$(PYTEST) -q tests/integration
 
 .PHONY: test-workload
@@ -79,7 +88,7 @@ lint: venv ## Byte-compile everything (syntax) and check that the committed CRD 
 ##@ Local cluster
 
 .PHONY: cluster-up
-cluster-up: tools ## Start etcd, kube-apiserver, controller-manager, scheduler and kwok on loopback.
+cluster-up: tools images ## Start the control plane and a real node (NODES=kwok: fake nodes) with the images.
 	$(LOCALCLUSTER) up
 
 .PHONY: cluster-down
@@ -87,7 +96,7 @@ cluster-down: venv ## Stop exactly the processes cluster-up started and remove t
 	$(LOCALCLUSTER) down
 
 .PHONY: demo
-demo: venv tools ## Bring up a cluster, the operator and the full sample, and show what happened.
+demo: venv debs tools images ## Bring up a cluster, the operator and the full sample, and show what happened.
 	hack/demo.sh up
 
 .PHONY: demo-down

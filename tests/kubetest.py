@@ -89,12 +89,14 @@ class Kube:
         return out
 
 
-def start_kube(tmp: Path) -> Kube:
+def start_kube(tmp: Path, nodes: str = "kwok", images: dict[str, Path] | None = None) -> Kube:
+    """The cluster under test: FLASKAPP_TEST_KUBECONFIG's, else a local one with `nodes` ("real" where the
+    machine allows it, with `images` imported; "kwok" for API-level and scale tests)."""
     bins = build.ensure_all()
     existing = os.environ.get("FLASKAPP_TEST_KUBECONFIG")
     if existing:
         return Kube(Path(existing), str(bins["kubectl"]), str(bins["helm"]))
-    cluster = LocalCluster(tmp / "cluster").start()
+    cluster = LocalCluster(tmp / "cluster").start(nodes=nodes, images=images)
     return Kube(cluster.kubeconfig, str(bins["kubectl"]), str(bins["helm"]), cluster)
 
 

@@ -35,10 +35,27 @@ def make_celery() -> Celery:
 
 celery_app = make_celery()
 
+# Every variable of flaskapp-operator's env contract (README, "The env contract"). Values that carry
+# credentials are reported as SHA-256 digests by /env, never in clear.
+CONTRACT = ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "SQLALCHEMY_ENGINE_OPTIONS", "DATABASE_URL", "CACHE_TYPE",
+            "CACHE_REDIS_URL", "CACHE_DEFAULT_TIMEOUT", "CACHE_KEY_PREFIX", "CELERY_BROKER_URL",
+            "CELERY_RESULT_BACKEND", "CELERY_WORKER_CONCURRENCY", "CELERY_WORKER_PREFETCH_MULTIPLIER",
+            "CELERY_TASK_ACKS_LATE", "CELERY_WORKER_MAX_TASKS_PER_CHILD", "CDN_URL")
+SECRET_VALUED = ("DATABASE_URL", "CACHE_REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+
 
 @celery_app.task(name="shop.add")
 def add(x: int, y: int) -> int:
     return x + y
+
+
+def migrate() -> None:
+    """The release step the FlaskApp's migration Job runs: records that it ran, for this image."""
+    app = create_app()
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS shop_migrations (id serial PRIMARY KEY, "
+                          "hostname text NOT NULL, at timestamptz NOT NULL DEFAULT now())"))
+        conn.execute(text("INSERT INTO shop_migrations (hostname) VALUES (:h)"), {"h": os.uname().nodename})
 
 
 def create_app() -> Flask:
@@ -120,9 +137,18 @@ def create_app() -> Flask:
 
     @app.get("/env")
     def env():
-        keys = ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "SQLALCHEMY_ENGINE_OPTIONS", "CACHE_TYPE",
-                "CACHE_DEFAULT_TIMEOUT", "CELERY_WORKER_CONCURRENCY", "CDN_URL")
-        return jsonify({k: os.environ.get(k) for k in keys})
+        def shown(key: str):
+            value = os.environ.get(key)
+            if value is None or key not in SECRET_VALUED:
+                return value
+            return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+        return jsonify({k: shown(k) for k in CONTRACT})
+
+    @app.get("/migrations")
+    def migrations():
+        with db.engine.connect() as conn:
+            rows = conn.execute(text("SELECT hostname FROM shop_migrations ORDER BY id")).scalars().all()
+        return jsonify(migrations=rows)
 
     @app.get("/")
     def index():

@@ -3,13 +3,17 @@
 Kubernetes' own go.mod replaces every staging module (k8s.io/api, k8s.io/client-go, ...) with a local
 path, so `go install k8s.io/kubernetes/cmd/...@vX` is refused. A small wrapper module that requires
 k8s.io/kubernetes and replaces each staging module with its published v0.Y.Z builds it instead
-(see ../shared/notes/local-control-plane.md). etcd is built the same way; kwok and helm install directly.
+(the same fix several public operators use). etcd is built the same way; kwok and helm install directly.
+Tools whose go.mod carries replace directives of its own (Traefik) build inside a copy of their module
+source, where those replaces apply.
 
 Binaries land in $XDG_CACHE_HOME/flaskapp-operator/bin/<tool>-<version>/ and are never rebuilt once there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +26,10 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.20.2"
+# The real node's add-ons, each a plain Go build from the module proxy (no image registry needed).
+COREDNS_VERSION = "v1.14.7"
+TRAEFIK_VERSION = "v3.6.12"
+KUBE_NETWORK_POLICIES_VERSION = "v0.8.0"
 
 # Staging modules of k8s.io/kubernetes 1.35 (an unused replace is harmless).
 STAGING_MODULES = (
@@ -32,7 +40,7 @@ STAGING_MODULES = (
     "mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
 ).split()
 
-KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 
 
 def cache_root() -> Path:
@@ -150,6 +158,55 @@ def build_helm(version: str = HELM_VERSION) -> Path:
     return _go_install("helm", "helm.sh/helm/v3/cmd/helm", version, "helm")
 
 
+def _build_in_module_source(tool: str, module: str, version: str, packages: dict[str, str]) -> Path:
+    """Build commands inside a writable copy of a module's own source, so its go.mod (replaces included)
+    governs the build: `go install module@version` refuses modules whose go.mod replaces anything."""
+    target = tool_dir(tool, version)
+    if all((target / b).exists() for b in packages):
+        return target
+    log(f"building {tool} {version}")
+    env = _build_env()
+    with tempfile.TemporaryDirectory(prefix=f"{tool}-build-") as tmp:
+        work = Path(tmp)
+        download = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=work, env=env,
+                                  capture_output=True, text=True, check=True)
+        source = work / "src"
+        shutil.copytree(json.loads(download.stdout)["Dir"], source)
+        subprocess.run(["chmod", "-R", "u+w", str(source)], check=True)
+        staging = work / "out"
+        staging.mkdir()
+        for binary, package in packages.items():
+            _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(staging / binary), package], source, env)
+        _install(staging, target)
+    return target
+
+
+def build_coredns(version: str = COREDNS_VERSION) -> Path:
+    return _build_in_module_source("coredns", "github.com/coredns/coredns", version, {"coredns": "."})
+
+
+def build_traefik(version: str = TRAEFIK_VERSION) -> Path:
+    return _build_in_module_source("traefik", "github.com/traefik/traefik/v3", version,
+                                   {"traefik": "./cmd/traefik"})
+
+
+def build_kube_network_policies(version: str = KUBE_NETWORK_POLICIES_VERSION) -> Path:
+    return _build_in_module_source("kube-network-policies", "sigs.k8s.io/kube-network-policies", version,
+                                   {"kube-network-policies": "./cmd"})
+
+
+def build_pause() -> Path:
+    """The pod sandbox's process: a static C program that sleeps until signalled, as Kubernetes' own pause."""
+    source = Path(__file__).with_name("pause.c")
+    target = tool_dir("pause", hashlib.sha256(source.read_bytes()).hexdigest()[:12])
+    if (target / "pause").exists():
+        return target
+    with tempfile.TemporaryDirectory(prefix="pause-build-") as tmp:
+        subprocess.run(["gcc", "-Os", "-static", "-o", f"{tmp}/pause", str(source)], check=True)
+        _install(Path(tmp), target)
+    return target
+
+
 def _install(staging: Path, target: Path) -> None:
     """Move finished binaries into place atomically, so an interrupted build never looks complete."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -169,3 +226,10 @@ def ensure_all() -> dict[str, Path]:
     paths["kwok"] = build_kwok() / "kwok"
     paths["helm"] = build_helm() / "helm"
     return paths
+
+
+def ensure_node_tools() -> dict[str, Path]:
+    """What a real node needs beside the control plane: DNS, an ingress controller, a policy engine."""
+    return {"coredns": build_coredns() / "coredns", "traefik": build_traefik() / "traefik",
+            "kube-network-policies": build_kube_network_policies() / "kube-network-policies",
+            "pause": build_pause() / "pause"}

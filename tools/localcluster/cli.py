@@ -1,4 +1,7 @@
-"""Command line of the local control plane: build, up, down, status, bin."""
+"""Command line of the local cluster: build, images, up, down, bin.
+
+NODES=real (the default where the machine allows it) runs a real node; NODES=kwok runs fake nodes only.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +11,51 @@ import sys
 import time
 from pathlib import Path
 
-from . import build
+from . import build, images
 from .cluster import LocalCluster
+from .node import unavailable_reason
 
 DEFAULT_STATE = Path(os.environ.get("LOCALCLUSTER_DIR", Path(__file__).resolve().parents[2] / "build" / "localcluster"))
+
+
+def real_nodes_wanted() -> bool:
+    return os.environ.get("NODES", "real") == "real" and unavailable_reason() is None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localcluster", description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="where the cluster keeps its state")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build (or find cached) etcd, Kubernetes, kwok and helm binaries")
-    sub.add_parser("up", help="start the control plane and print the kubeconfig path")
+    sub.add_parser("build", help="build (or find cached) the control plane's and the real node's binaries")
+    sub.add_parser("images", help="build (or find cached) the node's images; import them into a running cluster")
+    sub.add_parser("up", help="start the cluster and print the kubeconfig path")
     sub.add_parser("down", help="stop exactly the processes `up` started and remove their state")
     sub.add_parser("bin", help="print the directories holding the binaries (for PATH)")
     args = parser.parse_args(argv)
 
     if args.command == "build":
         started = time.monotonic()
-        for name, path in build.ensure_all().items():
+        tools = build.ensure_all()
+        if real_nodes_wanted():
+            tools.update(build.ensure_node_tools())
+        for name, path in tools.items():
             print(f"{name}: {path}")
         print(f"ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    elif args.command == "images":
+        if not real_nodes_wanted():
+            print(f"no images needed: no real node here ({unavailable_reason() or 'NODES=kwok'})", file=sys.stderr)
+            return 0
+        archives = images.ensure_images()
+        for ref, path in archives.items():
+            print(f"{ref}: {path}")
+        cluster = LocalCluster(args.state_dir)
+        if cluster.node is not None:
+            cluster.import_images(archives)
     elif args.command == "bin":
         print(os.pathsep.join(sorted({str(p.parent) for p in build.ensure_all().values()})))
     elif args.command == "up":
-        cluster = LocalCluster(args.state_dir).start()
+        archives = images.ensure_images() if real_nodes_wanted() else {}
+        cluster = LocalCluster(args.state_dir).start(images=archives)
         print(cluster.kubeconfig)
     elif args.command == "down":
         LocalCluster(args.state_dir).stop()

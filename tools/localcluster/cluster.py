@@ -1,8 +1,12 @@
 """A real Kubernetes control plane as local processes: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok faking Ready nodes and pods (what envtest and kwokctl run; no Docker needed).
+kube-scheduler, and either a real node (kubelet, containerd, CNI, kube-proxy, CoreDNS, an ingress controller
+and a NetworkPolicy engine: see node.py) or kwok faking Ready nodes and pods for scale tests.
 
 Every process is started in its own session and recorded in <state>/processes.json, so `stop` kills
-exactly those processes, wherever they were started from, and then removes the state directory.
+exactly those processes, wherever they were started from, and then removes the state directory. A real
+node's host state is global (a bridge, iptables rules, port 80 of the node address), so the state
+directory of the cluster owning it is also recorded in ACTIVE_REAL_NODE: a `start` after a crash stops
+that cluster first.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from cryptography.x509.oid import NameOID
 
 from . import build
 from .build import log
+from .node import NODE_IP, NODE_NAME, SERVICE_CIDR, RealNode, unavailable_reason, wait_for
+
+ACTIVE_REAL_NODE = Path("/run/flaskapp-localcluster/active-real-node")
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -81,6 +88,15 @@ def _cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool = 
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _client_cert(pki: Path, name: str, common_name: str, organization: str | None, ca, ca_key, ca_name) -> None:
+    key = _key()
+    attrs = ([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []) + \
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    _write_key(pki / f"{name}.key", key)
+    (pki / f"{name}.crt").write_bytes(_cert(x509.Name(attrs), key, ca_name, ca_key, client=True)
+                                       .public_bytes(serialization.Encoding.PEM))
+
+
 def write_certificates(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
@@ -91,18 +107,24 @@ def write_certificates(pki: Path) -> None:
 
     serving_key = _key()
     sans = [x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default.svc"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.96.0.1"))]
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+            x509.IPAddress(ipaddress.ip_address(NODE_IP))]
     serving = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), serving_key,
                     ca_name, ca_key, sans=sans)
     _write_key(pki / "apiserver.key", serving_key)
     (pki / "apiserver.crt").write_bytes(serving.public_bytes(serialization.Encoding.PEM))
 
-    admin_key = _key()
-    admin = _cert(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                             x509.NameAttribute(NameOID.COMMON_NAME, "admin")]), admin_key, ca_name, ca_key,
-                  client=True)
-    _write_key(pki / "admin.key", admin_key)
-    (pki / "admin.crt").write_bytes(admin.public_bytes(serialization.Encoding.PEM))
+    # Each component with the identity the default RBAC and the Node authorizer expect.
+    for name, cn, org in (("admin", "admin", "system:masters"),
+                          ("kubelet-client", f"system:node:{NODE_NAME}", "system:nodes"),
+                          ("kube-proxy", "system:kube-proxy", None)):
+        _client_cert(pki, name, cn, org, ca, ca_key, ca_name)
+    kubelet_key = _key()
+    _write_key(pki / "kubelet.key", kubelet_key)
+    (pki / "kubelet.crt").write_bytes(_cert(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NODE_NAME)]), kubelet_key, ca_name, ca_key,
+        sans=[x509.DNSName(NODE_NAME), x509.IPAddress(ipaddress.ip_address(NODE_IP))])
+        .public_bytes(serialization.Encoding.PEM))
 
     sa_key = _key()
     _write_key(pki / "sa.key", sa_key)
@@ -110,14 +132,14 @@ def write_certificates(pki: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def write_kubeconfig(path: Path, server: str, pki: Path, context: str = "flaskapp-local") -> None:
+def write_kubeconfig(path: Path, server: str, pki: Path, context: str = "flaskapp-local", user: str = "admin") -> None:
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": context,
         "clusters": [{"name": context, "cluster": {"server": server,
                                                     "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": "admin", "user": {"client-certificate": str(pki / "admin.crt"),
-                                              "client-key": str(pki / "admin.key")}}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": "admin"}}],
+        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"),
+                                           "client-key": str(pki / f"{user}.key")}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": user}}],
     }
     path.write_text(yaml.safe_dump(config))
 
@@ -148,6 +170,15 @@ class LocalCluster:
     def server(self) -> str:
         return self._processes().get("server", "")
 
+    @property
+    def nodes(self) -> str:
+        """"real" (containers run) or "kwok" (fake nodes)."""
+        return self._processes().get("nodes", "")
+
+    @property
+    def node(self) -> RealNode | None:
+        return RealNode(self.state_dir) if self.nodes == "real" else None
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         logfile = open(self.state_dir / "logs" / f"{name}.log", "ab")
         proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -167,29 +198,59 @@ class LocalCluster:
     def restart_apiserver(self, timeout: float = 60) -> None:
         """Restart kube-apiserver, as an upgrade or a crash would. kwok 0.7 stops renewing its fake nodes'
         heartbeats across the restart (nodes then flap NotReady), so it is restarted with it; etcd,
-        the controller-manager and the scheduler reconnect by themselves."""
+        the controller-manager, the scheduler and a real kubelet reconnect by themselves."""
         self.respawn("kube-apiserver")
         self.wait_ready(timeout)
-        self.respawn("kwok")
+        if "kwok" in self._processes().get("pids", {}):
+            self.respawn("kwok")
 
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
         pid = self._processes().get("pids", {}).get(name)
         if pid:
             _kill_group(pid, sig)
 
-    def start(self, timeout: float = 120) -> "LocalCluster":
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        kubectl = build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kubectl"
+        result = subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfig), *args], input=input,
+                                capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def start(self, timeout: float = 120, nodes: str | None = None,
+              images: dict[str, Path] | None = None) -> "LocalCluster":
+        """nodes: "real" (the default where the machine allows it) or "kwok"; images: archives to import
+        into a real node (reference -> archive)."""
         if self._record.exists():
-            raise RuntimeError(f"a cluster is already recorded in {self.state_dir}; stop it first")
+            if _any_alive(self._processes()):
+                raise RuntimeError(f"a cluster is already running from {self.state_dir}; stop it first")
+            log(f"cleaning up a crashed cluster in {self.state_dir}")
+            self.stop()
+        nodes = nodes or os.environ.get("NODES", "real")
+        if nodes == "real" and (reason := unavailable_reason()):
+            log(f"no real node on this machine ({reason}); using kwok fake nodes")
+            nodes = "kwok"
+        if nodes not in ("real", "kwok"):
+            raise ValueError(f"NODES must be real or kwok, not {nodes!r}")
+        if nodes == "real":
+            _stop_previous_real_node()
         started = time.monotonic()
         bins = build.ensure_all()
+        if nodes == "real":
+            bins.update(build.ensure_node_tools())
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         pki = self.state_dir / "pki"
         write_certificates(pki)
+        host = NODE_IP if nodes == "real" else "127.0.0.1"
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
-        server = f"https://127.0.0.1:{api_port}"
-        self._record.write_text(json.dumps({"server": server, "pids": {}, "argv": {}}))
+        server = f"https://{host}:{api_port}"
+        self._record.write_text(json.dumps({"server": server, "nodes": nodes, "pids": {}, "argv": {}}))
         (self.state_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
         try:
+            if nodes == "real":
+                ACTIVE_REAL_NODE.parent.mkdir(parents=True, exist_ok=True)
+                ACTIVE_REAL_NODE.write_text(str(self.state_dir.resolve()))
+                RealNode.setup_host_network()
             self._spawn("etcd", [
                 str(bins["etcd"]), "--data-dir", str(self.state_dir / "etcd"), "--name", "default",
                 "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -200,14 +261,18 @@ class LocalCluster:
                 "--unsafe-no-fsync", "--quota-backend-bytes", str(4 << 30), "--log-level", "warn"])
             self._spawn("kube-apiserver", [
                 str(bins["kube-apiserver"]), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+                # Pods reach the API server through the `kubernetes` Service: it must advertise an
+                # address they can route to (the node's), not loopback.
+                f"--bind-address={host}", f"--advertise-address={host}", f"--secure-port={api_port}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=PodSecurity", "--allow-privileged=false", "--v=0",
+                f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=PodSecurity,NodeRestriction", "--allow-privileged=false", "--v=0",
                 f"--audit-policy-file={self.state_dir / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
                 "--audit-log-mode=blocking"])
             write_kubeconfig(self.kubeconfig, server, pki)
@@ -228,19 +293,51 @@ class LocalCluster:
                 f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
                 "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
                 "--kube-api-qps=200", "--kube-api-burst=400"])
-            self._spawn("kwok", [
-                str(bins["kwok"]), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                f"--server-address=127.0.0.1:{free_port()}", "--cidr=10.0.0.1/16",
-                # Lease heartbeats, renewed apart from the pod work queue (the node status heartbeat
-                # alone stalled behind bursts of pod deletions).
-                "--node-lease-duration-seconds=40"])
-            self._create_nodes(bins["kubectl"])
+            if nodes == "real":
+                self._start_real_node(bins, pki, server, images or {})
+            else:
+                self._start_kwok(bins)
         except BaseException:
             self.stop()
             raise
-        log(f"cluster up in {time.monotonic() - started:.1f}s; kubeconfig: {self.kubeconfig}")
+        log(f"cluster up with {nodes} nodes in {time.monotonic() - started:.1f}s; kubeconfig: {self.kubeconfig}")
         return self
+
+    def _start_kwok(self, bins: dict[str, Path]) -> None:
+        self._spawn("kwok", [
+            str(bins["kwok"]), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+            f"--server-address=127.0.0.1:{free_port()}", "--cidr=10.0.0.1/16",
+            # Lease heartbeats, renewed apart from the pod work queue (the node status heartbeat
+            # alone stalled behind bursts of pod deletions).
+            "--node-lease-duration-seconds=40"])
+        self._create_nodes(bins["kubectl"])
+
+    def _start_real_node(self, bins: dict[str, Path], pki: Path, server: str, images: dict[str, Path]) -> None:
+        from . import images as image_builds
+
+        node = RealNode(self.state_dir)
+        logs = self.state_dir / "logs"
+        pause = image_builds.single_binary_image(image_builds.PAUSE_REF, bins["pause"], "/pause")
+        node.start_runtime(self._spawn, image_builds.PAUSE_REF)
+        node.import_images([pause, *images.values()])
+        for user in ("kubelet-client", "kube-proxy"):
+            write_kubeconfig(self.state_dir / f"{user}.kubeconfig", server, pki, user=user)
+        node.start_kubelet(self._spawn, bins["kubelet"], self.state_dir / "kubelet-client.kubeconfig", pki,
+                           free_port(), free_port())
+        node.start_kube_proxy(self._spawn, bins["kube-proxy"], self.state_dir / "kube-proxy.kubeconfig",
+                              free_port(), free_port())
+        node.start_dns(self._spawn, bins["coredns"], self.kubeconfig)
+        wait_for(lambda: "True" in self.kubectl("get", "node", NODE_NAME, "-o",
+                                             "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                                             check=False).stdout, 90, "node Ready", logs)
+        node.start_addons(self._spawn, self.kubectl, server, pki, bins["traefik"], bins["kube-network-policies"],
+                          free_port())
+
+    def import_images(self, images: dict[str, Path]) -> None:
+        if self.node is None:
+            raise RuntimeError("images run only on a real node (NODES=real)")
+        self.node.import_images(list(images.values()))
 
     def _ssl_context(self) -> ssl.SSLContext:
         pki = self.state_dir / "pki"
@@ -282,12 +379,40 @@ class LocalCluster:
 
     def stop(self) -> None:
         record = self._processes()
-        # Reverse start order: kwok and controllers first, etcd last.
+        # Reverse start order: node add-ons, kubelet and controllers first, etcd last.
         for name, pid in reversed(list(record.get("pids", {}).items())):
             _kill_group(pid, signal.SIGTERM)
         for pid in record.get("pids", {}).values():
             _wait_gone(pid)
+        if record.get("nodes") == "real":
+            RealNode.teardown(self.state_dir, build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kube-proxy")
+            if ACTIVE_REAL_NODE.exists() and ACTIVE_REAL_NODE.read_text() == str(self.state_dir.resolve()):
+                ACTIVE_REAL_NODE.unlink()
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def _stop_previous_real_node() -> None:
+    """One real node per machine: stop the cluster that owns it (a crashed run's, say) before starting."""
+    if not ACTIVE_REAL_NODE.exists():
+        return
+    previous = Path(ACTIVE_REAL_NODE.read_text().strip())
+    log(f"stopping the previous real-node cluster of {previous} (one real node per machine)")
+    LocalCluster(previous).stop()
+    if not (previous / "processes.json").exists():  # its state is gone: remove the host state by name
+        RealNode.teardown(previous, build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kube-proxy")
+    ACTIVE_REAL_NODE.unlink(missing_ok=True)
+
+
+def _any_alive(record: dict) -> bool:
+    for pid in record.get("pids", {}).values():
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            return True
+    return False
 
 
 def _kill_group(pid: int, sig: int) -> None:

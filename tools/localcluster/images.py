@@ -1,0 +1,251 @@
+"""Container images for the real node, built here without any registry, cached by content.
+
+- The pod sandbox (`pause`) is a one-file OCI archive written directly (a static C binary).
+- Everything else is built from a Dockerfile by Debian's Docker engine, run only for the build on a private
+  socket with no bridge and no iptables rules (a dockerd beside the kubelet would set the FORWARD policy
+  to DROP); `RUN` steps use the host network. Its only base image is Debian bookworm made by
+  `debootstrap` from Debian's mirror. The operator and the example app are built from their own
+  Dockerfiles with `BASE_IMAGE` pointing at a Python made from Debian packages; nginx, Redis and
+  PostgreSQL images install Debian's packages and are named after what they are
+  (localhost/debian-bookworm/<package>), never after an upstream image they are not.
+
+Archives land in <cache>/images/<name>-<content hash>.tar and are imported with `ctr images import`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .build import cache_root, log
+from .node import unmount_under
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+BASE_REF = f"localhost/debian-{DEBIAN_SUITE}/minbase:local"
+PYTHON_REF = f"localhost/debian-{DEBIAN_SUITE}/python3:local"
+OPERATOR_REF = "localhost/flaskapp-operator/operator:local"
+EXAMPLE_REF = "localhost/flaskapp-operator/example:local"
+NGINX_REF = f"localhost/debian-{DEBIAN_SUITE}/nginx-light:local"
+REDIS_REF = f"localhost/debian-{DEBIAN_SUITE}/redis-server:local"
+POSTGRES_REF = f"localhost/debian-{DEBIAN_SUITE}/postgresql:local"
+PAUSE_REF = "localhost/flaskapp-localcluster/pause:local"
+DOCKERFILES = HERE / "dockerfiles"
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    ref: str
+    context: Path
+    dockerfile: Path
+    build_args: tuple[tuple[str, str], ...] = ()
+    needs: tuple[str, ...] = ()  # refs of images this one builds FROM
+    inputs: tuple[str, ...] = (".",)  # what the Dockerfile copies, relative to the context: the cache key
+
+    def digest(self, base_digests: dict[str, str]) -> str:
+        h = hashlib.sha256(self.ref.encode())
+        h.update(self.dockerfile.read_bytes())
+        for key, value in self.build_args:
+            h.update(f"{key}={value}".encode())
+        for need in self.needs:
+            h.update(base_digests[need].encode())
+        files = {f for i in self.inputs for f in ([self.context / i] if (self.context / i).is_file()
+                                                  else (self.context / i).rglob("*"))}
+        for path in sorted(p for p in files if p.is_file() and _in_context(p, self.context)):
+            h.update(str(path.relative_to(self.context)).encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()[:16]
+
+
+def _in_context(path: Path, context: Path) -> bool:
+    parts = path.relative_to(context).parts
+    return not any(p in {".git", ".venv", "build", "__pycache__", ".pytest_cache", ".hypothesis"} for p in parts) \
+        and not path.name.endswith(".pyc")
+
+
+def image_builds() -> list[ImageBuild]:
+    """In dependency order."""
+    base = ("BASE_IMAGE", PYTHON_REF)
+    return [
+        ImageBuild(PYTHON_REF, DOCKERFILES, DOCKERFILES / "python3.Dockerfile", (("BASE_IMAGE", BASE_REF),),
+                   needs=(BASE_REF,)),
+        ImageBuild(OPERATOR_REF, ROOT, ROOT / "operator" / "Dockerfile", (base,), needs=(PYTHON_REF,),
+                   inputs=("pyproject.toml", "README.md", "operator")),
+        ImageBuild(EXAMPLE_REF, ROOT / "examples" / "flask-shop", ROOT / "examples" / "flask-shop" / "Dockerfile",
+                   (base,), needs=(PYTHON_REF,)),
+        ImageBuild(NGINX_REF, DOCKERFILES, DOCKERFILES / "nginx.Dockerfile", (("BASE_IMAGE", BASE_REF),),
+                   needs=(BASE_REF,)),
+        ImageBuild(REDIS_REF, DOCKERFILES, DOCKERFILES / "redis.Dockerfile", (("BASE_IMAGE", BASE_REF),),
+                   needs=(BASE_REF,)),
+        ImageBuild(POSTGRES_REF, DOCKERFILES, DOCKERFILES / "postgresql.Dockerfile", (("BASE_IMAGE", BASE_REF),),
+                   needs=(BASE_REF,)),
+    ]
+
+
+def images_dir() -> Path:
+    d = cache_root() / "images"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A one-file image, written as an OCI archive (image-layout) without any tool.
+
+
+def _blob(layout: tarfile.TarFile, data: bytes, media_type: str) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
+    info.size = len(data)
+    layout.addfile(info, io.BytesIO(data))
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def single_binary_image(ref: str, binary: Path, entrypoint: str) -> Path:
+    data = binary.read_bytes()
+    target = images_dir() / f"{ref.rsplit('/', 1)[-1].replace(':', '-')}-{hashlib.sha256(data).hexdigest()[:16]}.tar"
+    if target.exists():
+        return target
+    layer_raw = io.BytesIO()
+    with tarfile.open(fileobj=layer_raw, mode="w") as layer:
+        info = tarfile.TarInfo(entrypoint.lstrip("/"))
+        info.size, info.mode = len(data), 0o755
+        layer.addfile(info, io.BytesIO(data))
+    diff_id = "sha256:" + hashlib.sha256(layer_raw.getvalue()).hexdigest()
+    layer_gz = gzip.compress(layer_raw.getvalue(), mtime=0)
+    config = {"architecture": "amd64", "os": "linux", "config": {"Entrypoint": [entrypoint], "User": "65535"},
+              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    partial = target.with_suffix(".partial")
+    with tarfile.open(partial, "w") as layout:
+        config_desc = _blob(layout, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
+        layer_desc = _blob(layout, layer_gz, "application/vnd.oci.image.layer.v1.tar+gzip")
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": config_desc, "layers": [layer_desc]}
+        manifest_desc = _blob(layout, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+        manifest_desc["annotations"] = {"io.containerd.image.name": ref,
+                                        "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1]}
+        for name, body in (("oci-layout", {"imageLayoutVersion": "1.0.0"}),
+                           ("index.json", {"schemaVersion": 2, "manifests": [manifest_desc]})):
+            raw = json.dumps(body).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            layout.addfile(info, io.BytesIO(raw))
+    partial.rename(target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dockerfile builds with a short-lived private dockerd.
+
+
+class Docker:
+    """Debian's dockerd on a private socket and data root, started for one batch of builds."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.sock = workdir / "docker.sock"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Docker":
+        data_root = cache_root() / "docker"  # kept between runs: layers of unchanged steps are reused
+        data_root.mkdir(parents=True, exist_ok=True)
+        logfile = open(self.workdir / "dockerd.log", "ab")
+        self.proc = subprocess.Popen(
+            ["dockerd", f"--host=unix://{self.sock}", f"--data-root={data_root}", f"--exec-root={self.workdir}/exec",
+             f"--pidfile={self.workdir}/dockerd.pid", "--iptables=false", "--ip-forward=false",
+             "--ip-masq=false", "--bridge=none", "--storage-driver=overlay2"],
+            stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while self.docker("info", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd did not start; see {self.workdir / 'dockerd.log'}")
+            time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        unmount_under(self.workdir)  # dockerd leaves its exec root's network namespace mounted
+
+    def docker(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        # Debian's own client (the engine's version); DOCKER_BUILDKIT=0: the legacy builder needs no buildx.
+        env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_BUILDKIT="0")
+        result = subprocess.run(["/usr/bin/docker", *args], env=env, capture_output=True, text=True, **kw)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def has(self, ref: str) -> bool:
+        return self.docker("image", "inspect", ref, check=False).returncode == 0
+
+
+def _base_rootfs_tar(workdir: Path) -> Path:
+    """Debian minbase from the mirror, with the host's CA bundle (a TLS-intercepting egress proxy's CA
+    must be trusted inside builds as on the host)."""
+    target = cache_root() / "images" / f"debian-{DEBIAN_SUITE}-minbase.tar"
+    if target.exists():
+        return target
+    rootfs = workdir / "rootfs"
+    started = time.monotonic()
+    log(f"debootstrap --variant=minbase {DEBIAN_SUITE} (about a minute)")
+    subprocess.run(["debootstrap", "--variant=minbase", "--include=ca-certificates", DEBIAN_SUITE, str(rootfs),
+                    DEBIAN_MIRROR], check=True, capture_output=True)
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc/ssl/certs/ca-certificates.crt")
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        shutil.rmtree(rootfs / junk, ignore_errors=True)
+        (rootfs / junk).mkdir(parents=True)
+    partial = target.with_suffix(".partial")
+    subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True)
+    partial.rename(target)
+    shutil.rmtree(rootfs, ignore_errors=True)
+    log(f"base rootfs ready ({time.monotonic() - started:.0f}s)")
+    return target
+
+
+def ensure_images() -> dict[str, Path]:
+    """Every image the real node runs, by reference: archives to import, built when missing."""
+    from . import build
+
+    archives = {PAUSE_REF: single_binary_image(PAUSE_REF, build.build_pause() / "pause", "/pause")}
+    builds = image_builds()
+    digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
+    for b in builds:
+        digests[b.ref] = b.digest(digests)
+        archives[b.ref] = images_dir() / f"{b.ref.split('/', 1)[1].replace('/', '-').replace(':', '-')}-{digests[b.ref]}.tar"
+    missing = [b for b in builds if not archives[b.ref].exists()]
+    if not missing:
+        return archives
+    with tempfile.TemporaryDirectory(prefix="images-") as tmp, Docker(Path(tmp)) as docker:
+        if not docker.has(BASE_REF):
+            with open(_base_rootfs_tar(Path(tmp)), "rb") as f:
+                docker.docker("import", "-", BASE_REF, stdin=f)
+        for b in missing:
+            started = time.monotonic()
+            log(f"docker build {b.ref} ({b.dockerfile.relative_to(ROOT)})")
+            args = [a for k, v in b.build_args for a in ("--build-arg", f"{k}={v}")]
+            docker.docker("build", "--network=host", "-t", b.ref, "-f", str(b.dockerfile), *args, str(b.context))
+            partial = archives[b.ref].with_suffix(".partial")
+            docker.docker("save", "-o", str(partial), b.ref)
+            partial.rename(archives[b.ref])
+            stem = archives[b.ref].name.rsplit("-", 1)[0]
+            for old in images_dir().glob(f"{stem}-*.tar"):  # earlier builds of the same image
+                if old != archives[b.ref]:
+                    old.unlink()
+            log(f"built {b.ref} ({time.monotonic() - started:.0f}s)")
+    return archives

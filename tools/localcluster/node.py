@@ -1,0 +1,453 @@
+"""A real node joined to the local control plane: containerd + runc + bridge CNI (Debian packages), kubelet
+and kube-proxy (built from the same Kubernetes module as the API server), CoreDNS, the Traefik ingress
+controller and the kube-network-policies NetworkPolicy engine, each a plain host process.
+
+Host state this module creates, and `teardown` removes by name (also after a crash of a previous run):
+two Linux bridges (NODE_BRIDGE holding the node address, POD_BRIDGE made by the CNI plugin), iptables
+rules (kube-proxy's KUBE-* chains via `kube-proxy --cleanup`, the CNI plugin's masquerade chains), the
+nftables table of the policy engine, network namespaces of pods, cgroups under `kubepods`, and mounts
+under the state directory. Pod processes are killed through their cgroups; everything else by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .build import log
+
+NODE_NAME = "flaskapp-node"
+NODE_IP = "10.245.255.1"  # a /32 on its own bridge: the kubelet refuses loopback node addresses
+NODE_BRIDGE = "flaskapp-node"
+POD_BRIDGE = "flaskapp-cni0"
+POD_CIDR = "10.244.0.0/24"
+CLUSTER_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"
+CNI_NETWORK = "flaskapp-pods"
+CLUSTER_DOMAIN = "cluster.local"
+INGRESS_CLASS = "traefik"
+INGRESS_PORT = 80
+CNI_BIN_DIR = "/usr/lib/cni"
+POLICY_NFT_TABLE = "kube-network-policies"
+# Debian packages a real node runs; `hack/install-debian-packages.sh` installs the missing ones.
+DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "ipset",
+                   "util-linux", "iproute2")
+
+Spawn = Callable[[str, list[str]], None]
+
+
+def unavailable_reason() -> str | None:
+    """Why real nodes cannot run on this machine (None when they can): the fall-back is kwok."""
+    if os.geteuid() != 0:
+        return "real nodes need root (containerd, kubelet and the pod network change host state)"
+    missing = [b for b in ("containerd", "runc", "iptables", "ip", "unshare") if shutil.which(b) is None]
+    if missing or not Path(CNI_BIN_DIR, "bridge").exists():
+        return f"real nodes need the Debian packages {' '.join(DEBIAN_PACKAGES)} (missing: {missing or 'CNI'})"
+    if not Path("/sys/fs/cgroup").is_dir():
+        return "real nodes need cgroups mounted at /sys/fs/cgroup"
+    return None
+
+
+def run(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), check=check, capture_output=True, text=True, input=input)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s (logs in {logs})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration files
+
+
+def containerd_config(state: Path, sandbox_image: str) -> str:
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{state}/root"
+state = "{state}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "{state}/containerd.sock"
+[ttrpc]
+  address = "{state}/containerd.sock.ttrpc"
+[{cri}]
+  sandbox_image = "{sandbox_image}"
+  # The VM's root lacks CAP_SYS_RESOURCE: a negative oom_score_adj for sandboxes would be refused.
+  restrict_oom_score_adj = true
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{state}/runc"
+  [{cri}.cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{state}/cni"
+"""
+
+
+def cni_conflist(ipam_dir: Path) -> str:
+    return json.dumps({
+        "cniVersion": "0.4.0", "name": CNI_NETWORK,
+        "plugins": [
+            {"type": "bridge", "bridge": POD_BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]], "routes": [{"dst": "0.0.0.0/0"}],
+                      "dataDir": str(ipam_dir)}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }, indent=1)
+
+
+def kubelet_config(root: Path, pki: Path, sock: Path, port: int, healthz_port: int) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+        # This machine runs cgroup v1, which kubelet >= 1.35 refuses unless told otherwise.
+        "failCgroupV1": False, "cgroupDriver": "cgroupfs", "failSwapOn": False,
+        "address": NODE_IP, "port": port, "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1", "healthzPort": healthz_port,
+        "tlsCertFile": str(pki / "kubelet.crt"), "tlsPrivateKeyFile": str(pki / "kubelet.key"),
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
+                           "x509": {"clientCAFile": str(pki / "ca.crt")}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "clusterDNS": [NODE_IP], "clusterDomain": CLUSTER_DOMAIN, "resolvConf": str(root / "resolv.conf"),
+        "containerRuntimeEndpoint": f"unix://{sock}",
+        # Imported images cannot be pulled again: never garbage-collect them; evict only when really short.
+        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                         "nodefs.inodesFree": "1%"},
+        "serializeImagePulls": False, "maxPods": 250, "registerNode": True,
+        "nodeStatusUpdateFrequency": "4s", "syncFrequency": "10s", "fileCheckFrequency": "5s",
+        "volumeStatsAggPeriod": "0s",
+    })
+
+
+def corefile(kubeconfig: Path, upstream: list[str]) -> str:
+    return f""".:53 {{
+    bind {NODE_IP}
+    errors
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }}
+    forward . {' '.join(upstream) or '/etc/resolv.conf'}
+    cache 5
+}}
+"""
+
+
+def host_nameservers() -> list[str]:
+    text = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+    return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
+
+
+INGRESS_RBAC = """\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: traefik, namespace: kube-system}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: traefik-token
+  namespace: kube-system
+  annotations: {kubernetes.io/service-account.name: traefik}
+type: kubernetes.io/service-account-token
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: traefik-ingress-controller}
+rules:
+  - apiGroups: [""]
+    resources: [services, secrets, nodes, endpoints]
+    verbs: [get, list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+  - apiGroups: [networking.k8s.io, extensions]
+    resources: [ingresses, ingressclasses]
+    verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io, extensions]
+    resources: [ingresses/status]
+    verbs: [update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: traefik-ingress-controller}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: traefik-ingress-controller}
+subjects: [{kind: ServiceAccount, name: traefik, namespace: kube-system}]
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: traefik
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: traefik.io/ingress-controller}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kube-network-policies, namespace: kube-system}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: kube-network-policies-token
+  namespace: kube-system
+  annotations: {kubernetes.io/service-account.name: kube-network-policies}
+type: kubernetes.io/service-account-token
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kube-network-policies}
+rules:
+  - apiGroups: [""]
+    resources: [pods, namespaces, nodes]
+    verbs: [list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [networkpolicies]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kube-network-policies}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-network-policies}
+subjects: [{kind: ServiceAccount, name: kube-network-policies, namespace: kube-system}]
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RealNode:
+    state_dir: Path  # the cluster's state directory; the node keeps its own under node/
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir / "node"
+
+    @property
+    def containerd_sock(self) -> Path:
+        return self.root / "containerd" / "containerd.sock"
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://{NODE_IP}:{INGRESS_PORT}"
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run("ctr", "--address", str(self.containerd_sock), "-n", "k8s.io", *args, check=check)
+
+    # -- host network --------------------------------------------------------------------------------
+
+    @staticmethod
+    def setup_host_network() -> None:
+        """The node address on a bridge of its own (no `dummy` links without kernel modules)."""
+        if run("ip", "link", "show", NODE_BRIDGE, check=False).returncode != 0:
+            run("ip", "link", "add", NODE_BRIDGE, "type", "bridge")
+        run("ip", "addr", "replace", f"{NODE_IP}/32", "dev", NODE_BRIDGE)
+        run("ip", "link", "set", NODE_BRIDGE, "up")
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    def start_runtime(self, spawn: Spawn, sandbox_image: str) -> None:
+        state = self.root / "containerd"
+        (state / "cni").mkdir(parents=True, exist_ok=True)
+        (state / "cni" / "10-flaskapp.conflist").write_text(cni_conflist(self.root / "cni-ipam"))
+        (state / "config.toml").write_text(containerd_config(state, sandbox_image))
+        spawn("containerd", ["containerd", "--config", str(state / "config.toml"), "--log-level", "warn"])
+        wait_for(lambda: self.ctr("version").returncode == 0, 60, "containerd", self.state_dir / "logs")
+
+    def import_images(self, archives: list[Path]) -> None:
+        for archive in archives:
+            started = time.monotonic()
+            self.ctr("images", "import", "--no-unpack", str(archive))
+            log(f"imported {archive.name} ({time.monotonic() - started:.1f}s)")
+
+    def start_kubelet(self, spawn: Spawn, kubelet: Path, kubeconfig: Path, pki: Path,
+                      port: int, healthz_port: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "resolv.conf").write_text(
+            "".join(f"nameserver {ns}\n" for ns in host_nameservers()) or "nameserver 127.0.0.1\n")
+        (self.root / "kubelet.yaml").write_text(kubelet_config(self.root, pki, self.containerd_sock, port,
+                                                               healthz_port))
+        spawn("kubelet", [str(kubelet), f"--config={self.root / 'kubelet.yaml'}", f"--kubeconfig={kubeconfig}",
+                          f"--root-dir={self.root / 'kubelet'}", f"--hostname-override={NODE_NAME}",
+                          f"--node-ip={NODE_IP}", "--node-labels=flaskapp.dev/local-node=true", "--v=0"])
+
+    def start_kube_proxy(self, spawn: Spawn, kube_proxy: Path, kubeconfig: Path, metrics_port: int,
+                         healthz_port: int) -> None:
+        spawn("kube-proxy", [str(kube_proxy), f"--kubeconfig={kubeconfig}", f"--hostname-override={NODE_NAME}",
+                             "--proxy-mode=iptables", f"--cluster-cidr={CLUSTER_CIDR}",
+                             # No conntrack sysctls to raise in this VM (they are read-only here).
+                             "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
+                             "--conntrack-tcp-timeout-close-wait=0",
+                             f"--metrics-bind-address=127.0.0.1:{metrics_port}",
+                             f"--healthz-bind-address=127.0.0.1:{healthz_port}", "--v=0"])
+
+    def start_dns(self, spawn: Spawn, coredns: Path, kubeconfig: Path) -> None:
+        upstream = [ns for ns in host_nameservers() if ns != NODE_IP]
+        (self.root / "Corefile").write_text(corefile(kubeconfig, upstream))
+        spawn("coredns", [str(coredns), "-conf", str(self.root / "Corefile")])
+
+    def start_addons(self, spawn: Spawn, kubectl: Callable[..., subprocess.CompletedProcess], server: str,
+                     pki: Path, traefik: Path, policy_engine: Path, traefik_api_port: int) -> None:
+        """Traefik (ingress) and kube-network-policies (NetworkPolicy), as host processes with
+        ServiceAccount tokens of their own (least privilege, not the admin certificate)."""
+        kubectl("apply", "-f", "-", input=INGRESS_RBAC)
+        tokens = {}
+        for name in ("traefik-token", "kube-network-policies-token"):
+            def token(n=name):
+                out = kubectl("get", "secret", n, "-n", "kube-system", "-o", "jsonpath={.data.token}").stdout
+                tokens[n] = out
+                return out
+            wait_for(token, 60, f"token {name}", self.state_dir / "logs")
+        import base64
+
+        traefik_token = base64.b64decode(tokens["traefik-token"]).decode()
+        spawn("traefik", [
+            str(traefik), f"--entrypoints.web.address={NODE_IP}:{INGRESS_PORT}",
+            f"--entrypoints.traefik.address=127.0.0.1:{traefik_api_port}", "--ping=true",
+            "--providers.kubernetesingress=true", f"--providers.kubernetesingress.endpoint={server}",
+            f"--providers.kubernetesingress.token={traefik_token}",
+            f"--providers.kubernetesingress.certauthfilepath={pki / 'ca.crt'}",
+            f"--providers.kubernetesingress.ingressendpoint.ip={NODE_IP}",
+            "--global.checknewversion=false", "--global.sendanonymoususage=false", "--log.level=WARN"])
+        # kube-network-policies only knows in-cluster configuration: give it a private mount namespace
+        # whose /run holds the token where client-go looks, leaving the host's /run untouched.
+        secrets = self.root / "policy-engine-sa"
+        secrets.mkdir(parents=True, exist_ok=True)
+        (secrets / "token").write_text(base64.b64decode(tokens["kube-network-policies-token"]).decode())
+        shutil.copy(pki / "ca.crt", secrets / "ca.crt")
+        (secrets / "namespace").write_text("kube-system")
+        host, port = server.removeprefix("https://").rsplit(":", 1)
+        sa_dir = "/run/secrets/kubernetes.io/serviceaccount"
+        script = (f"mount -t tmpfs tmpfs /run && mkdir -p {sa_dir} && cp {secrets}/* {sa_dir}/ && "
+                  f"KUBERNETES_SERVICE_HOST={host} KUBERNETES_SERVICE_PORT={port} exec {policy_engine} "
+                  f"--hostname-override={NODE_NAME} --disable-nri --metrics-bind-address=127.0.0.1:0 --v=1")
+        spawn("kube-network-policies", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+
+    # -- teardown ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def teardown(state_dir: Path, kube_proxy: Path | None) -> None:
+        """Remove every piece of host state a node makes; safe to run when some or all are gone already."""
+        _kill_cgroup_processes("kubepods")
+        for pid in _pids_matching(re.escape(str(state_dir / "node" / "containerd"))):
+            _signal(pid, signal.SIGKILL)
+        unmount_under(state_dir)
+        _remove_pod_netns()
+        _remove_cgroups("kubepods")
+        if kube_proxy and kube_proxy.exists():
+            run(str(kube_proxy), "--cleanup", check=False)
+        _remove_cni_nat_rules()
+        run("nft", "delete", "table", "inet", POLICY_NFT_TABLE, check=False)
+        for bridge in (POD_BRIDGE, NODE_BRIDGE):
+            run("ip", "link", "delete", bridge, check=False)
+
+
+def _pids_matching(pattern: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if re.search(pattern, cmdline):
+            found.append(int(proc.name))
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    """Every directory of the `name` cgroup tree in every hierarchy, deepest first."""
+    dirs = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / name
+        if top.is_dir():
+            dirs += [Path(d) for d, _, _ in os.walk(top)]
+    return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
+
+
+def _kill_cgroup_processes(name: str) -> None:
+    for _ in range(50):
+        pids = set()
+        for d in _cgroup_dirs(name):
+            try:
+                pids |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
+            except OSError:
+                pass
+        if not pids:
+            return
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _remove_cgroups(name: str) -> None:
+    for d in _cgroup_dirs(name):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def unmount_under(path: Path) -> None:
+    prefix = str(path.resolve())
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m == prefix or m.startswith(prefix + "/")), key=len, reverse=True):
+        run("umount", "-l", point.replace("\\040", " "), check=False)
+
+
+def _remove_pod_netns() -> None:
+    """containerd's CRI names pod network namespaces cni-<uuid> under /run/netns."""
+    netns = Path("/run/netns")
+    if not netns.is_dir():
+        return
+    for entry in netns.glob("cni-*"):
+        run("umount", "-l", str(entry), check=False)
+        entry.unlink(missing_ok=True)
+
+
+def _remove_cni_nat_rules() -> None:
+    """The bridge plugin's ipMasq adds a POSTROUTING jump per pod to a CNI-<hash> chain, commented with the
+    network name; a crash leaves them behind."""
+    rules = run("iptables", "-t", "nat", "-S", "POSTROUTING", check=False).stdout.splitlines()
+    for rule in rules:
+        if f'name: \\"{CNI_NETWORK}\\"' not in rule and f'name: "{CNI_NETWORK}"' not in rule:
+            continue
+        run("sh", "-c", "iptables -t nat " + rule.replace("-A POSTROUTING", "-D POSTROUTING", 1), check=False)
+        chain = re.search(r"-j (CNI-\S+)", rule)
+        if chain:
+            run("iptables", "-t", "nat", "-F", chain.group(1), check=False)
+            run("iptables", "-t", "nat", "-X", chain.group(1), check=False)
