@@ -62,6 +62,10 @@ def _child_changed(kind: str):
     return handler
 
 
+# Pods are watched only to notice failures (image pulls, crash loops, OOM kills) as they happen.
+kopf.on.event(group="", version="v1", plural="pods",
+              labels={MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: kopf.PRESENT})(_child_changed("Pod"))
+
 # Secrets are not watched: watching every Secret of the cluster is a poor trade for faster drift repair;
 # the periodic resync restores a deleted or edited Redis Secret.
 for _api_version, _kind, _plural in CHILD_KINDS:

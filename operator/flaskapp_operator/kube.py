@@ -111,6 +111,11 @@ class Cluster:
                 live[(kind, item["metadata"]["name"])] = item
         return live
 
+    def list_pods(self, namespace: str, app: str) -> list[dict]:
+        """The app's pods, read-only: their container states tell why a tier does not become ready."""
+        items = self.resource("v1", "Pod").get(namespace=namespace, label_selector=instance_selector(app))
+        return items.to_dict()["items"]
+
     # -- writes -----------------------------------------------------------------------------------------
 
     def apply(self, desired: list[dict], live: dict[Key, dict]) -> list[Key]:

@@ -51,6 +51,72 @@ def components(deployments: list[dict]) -> dict[str, dict]:
     return out
 
 
+# Container states that will not fix themselves by waiting (kubelet's waiting reasons).
+STUCK_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+                 "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff")
+
+
+@dataclass(frozen=True)
+class PodProblem:
+    component: str
+    cause: str  # ImagePullBackOff, CrashLoopBackOff, OOMKilled, Unschedulable, ...
+    message: str
+
+    @property
+    def reason(self) -> str:
+        """A condition reason naming the tier and the cause, e.g. RedisCacheOOMKilled."""
+        return "".join(part.capitalize() for part in self.component.split("-")) + self.cause
+
+
+def _container_problem(status: dict) -> Optional[tuple[str, str]]:
+    state, last = status.get("state") or {}, status.get("lastState") or {}
+    waiting, terminated = state.get("waiting") or {}, last.get("terminated") or state.get("terminated") or {}
+    name = status.get("name", "?")
+    if terminated.get("reason") == "OOMKilled" and (status.get("restartCount", 0) > 0 or state.get("terminated")):
+        return "OOMKilled", (f"container {name} was killed for exceeding its memory limit "
+                             f"(restarted {status.get('restartCount', 0)} times)")
+    reason = waiting.get("reason")
+    if reason not in STUCK_WAITING:
+        return None
+    if reason == "CrashLoopBackOff":
+        detail = f"exits at start with code {terminated.get('exitCode', '?')}"
+        if terminated.get("message"):
+            detail += f": {terminated['message'].strip()[-200:]}"
+        return "CrashLoopBackOff", f"container {name} {detail} (restarted {status.get('restartCount', 0)} times)"
+    cause = "ImagePullBackOff" if reason in ("ErrImagePull", "ImagePullBackOff") else reason
+    return cause, f"container {name}: {reason}: {(waiting.get('message') or '').strip()[:300]}"
+
+
+def _tier_order(problem: PodProblem) -> tuple[int, str]:
+    """The tier users meet first is named first: web before what depends on its image or serves it."""
+    order = ("web", "migrations", "nginx", "worker-", "beat", "redis-")
+    return next((i for i, prefix in enumerate(order) if problem.component.startswith(prefix)), len(order)), \
+        problem.component
+
+
+def pod_problems(pods: list[dict]) -> dict[str, PodProblem]:
+    """The first problem of each component's pods that waiting will not cure, by component."""
+    found: dict[str, PodProblem] = {}
+    for pod in sorted(pods, key=lambda o: o["metadata"]["name"]):
+        component = (pod["metadata"].get("labels") or {}).get(COMPONENT_LABEL)
+        if not component or component in found or pod["metadata"].get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        unschedulable = next((c for c in status.get("conditions") or []
+                              if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"), None)
+        if unschedulable:
+            found[component] = PodProblem(component, "Unschedulable",
+                                          f"pod {pod['metadata']['name']}: {unschedulable.get('message', '')}")
+            continue
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            problem = _container_problem(cs)
+            if problem:
+                found[component] = PodProblem(component, problem[0],
+                                              f"pod {pod['metadata']['name']}: {problem[1]}")
+                break
+    return found
+
+
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, previous: list[dict],
               now: str) -> dict:
     status = "True" if ok else "False"
@@ -62,16 +128,25 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, 
 
 
 def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
-                 tuning: Optional[dict], url: str, previous: dict, now: str) -> dict:
+                 tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = ()) -> dict:
     comps = components(deployments)
     not_ready = sorted(n for n, c in comps.items() if not c["ready"])
     all_ready = not not_ready and bool(comps)
     prev_conditions = previous.get("conditions") or []
+    # Only tiers still short of ready pods (and a migration being waited for) can be held back by a pod.
+    problems = sorted((p for c, p in pod_problems(list(pods)).items()
+                       if c in not_ready or (c == "migrations" and verdict.waiting_reason)), key=_tier_order)
 
     if verdict.degraded_reason:
         ready = (False, verdict.degraded_reason, verdict.degraded_message)
         progressing = (False, verdict.degraded_reason, "rollout stopped: " + verdict.degraded_reason)
         degraded = (True, verdict.degraded_reason, verdict.degraded_message)
+    elif problems:
+        message = "; ".join(f"{p.component}: {p.message}" for p in problems)
+        ready = (False, problems[0].reason, message)
+        progressing = (True, verdict.waiting_reason or "RollingOut", verdict.waiting_message or
+                       "waiting for " + ", ".join(not_ready))
+        degraded = (True, problems[0].reason, message)
     elif verdict.waiting_reason:
         ready = (False, verdict.waiting_reason, verdict.waiting_message)
         progressing = (True, verdict.waiting_reason, verdict.waiting_message)

@@ -86,11 +86,12 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     # 6. Report: status from the children's state, written only when it changed; Events for actions.
     deployments = [o for (kind, _), o in live.items() if kind == "Deployment"]
     spec = rendered.spec if rendered else None
+    pods = tuple(cluster.list_pods(namespace, name)) if rendered is not None else ()
     status = build_status(
         app=name, generation=generation, verdict=verdict, deployments=deployments,
         pool_names=[p.name for p in spec.worker_pools] if spec else [],
         tuning=rendered.tuning.report() if rendered else None,
-        url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now)
+        url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now, pods=pods)
     if status_changed(previous, status):
         log.info("%s/%s: status changed (%s)", namespace, name,
                  ", ".join(k for k, v in status.items() if previous.get(k) != v))

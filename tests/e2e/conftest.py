@@ -1,51 +1,95 @@
-"""The e2e suite runs against E2E_KUBECONFIG (a kind cluster from `make e2e`) or, in `make test`, the local
-control plane. Only a real cluster runs containers: E2E_HTTP=1 turns on the checks through the Ingress."""
+"""The e2e suite runs on real pods: in `make test` on the local cluster's real node (images built here and
+imported, Traefik as the ingress controller), or with E2E_KUBECONFIG on a kind cluster (`make e2e`,
+ingress-nginx, images loaded by kind). Where this machine cannot run a real node, the local cluster falls
+back to kwok: the operator then runs as a process and every check that needs a running container skips,
+saying why."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from kubetest import Kube, OperatorProcess, start_kube
+from localcluster import images
+from localcluster.node import INGRESS_CLASS, unavailable_reason
+
+
+@dataclass(frozen=True)
+class Target:
+    """What differs between the clusters the suite runs on."""
+
+    operator_image: str
+    example_image: str
+    postgres_image: str
+    nginx_image: Optional[str]  # None: the FlaskApp's default
+    redis_image: Optional[str]
+    ingress_class: str
+    ingress_url: Optional[str]  # None: no running containers (kwok)
+    kubectl_context: str = ""
+
+    @property
+    def real_pods(self) -> bool:
+        return self.ingress_url is not None
+
+
+KIND = Target(
+    operator_image=os.environ.get("IMG", "ghcr.io/flaskapp-operator/flaskapp-operator:0.1.0"),
+    example_image=os.environ.get("EXAMPLE_IMG", "ghcr.io/flaskapp-operator/example:0.1.0"),
+    postgres_image="postgres:16.6-alpine", nginx_image=None, redis_image=None, ingress_class="nginx",
+    ingress_url=os.environ.get("E2E_INGRESS", "http://localhost:8081"))
 
 
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory) -> Kube:
     if os.environ.get("E2E_KUBECONFIG"):
         os.environ["FLASKAPP_TEST_KUBECONFIG"] = os.environ["E2E_KUBECONFIG"]
-    kube = start_kube(tmp_path_factory.mktemp("e2e"))
+        yield start_kube(tmp_path_factory.mktemp("e2e"))
+        return
+    real = unavailable_reason() is None and os.environ.get("NODES", "real") == "real"
+    kube = start_kube(tmp_path_factory.mktemp("e2e"), nodes="real" if real else "kwok",
+                      images=images.ensure_images() if real else None)
     yield kube
-    if kube.local:
-        kube.local.stop()
+    kube.local.stop()
 
 
 @pytest.fixture(scope="session")
-def real_cluster(kube) -> bool:
-    return kube.local is None
-
-
-@pytest.fixture(scope="session")
-def local_operator(kube, tmp_path_factory):
-    """Containers do not run on the local control plane, so the chart's operator pod is only scheduled
-    there; the operator itself runs beside it as a process. On kind, the chart's pod does the work."""
+def target(kube) -> Target:
     if kube.local is None:
+        return KIND
+    node = kube.local.node
+    if node is None:
+        return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
+                      images.REDIS_REF, INGRESS_CLASS, None)
+    return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
+                  images.REDIS_REF, INGRESS_CLASS, node.ingress_url)
+
+
+@pytest.fixture(scope="session")
+def real_pods(target) -> Target:
+    """Checks that need running containers; skipped only where no real node can run (said why)."""
+    if not target.real_pods:
+        pytest.skip(f"no running containers on kwok fake nodes ({unavailable_reason() or 'NODES=kwok'})")
+    return target
+
+
+@pytest.fixture(scope="session")
+def local_operator(kube, target, tmp_path_factory):
+    """On kwok fake nodes the chart's operator pod is only scheduled, so the operator runs beside it as a
+    process; wherever containers run, the chart's pod does the work."""
+    if target.real_pods:
         yield None
         return
-    op = OperatorProcess(kube, tmp_path_factory.mktemp("op") / "operator.log").start()
+    op = OperatorProcess(kube, Path(tmp_path_factory.mktemp("op")) / "operator.log").start()
     yield op
     op.stop()
 
 
-@pytest.fixture(scope="session")
-def http_base() -> str:
-    if not os.environ.get("E2E_HTTP"):
-        pytest.skip("HTTP through the Ingress needs running containers (a kind cluster: make e2e)")
-    return os.environ.get("E2E_INGRESS", "http://localhost:8081")
-
-
 def pytest_collection_modifyitems(items):
-    # The suite is one ordered story: install, apply, check, scale, update, delete.
+    # The suite is one ordered story: install, apply, check, scale, update, break, delete.
     items.sort(key=lambda item: item.get_closest_marker("order").args[0] if item.get_closest_marker("order") else 99)
 
 

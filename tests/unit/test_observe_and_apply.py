@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flaskapp_operator.kube import contains, up_to_date, with_applied_hash
-from flaskapp_operator.observe import Verdict, build_status, deployment_ready, job_state
+from flaskapp_operator.observe import Verdict, build_status, deployment_ready, job_state, pod_problems
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -88,3 +88,62 @@ def test_status_patch_removes_what_is_gone():
     assert status_changed(old, new)
     assert status_patch(old, new) == {"conditions": [], "tuning": None}
     assert not status_changed(new, dict(new))
+
+
+def pod(component: str, name: str = "", *, waiting: str = "", last_terminated: dict | None = None,
+        restarts: int = 0, init: bool = False, unschedulable: bool = False) -> dict:
+    """A Pod as the kubelet reports it (field names from the core/v1 PodStatus)."""
+    cs = {"name": "c", "restartCount": restarts, "ready": False,
+          "state": {"waiting": {"reason": waiting, "message": "m"}} if waiting else {"running": {}},
+          "lastState": {"terminated": last_terminated} if last_terminated else {}}
+    status: dict = {"initContainerStatuses" if init else "containerStatuses": [cs]}
+    if unschedulable:
+        status = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                  "message": "0/1 nodes are available: 1 Insufficient cpu."}]}
+    return {"metadata": {"name": name or f"a-{component}-x", "labels": {"app.kubernetes.io/component": component}},
+            "status": status}
+
+
+def test_pod_problems_name_the_tier_and_the_cause():
+    problems = pod_problems([
+        pod("web", waiting="ImagePullBackOff"),
+        pod("redis-cache", waiting="CrashLoopBackOff", last_terminated={"reason": "OOMKilled", "exitCode": 137},
+            restarts=2),
+        pod("worker-p", waiting="CrashLoopBackOff", last_terminated={"reason": "Error", "exitCode": 4}, restarts=3),
+        pod("nginx", waiting="CreateContainerConfigError", init=True),
+        pod("beat", unschedulable=True),
+    ])
+    assert {c: p.reason for c, p in problems.items()} == {
+        "web": "WebImagePullBackOff", "redis-cache": "RedisCacheOOMKilled", "worker-p": "WorkerPCrashLoopBackOff",
+        "nginx": "NginxCreateContainerConfigError", "beat": "BeatUnschedulable"}
+    assert "code 4" in problems["worker-p"].message and "memory limit" in problems["redis-cache"].message
+
+
+def test_pods_that_start_normally_are_no_problem():
+    assert pod_problems([pod("web"), pod("web", waiting="ContainerCreating"),
+                         pod("web", last_terminated={"reason": "Completed", "exitCode": 0}, restarts=1)]) == {}
+
+
+def test_a_failing_pod_makes_a_not_ready_tier_degraded_web_named_first():
+    pods = (pod("redis-cache", waiting="CrashLoopBackOff", last_terminated={"reason": "OOMKilled"}, restarts=1),
+            pod("web", waiting="ErrImagePull"))
+    s = build_status(app="a", generation=2, verdict=Verdict(), deployments=[dep("web", 1, 0), dep("redis-cache", 1, 0)],
+                     pool_names=[], tuning=None, url="http://x/", previous={}, now=NOW, pods=pods)
+    assert cond(s, "Degraded")["status"] == "True" and cond(s, "Degraded")["reason"] == "WebImagePullBackOff"
+    assert "redis-cache" in cond(s, "Degraded")["message"] and cond(s, "Ready")["status"] == "False"
+
+
+def test_a_failing_pod_of_a_ready_tier_is_not_degraded():
+    """One crash-looping surplus pod while the tier has every replica it wants: still Ready."""
+    s = build_status(app="a", generation=2, verdict=Verdict(), deployments=[dep("web", 2, 2)], pool_names=[],
+                     tuning=None, url="http://x/", previous={}, now=NOW,
+                     pods=(pod("web", waiting="CrashLoopBackOff", restarts=1),))
+    assert cond(s, "Ready")["status"] == "True" and cond(s, "Degraded")["status"] == "False"
+
+
+def test_a_stuck_migration_pod_is_degraded_while_waiting_for_it():
+    s = build_status(app="a", generation=2, verdict=Verdict(waiting_reason="MigrationRunning", waiting_message="w"),
+                     deployments=[dep("web", 1, 1)], pool_names=[], tuning=None, url="http://x/", previous={},
+                     now=NOW, pods=(pod("migrations", waiting="ImagePullBackOff"),))
+    assert cond(s, "Degraded")["reason"] == "MigrationsImagePullBackOff"
+    assert cond(s, "Progressing")["reason"] == "MigrationRunning"
