@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make e2e`: kind cluster, both images built and loaded, ingress-nginx and a PostgreSQL, then the e2e suite
-# with the HTTP checks on. `make e2e-down` deletes the cluster. Never pretends: without Docker or kind it
-# says so and fails.
+# `make e2e`: kind cluster, both images built and loaded, ingress-nginx, then the same e2e suite as
+# `make test` runs on the local cluster's real node (it deploys its own PostgreSQL). `make e2e-down` deletes
+# the cluster. Never pretends: without Docker or kind it says so and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLUSTER=${KIND_CLUSTER:-flaskapp-e2e}
@@ -21,12 +21,12 @@ up() {
   mkdir -p build && kind get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
   docker build -t "$IMG" -f operator/Dockerfile .
   docker build -t "$EXAMPLE_IMG" examples/flask-shop
-  kind load docker-image --name "$CLUSTER" "$IMG" "$EXAMPLE_IMG"
+  # The suite rolls the app to a second reference of the same image (an image update).
+  docker tag "$EXAMPLE_IMG" "${EXAMPLE_IMG%:*}:e2e-v2"
+  kind load docker-image --name "$CLUSTER" "$IMG" "$EXAMPLE_IMG" "${EXAMPLE_IMG%:*}:e2e-v2"
   kubectl apply -f "$INGRESS_NGINX"
-  kubectl apply -f tests/e2e/postgres.yaml
   kubectl -n ingress-nginx rollout status deploy/ingress-nginx-controller --timeout=180s
-  kubectl -n e2e-db rollout status deploy/postgres --timeout=180s
-  E2E_KUBECONFIG="$KUBECONFIG" E2E_HTTP=1 E2E_INGRESS=http://localhost:8081 \
+  E2E_KUBECONFIG="$KUBECONFIG" E2E_INGRESS=http://localhost:8081 IMG="$IMG" EXAMPLE_IMG="$EXAMPLE_IMG" \
     .venv/bin/pytest -v tests/e2e
 }
 

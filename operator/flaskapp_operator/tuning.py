@@ -23,7 +23,11 @@ DEFAULT_REQUESTS = {
 }
 SURGE_FRACTION = Decimal("0.25")  # the Deployment default maxSurge (25%), which we render explicitly
 REDIS_MAXMEMORY_FRACTION = Decimal("0.75")  # headroom for fragmentation, client and AOF buffers
-TERMINATION_MARGIN_SECONDS = 10  # endpoints removal + signal delivery before gunicorn's graceful stop
+TERMINATION_MARGIN_SECONDS = 10  # signal delivery and process exit after gunicorn's graceful stop
+# A terminating pod keeps serving this long before its SIGTERM, while kube-proxy, the ingress controller
+# and nginx drop it from their endpoints (the removal is asynchronous: kubernetes.io/docs/concepts/
+# workloads/pods/pod-lifecycle/#pod-termination). Counted inside terminationGracePeriodSeconds.
+PRE_STOP_DRAIN_SECONDS = 5
 DEFAULT_WEB_REPLICAS = 2
 DEFAULT_POOL_REPLICAS = 1
 GEVENT_POOL_DEMAND = 10  # greenlets are cheap; their DB connections are not
@@ -184,7 +188,8 @@ def _tune_web(spec: FlaskAppSpec) -> WebTuning:
         threads = 1  # sync: one request per worker; gevent: concurrency comes from greenlets
     else:
         threads = g.threads if g.threads != "auto" else gunicorn_threads(cores)
-    grace = spec.web.termination_grace_period_seconds or g.graceful_timeout_seconds + TERMINATION_MARGIN_SECONDS
+    grace = spec.web.termination_grace_period_seconds or (
+        PRE_STOP_DRAIN_SECONDS + g.graceful_timeout_seconds + TERMINATION_MARGIN_SECONDS)
     return WebTuning(
         worker_class=g.worker_class, workers=workers, threads=threads, timeout_seconds=g.timeout_seconds,
         graceful_timeout_seconds=g.graceful_timeout_seconds, keepalive_seconds=g.keepalive_seconds,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..api import Resources
 from ..naming import labels
 from ..tuning import DEFAULT_POOL_REPLICAS, DEFAULT_WEB_REPLICAS
-from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, exec_probe, http_probe, metadata,
-                     resources, restricted_container_security, pod_spec, service, tcp_probe,
+from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, drain_before_stop, exec_probe, http_probe,
+                     metadata, resources, restricted_container_security, pod_spec, service, tcp_probe,
                      tmp_volume)
 from .config import app_env, app_env_from
 from .context import Context
@@ -48,6 +48,7 @@ def web_objects(ctx: Context, config_checksum: str) -> list[dict]:
         "readinessProbe": readiness,
         "livenessProbe": tcp_probe("http", period=10, failures=6),
         "startupProbe": tcp_probe("http", period=2, failures=60),
+        "lifecycle": drain_before_stop(),
     }
     pod = app_pod(ctx, "web", container, web.resources, "web",
                   grace=ctx.tuning.web.termination_grace_period_seconds)

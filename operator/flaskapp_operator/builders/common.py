@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from ..api import Resources
 from ..naming import labels, selector_labels
-from ..tuning import effective_requests
+from ..tuning import PRE_STOP_DRAIN_SECONDS, effective_requests
 from .context import Context
 
 API_GROUP_ANNOTATION_PREFIX = "flaskapp.dev"
@@ -112,3 +112,9 @@ def service(ctx: Context, component: str, port: int, target: int | str, port_nam
             "spec": {"type": "ClusterIP", "selector": selector_labels(ctx.name, component),
                      "ports": [{"name": port_name, "port": port,
                                 "targetPort": target, "protocol": "TCP"}]}}
+
+
+def drain_before_stop() -> dict:
+    """preStop: keep serving while endpoint removal reaches every proxy, then take SIGTERM (the kubelet's
+    built-in sleep action: no shell or sleep binary needed in the image)."""
+    return {"preStop": {"sleep": {"seconds": PRE_STOP_DRAIN_SECONDS}}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..templates import render_template
-from .common import (ROLLING_UPDATE, checksum, deployment, http_probe, metadata, resources,
+from .common import (ROLLING_UPDATE, checksum, deployment, drain_before_stop, http_probe, metadata, resources,
                      restricted_container_security, pod_spec, service, tmp_volume)
 from .context import NGINX_PORT, Context
 
@@ -66,6 +66,7 @@ def nginx_objects(ctx: Context) -> list[dict]:
         "resources": resources(n.resources, "nginx"),
         "readinessProbe": http_probe("/nginx-health", "http", period=5),
         "livenessProbe": http_probe("/nginx-health", "http", period=10, failures=6),
+        "lifecycle": drain_before_stop(),
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "conf", "mountPath": "/etc/nginx/nginx.conf", "subPath": "nginx.conf", "readOnly": True},
