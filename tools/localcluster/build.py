@@ -29,7 +29,10 @@ HELM_VERSION = "v3.20.2"
 # The real node's add-ons, each a plain Go build from the module proxy (no image registry needed).
 COREDNS_VERSION = "v1.14.7"
 TRAEFIK_VERSION = "v3.6.12"
-KUBE_NETWORK_POLICIES_VERSION = "v0.8.0"
+# NetworkPolicy engine: kube-router's firewall (iptables + ipset). sigs.k8s.io/kube-network-policies was
+# tried first: it needs the nftables `queue` expression, which this VM's kernel lacks (nft answers
+# "No such file or directory" to any `queue` rule), while iptables' set match works here.
+KUBE_ROUTER_VERSION = "v2.1.0"
 
 # Staging modules of k8s.io/kubernetes 1.35 (an unused replace is harmless).
 STAGING_MODULES = (
@@ -190,9 +193,9 @@ def build_traefik(version: str = TRAEFIK_VERSION) -> Path:
                                    {"traefik": "./cmd/traefik"})
 
 
-def build_kube_network_policies(version: str = KUBE_NETWORK_POLICIES_VERSION) -> Path:
-    return _build_in_module_source("kube-network-policies", "sigs.k8s.io/kube-network-policies", version,
-                                   {"kube-network-policies": "./cmd"})
+def build_kube_router(version: str = KUBE_ROUTER_VERSION) -> Path:
+    return _build_in_module_source("kube-router", "github.com/cloudnativelabs/kube-router/v2", version,
+                                   {"kube-router": "./cmd/kube-router"})
 
 
 def build_pause() -> Path:
@@ -231,5 +234,5 @@ def ensure_all() -> dict[str, Path]:
 def ensure_node_tools() -> dict[str, Path]:
     """What a real node needs beside the control plane: DNS, an ingress controller, a policy engine."""
     return {"coredns": build_coredns() / "coredns", "traefik": build_traefik() / "traefik",
-            "kube-network-policies": build_kube_network_policies() / "kube-network-policies",
+            "kube-router": build_kube_router() / "kube-router",
             "pause": build_pause() / "pause"}

@@ -331,8 +331,8 @@ class LocalCluster:
         wait_for(lambda: "True" in self.kubectl("get", "node", NODE_NAME, "-o",
                                              "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
                                              check=False).stdout, 90, "node Ready", logs)
-        node.start_addons(self._spawn, self.kubectl, server, pki, bins["traefik"], bins["kube-network-policies"],
-                          free_port())
+        node.start_addons(self._spawn, self.kubectl, server, pki, bins["traefik"], bins["kube-router"],
+                          free_port(), free_port())
 
     def import_images(self, images: dict[str, Path]) -> None:
         if self.node is None:
@@ -385,10 +385,15 @@ class LocalCluster:
         for pid in record.get("pids", {}).values():
             _wait_gone(pid)
         if record.get("nodes") == "real":
-            RealNode.teardown(self.state_dir, build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kube-proxy")
+            _teardown_node(self.state_dir)
             if ACTIVE_REAL_NODE.exists() and ACTIVE_REAL_NODE.read_text() == str(self.state_dir.resolve()):
                 ACTIVE_REAL_NODE.unlink()
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def _teardown_node(state_dir: Path) -> None:
+    RealNode.teardown(state_dir, build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kube-proxy",
+                      build.tool_dir("kube-router", build.KUBE_ROUTER_VERSION) / "kube-router")
 
 
 def _stop_previous_real_node() -> None:
@@ -399,7 +404,7 @@ def _stop_previous_real_node() -> None:
     log(f"stopping the previous real-node cluster of {previous} (one real node per machine)")
     LocalCluster(previous).stop()
     if not (previous / "processes.json").exists():  # its state is gone: remove the host state by name
-        RealNode.teardown(previous, build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kube-proxy")
+        _teardown_node(previous)
     ACTIVE_REAL_NODE.unlink(missing_ok=True)
 
 

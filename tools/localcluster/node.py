@@ -1,16 +1,18 @@
 """A real node joined to the local control plane: containerd + runc + bridge CNI (Debian packages), kubelet
 and kube-proxy (built from the same Kubernetes module as the API server), CoreDNS, the Traefik ingress
-controller and the kube-network-policies NetworkPolicy engine, each a plain host process.
+controller and kube-router's NetworkPolicy firewall, each a plain host process.
 
 Host state this module creates, and `teardown` removes by name (also after a crash of a previous run):
 two Linux bridges (NODE_BRIDGE holding the node address, POD_BRIDGE made by the CNI plugin), iptables
-rules (kube-proxy's KUBE-* chains via `kube-proxy --cleanup`, the CNI plugin's masquerade chains), the
-nftables table of the policy engine, network namespaces of pods, cgroups under `kubepods`, and mounts
-under the state directory. Pod processes are killed through their cgroups; everything else by PID.
+rules (kube-proxy's KUBE-* chains via `kube-proxy --cleanup`, kube-router's chains and ipsets via
+`kube-router --cleanup-config`, the CNI plugin's masquerade chains), network namespaces of pods, cgroups
+under `kubepods`, and mounts under the state directory. Pod processes are killed through their cgroups;
+everything else by PID.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -38,7 +40,6 @@ CLUSTER_DOMAIN = "cluster.local"
 INGRESS_CLASS = "traefik"
 INGRESS_PORT = 80
 CNI_BIN_DIR = "/usr/lib/cni"
-POLICY_NFT_TABLE = "kube-network-policies"
 # Debian packages a real node runs; `hack/install-debian-packages.sh` installs the missing ones.
 DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "ipset",
                    "util-linux", "iproute2")
@@ -50,7 +51,7 @@ def unavailable_reason() -> str | None:
     """Why real nodes cannot run on this machine (None when they can): the fall-back is kwok."""
     if os.geteuid() != 0:
         return "real nodes need root (containerd, kubelet and the pod network change host state)"
-    missing = [b for b in ("containerd", "runc", "iptables", "ip", "unshare") if shutil.which(b) is None]
+    missing = [b for b in ("containerd", "runc", "iptables", "ipset", "ip") if shutil.which(b) is None]
     if missing or not Path(CNI_BIN_DIR, "bridge").exists():
         return f"real nodes need the Debian packages {' '.join(DEBIAN_PACKAGES)} (missing: {missing or 'CNI'})"
     if not Path("/sys/fs/cgroup").is_dir():
@@ -208,32 +209,35 @@ spec: {controller: traefik.io/ingress-controller}
 ---
 apiVersion: v1
 kind: ServiceAccount
-metadata: {name: kube-network-policies, namespace: kube-system}
+metadata: {name: kube-router, namespace: kube-system}
 ---
 apiVersion: v1
 kind: Secret
 metadata:
-  name: kube-network-policies-token
+  name: kube-router-token
   namespace: kube-system
-  annotations: {kubernetes.io/service-account.name: kube-network-policies}
+  annotations: {kubernetes.io/service-account.name: kube-router}
 type: kubernetes.io/service-account-token
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: kube-network-policies}
+metadata: {name: kube-router-firewall}
 rules:
   - apiGroups: [""]
-    resources: [pods, namespaces, nodes]
-    verbs: [list, watch]
+    resources: [namespaces, pods, services, nodes, endpoints]
+    verbs: [get, list, watch]
   - apiGroups: [networking.k8s.io]
     resources: [networkpolicies]
-    verbs: [list, watch]
+    verbs: [get, list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [get, list, watch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {name: kube-network-policies}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-network-policies}
-subjects: [{kind: ServiceAccount, name: kube-network-policies, namespace: kube-system}]
+metadata: {name: kube-router-firewall}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-router-firewall}
+subjects: [{kind: ServiceAccount, name: kube-router, namespace: kube-system}]
 """
 
 
@@ -313,46 +317,47 @@ class RealNode:
         spawn("coredns", [str(coredns), "-conf", str(self.root / "Corefile")])
 
     def start_addons(self, spawn: Spawn, kubectl: Callable[..., subprocess.CompletedProcess], server: str,
-                     pki: Path, traefik: Path, policy_engine: Path, traefik_api_port: int) -> None:
-        """Traefik (ingress) and kube-network-policies (NetworkPolicy), as host processes with
+                     pki: Path, traefik: Path, kube_router: Path, traefik_api_port: int,
+                     kube_router_health_port: int) -> None:
+        """Traefik (ingress) and kube-router's firewall (NetworkPolicy), as host processes with
         ServiceAccount tokens of their own (least privilege, not the admin certificate)."""
         kubectl("apply", "-f", "-", input=INGRESS_RBAC)
-        tokens = {}
-        for name in ("traefik-token", "kube-network-policies-token"):
-            def token(n=name):
-                out = kubectl("get", "secret", n, "-n", "kube-system", "-o", "jsonpath={.data.token}").stdout
-                tokens[n] = out
-                return out
-            wait_for(token, 60, f"token {name}", self.state_dir / "logs")
-        import base64
-
-        traefik_token = base64.b64decode(tokens["traefik-token"]).decode()
+        tokens = {name: self._service_account_token(kubectl, name) for name in ("traefik", "kube-router")}
         spawn("traefik", [
             str(traefik), f"--entrypoints.web.address={NODE_IP}:{INGRESS_PORT}",
             f"--entrypoints.traefik.address=127.0.0.1:{traefik_api_port}", "--ping=true",
             "--providers.kubernetesingress=true", f"--providers.kubernetesingress.endpoint={server}",
-            f"--providers.kubernetesingress.token={traefik_token}",
+            f"--providers.kubernetesingress.token={tokens['traefik']}",
             f"--providers.kubernetesingress.certauthfilepath={pki / 'ca.crt'}",
             f"--providers.kubernetesingress.ingressendpoint.ip={NODE_IP}",
             "--global.checknewversion=false", "--global.sendanonymoususage=false", "--log.level=WARN"])
-        # kube-network-policies only knows in-cluster configuration: give it a private mount namespace
-        # whose /run holds the token where client-go looks, leaving the host's /run untouched.
-        secrets = self.root / "policy-engine-sa"
-        secrets.mkdir(parents=True, exist_ok=True)
-        (secrets / "token").write_text(base64.b64decode(tokens["kube-network-policies-token"]).decode())
-        shutil.copy(pki / "ca.crt", secrets / "ca.crt")
-        (secrets / "namespace").write_text("kube-system")
-        host, port = server.removeprefix("https://").rsplit(":", 1)
-        sa_dir = "/run/secrets/kubernetes.io/serviceaccount"
-        script = (f"mount -t tmpfs tmpfs /run && mkdir -p {sa_dir} && cp {secrets}/* {sa_dir}/ && "
-                  f"KUBERNETES_SERVICE_HOST={host} KUBERNETES_SERVICE_PORT={port} exec {policy_engine} "
-                  f"--hostname-override={NODE_NAME} --disable-nri --metrics-bind-address=127.0.0.1:0 --v=1")
-        spawn("kube-network-policies", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        kubeconfig = self.root / "kube-router.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kube-router",
+            "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
+            "users": [{"name": "kube-router", "user": {"token": tokens["kube-router"]}}],
+            "contexts": [{"name": "kube-router", "context": {"cluster": "local", "user": "kube-router"}}]}))
+        spawn("kube-router", [
+            str(kube_router), "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+            f"--kubeconfig={kubeconfig}", f"--hostname-override={NODE_NAME}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", f"--health-port={kube_router_health_port}",
+            "--iptables-sync-period=30s", "--v=1"])
+
+    def _service_account_token(self, kubectl: Callable[..., subprocess.CompletedProcess], name: str) -> str:
+        secret = f"{name}-token"
+        found: dict[str, str] = {}
+
+        def issued() -> bool:
+            found["token"] = kubectl("get", "secret", secret, "-n", "kube-system", "-o",
+                                     "jsonpath={.data.token}", check=False).stdout
+            return bool(found["token"])
+        wait_for(issued, 60, f"the token of ServiceAccount {name}", self.state_dir / "logs")
+        return base64.b64decode(found["token"]).decode()
 
     # -- teardown ------------------------------------------------------------------------------------
 
     @staticmethod
-    def teardown(state_dir: Path, kube_proxy: Path | None) -> None:
+    def teardown(state_dir: Path, kube_proxy: Path | None, kube_router: Path | None) -> None:
         """Remove every piece of host state a node makes; safe to run when some or all are gone already."""
         _kill_cgroup_processes("kubepods")
         for pid in _pids_matching(re.escape(str(state_dir / "node" / "containerd"))):
@@ -362,8 +367,10 @@ class RealNode:
         _remove_cgroups("kubepods")
         if kube_proxy and kube_proxy.exists():
             run(str(kube_proxy), "--cleanup", check=False)
+        if kube_router and kube_router.exists():
+            run(str(kube_router), "--cleanup-config", check=False)
         _remove_cni_nat_rules()
-        run("nft", "delete", "table", "inet", POLICY_NFT_TABLE, check=False)
+        _remove_kubelet_chains()
         for bridge in (POD_BRIDGE, NODE_BRIDGE):
             run("ip", "link", "delete", bridge, check=False)
 
@@ -437,6 +444,23 @@ def _remove_pod_netns() -> None:
     for entry in netns.glob("cni-*"):
         run("umount", "-l", str(entry), check=False)
         entry.unlink(missing_ok=True)
+
+
+# The kubelet's own iptables chains (canaries for kube-proxy, and a rule dropping non-loopback traffic to
+# 127.0.0.0/8), per table.
+KUBELET_CHAINS = {"filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"), "nat": ("KUBE-KUBELET-CANARY",),
+                  "mangle": ("KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")}
+
+
+def _remove_kubelet_chains() -> None:
+    for table, chains in KUBELET_CHAINS.items():
+        for rule in run("iptables", "-t", table, "-S", check=False).stdout.splitlines():
+            parts = rule.split()
+            if parts[:1] == ["-A"] and parts[-2:-1] == ["-j"] and parts[-1] in chains:
+                run("iptables", "-t", table, "-D", *parts[1:], check=False)
+        for chain in chains:
+            run("iptables", "-t", table, "-F", chain, check=False)
+            run("iptables", "-t", table, "-X", chain, check=False)
 
 
 def _remove_cni_nat_rules() -> None:
