@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Sequence
 
 import kopf
@@ -19,5 +21,8 @@ def run_operator(namespaces: Sequence[str], liveness: str | None) -> int:
         clusterwide=not namespaces, namespaces=list(namespaces),
         standalone=True,  # one replica (Recreate), no peering objects (kopf-in-production #3)
         liveness_endpoint=liveness,
+        # kopf's default identity starts with getpass.getuser(), which raises for a uid without a passwd
+        # entry: the case of a pod's runAsUser (or OpenShift's arbitrary uid) in any image.
+        identity=f"{socket.gethostname()}/{os.getpid()}",
     ))
     return 0

@@ -320,7 +320,7 @@ class LocalCluster:
         logs = self.state_dir / "logs"
         pause = image_builds.single_binary_image(image_builds.PAUSE_REF, bins["pause"], "/pause")
         node.start_runtime(self._spawn, image_builds.PAUSE_REF)
-        node.import_images([pause, *images.values()])
+        node.import_images([pause, *(a for ref, a in images.items() if ref != image_builds.PAUSE_REF)])
         for user in ("kubelet-client", "kube-proxy"):
             write_kubeconfig(self.state_dir / f"{user}.kubeconfig", server, pki, user=user)
         node.start_kubelet(self._spawn, bins["kubelet"], self.state_dir / "kubelet-client.kubeconfig", pki,

@@ -52,7 +52,7 @@ class ImageBuild:
     dockerfile: Path
     build_args: tuple[tuple[str, str], ...] = ()
     needs: tuple[str, ...] = ()  # refs of images this one builds FROM
-    inputs: tuple[str, ...] = (".",)  # what the Dockerfile copies, relative to the context: the cache key
+    inputs: tuple[str, ...] = (".",)  # what the Dockerfile copies (beside itself): with it, the cache key
 
     def digest(self, base_digests: dict[str, str]) -> str:
         h = hashlib.sha256(self.ref.encode())
@@ -80,17 +80,17 @@ def image_builds() -> list[ImageBuild]:
     base = ("BASE_IMAGE", PYTHON_REF)
     return [
         ImageBuild(PYTHON_REF, DOCKERFILES, DOCKERFILES / "python3.Dockerfile", (("BASE_IMAGE", BASE_REF),),
-                   needs=(BASE_REF,)),
+                   needs=(BASE_REF,), inputs=()),
         ImageBuild(OPERATOR_REF, ROOT, ROOT / "operator" / "Dockerfile", (base,), needs=(PYTHON_REF,),
                    inputs=("pyproject.toml", "README.md", "operator")),
         ImageBuild(EXAMPLE_REF, ROOT / "examples" / "flask-shop", ROOT / "examples" / "flask-shop" / "Dockerfile",
                    (base,), needs=(PYTHON_REF,)),
         ImageBuild(NGINX_REF, DOCKERFILES, DOCKERFILES / "nginx.Dockerfile", (("BASE_IMAGE", BASE_REF),),
-                   needs=(BASE_REF,)),
+                   needs=(BASE_REF,), inputs=()),
         ImageBuild(REDIS_REF, DOCKERFILES, DOCKERFILES / "redis.Dockerfile", (("BASE_IMAGE", BASE_REF),),
-                   needs=(BASE_REF,)),
+                   needs=(BASE_REF,), inputs=()),
         ImageBuild(POSTGRES_REF, DOCKERFILES, DOCKERFILES / "postgresql.Dockerfile", (("BASE_IMAGE", BASE_REF),),
-                   needs=(BASE_REF,)),
+                   needs=(BASE_REF,), inputs=("postgresql-entrypoint.sh",)),
     ]
 
 

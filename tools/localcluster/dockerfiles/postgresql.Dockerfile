@@ -7,7 +7,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY postgresql-entrypoint.sh /usr/local/bin/postgresql-entrypoint
 ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    PGDATA=/var/lib/postgresql/data/pgdata
+    PGDATA=/var/lib/postgresql/data/pgdata PGHOST=/tmp
 USER postgres
 EXPOSE 5432
 ENTRYPOINT ["postgresql-entrypoint"]
