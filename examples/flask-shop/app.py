@@ -62,8 +62,10 @@ def create_app() -> Flask:
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=os.environ.get("DATABASE_URL", "sqlite://"),
-        # Pool sizes computed by the operator's connection budget, used as they are.
-        SQLALCHEMY_ENGINE_OPTIONS=json.loads(os.environ.get("SQLALCHEMY_ENGINE_OPTIONS", "{}")),
+        # Pool sizes computed by the operator's connection budget, used as they are; without a database
+        # the in-memory SQLite fallback has no pool to size.
+        SQLALCHEMY_ENGINE_OPTIONS=json.loads(os.environ.get("SQLALCHEMY_ENGINE_OPTIONS", "{}"))
+        if "DATABASE_URL" in os.environ else {},
         CACHE_TYPE=os.environ.get("CACHE_TYPE", "SimpleCache"),
         CACHE_REDIS_URL=os.environ.get("CACHE_REDIS_URL"),
         CACHE_DEFAULT_TIMEOUT=int(os.environ.get("CACHE_DEFAULT_TIMEOUT", "300")),

@@ -116,6 +116,12 @@ class Cluster:
         items = self.resource("v1", "Pod").get(namespace=namespace, label_selector=instance_selector(app))
         return items.to_dict()["items"]
 
+    def pod_events(self, namespace: str, pod_names: list[str]) -> dict[str, list[dict]]:
+        """Events of the given pods (asked only for pods stuck before their containers start)."""
+        events = self.resource("v1", "Event")
+        return {name: events.get(namespace=namespace, field_selector=f"involvedObject.kind=Pod,"
+                                 f"involvedObject.name={name}").to_dict()["items"] for name in pod_names}
+
     # -- writes -----------------------------------------------------------------------------------------
 
     def apply(self, desired: list[dict], live: dict[Key, dict]) -> list[Key]:

@@ -3,6 +3,7 @@ accumulated; lastTransitionTime is kept while a condition's status does not chan
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Optional
 
@@ -94,9 +95,50 @@ def _tier_order(problem: PodProblem) -> tuple[int, str]:
         problem.component
 
 
-def pod_problems(pods: list[dict]) -> dict[str, PodProblem]:
-    """The first problem of each component's pods that waiting will not cure, by component."""
+# A pod whose containers have not started this long after its creation is asked about (its Events):
+# a sandbox or volume that cannot be set up shows nowhere else.
+STUCK_AFTER_SECONDS = 20
+# Event reasons of the kubelet that say why a pod's containers cannot start.
+STUCK_EVENT_REASONS = ("FailedCreatePodSandBox", "FailedMount", "FailedAttachVolume", "FailedCreatePodContainer")
+
+
+def stuck_pods(pods: list[dict], now: datetime.datetime) -> list[str]:
+    """Names of scheduled pods none of whose containers has started within STUCK_AFTER_SECONDS."""
+    stuck = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        created = pod["metadata"].get("creationTimestamp")
+        if not created or not (pod.get("spec") or {}).get("nodeName") or pod["metadata"].get("deletionTimestamp"):
+            continue
+        started = any({"running", "terminated"} & (cs.get("state") or {}).keys() or cs.get("restartCount")
+                      for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []))
+        if not started and (now - _parse_time(created)).total_seconds() > STUCK_AFTER_SECONDS:
+            stuck.append(pod["metadata"]["name"])
+    return sorted(stuck)
+
+
+def _parse_time(value) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def _event_problem(events: list[dict]) -> Optional[tuple[str, str]]:
+    latest = max((e for e in events if e.get("reason") in STUCK_EVENT_REASONS),
+                 key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default=None)
+    if latest is None:
+        return None
+    message = (latest.get("message") or "").strip()
+    # runc's words when the memory limit cannot even hold the container's init process.
+    cause = "OOMKilled" if "oom-killed" in message.lower() else latest["reason"]
+    return cause, f"{latest['reason']}: {message[-300:]}"
+
+
+def pod_problems(pods: list[dict], events: Optional[dict[str, list[dict]]] = None) -> dict[str, PodProblem]:
+    """The first problem of each component's pods that waiting will not cure, by component. `events`:
+    the Events of stuck pods (see stuck_pods), by pod name."""
     found: dict[str, PodProblem] = {}
+    events = events or {}
     for pod in sorted(pods, key=lambda o: o["metadata"]["name"]):
         component = (pod["metadata"].get("labels") or {}).get(COMPONENT_LABEL)
         if not component or component in found or pod["metadata"].get("deletionTimestamp"):
@@ -108,12 +150,11 @@ def pod_problems(pods: list[dict]) -> dict[str, PodProblem]:
             found[component] = PodProblem(component, "Unschedulable",
                                           f"pod {pod['metadata']['name']}: {unschedulable.get('message', '')}")
             continue
-        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-            problem = _container_problem(cs)
-            if problem:
-                found[component] = PodProblem(component, problem[0],
-                                              f"pod {pod['metadata']['name']}: {problem[1]}")
-                break
+        statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+        problem = next(filter(None, map(_container_problem, statuses)), None) or \
+            _event_problem(events.get(pod["metadata"]["name"], []))
+        if problem:
+            found[component] = PodProblem(component, problem[0], f"pod {pod['metadata']['name']}: {problem[1]}")
     return found
 
 
@@ -128,13 +169,14 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, 
 
 
 def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
-                 tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = ()) -> dict:
+                 tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = (),
+                 pod_events: Optional[dict[str, list[dict]]] = None) -> dict:
     comps = components(deployments)
     not_ready = sorted(n for n, c in comps.items() if not c["ready"])
     all_ready = not not_ready and bool(comps)
     prev_conditions = previous.get("conditions") or []
     # Only tiers still short of ready pods (and a migration being waited for) can be held back by a pod.
-    problems = sorted((p for c, p in pod_problems(list(pods)).items()
+    problems = sorted((p for c, p in pod_problems(list(pods), pod_events).items()
                        if c in not_ready or (c == "migrations" and verdict.waiting_reason)), key=_tier_order)
 
     if verdict.degraded_reason:

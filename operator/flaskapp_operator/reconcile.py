@@ -10,7 +10,7 @@ from typing import Optional
 from .builders.config import REDIS_SECRET_SUFFIX
 from .kube import Cluster, Key, key_of, secret_value
 from .naming import COMPONENT_LABEL, child_name
-from .observe import Verdict, build_status, job_state, status_changed, status_patch
+from .observe import Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
 from .render import Rendered, render
 from .schema import SpecError
 
@@ -87,11 +87,13 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     deployments = [o for (kind, _), o in live.items() if kind == "Deployment"]
     spec = rendered.spec if rendered else None
     pods = tuple(cluster.list_pods(namespace, name)) if rendered is not None else ()
+    pod_events = cluster.pod_events(namespace, stuck_pods(list(pods), datetime.datetime.now(datetime.timezone.utc)))
     status = build_status(
         app=name, generation=generation, verdict=verdict, deployments=deployments,
         pool_names=[p.name for p in spec.worker_pools] if spec else [],
         tuning=rendered.tuning.report() if rendered else None,
-        url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now, pods=pods)
+        url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now, pods=pods,
+        pod_events=pod_events)
     if status_changed(previous, status):
         log.info("%s/%s: status changed (%s)", namespace, name,
                  ", ".join(k for k, v in status.items() if previous.get(k) != v))

@@ -245,23 +245,24 @@ def test_app_sees_exactly_the_env_contract(kube, real_pods):
     deploy = kube.get("deployment", "shop-web", ns)
     container = deploy["spec"]["template"]["spec"]["containers"][0]  # gunicorn
     expected: dict[str, str] = {}
-    for source in container.get("envFrom", []):
+    for source in container.get("envFrom") or []:
         if "configMapRef" in source:
             data = kube.get("configmap", source["configMapRef"]["name"], ns)["data"]
-            prefix = source.get("prefix", "")
-            expected.update({prefix + k: v for k, v in data.items()})
-    for var in container.get("env", []):
+            expected.update({source.get("prefix", "") + k: v for k, v in data.items()})
+    for var in container.get("env") or []:
+        ref = var.get("valueFrom", {})
         if "value" in var:
             expected[var["name"]] = var["value"]
-        elif "secretKeyRef" in var.get("valueFrom", {}):
-            ref = var["valueFrom"]["secretKeyRef"]
-            value = base64.b64decode(kube.get("secret", ref["name"], ns)["data"][ref["key"]]).decode()
-            expected[var["name"]] = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
-    for key, value in seen.items():
-        if value is None:
-            assert key not in expected or key.startswith("CELERY_WORKER") or key == "CELERY_TASK_ACKS_LATE", key
-        else:
-            assert expected.get(key) == value, (key, value, expected.get(key))
+        elif "configMapKeyRef" in ref:
+            expected[var["name"]] = kube.get("configmap", ref["configMapKeyRef"]["name"], ns)["data"][
+                ref["configMapKeyRef"]["key"]]
+        elif "secretKeyRef" in ref:
+            secret = kube.get("secret", ref["secretKeyRef"]["name"], ns)["data"][ref["secretKeyRef"]["key"]]
+            expected[var["name"]] = "sha256:" + hashlib.sha256(base64.b64decode(secret)).hexdigest()
+    contract = {k: v for k, v in expected.items() if k in seen}
+    assert contract == {k: v for k, v in seen.items() if v is not None}
+    assert {"WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "SQLALCHEMY_ENGINE_OPTIONS", "DATABASE_URL", "CACHE_REDIS_URL",
+            "CELERY_BROKER_URL"} <= contract.keys()
     assert int(seen["WEB_CONCURRENCY"]) == kube.get("flaskapp", "shop", ns)["status"]["tuning"]["web"]["workers"]
     assert json.loads(seen["SQLALCHEMY_ENGINE_OPTIONS"])["pool_size"] >= 1
 
@@ -294,8 +295,9 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
                    300, what="new image in every app tier")
         kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=300s")
         rolled = time.monotonic() - started
-    after = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]}
-    assert not before & after, "the web pods were replaced"
+    after = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]
+             if not p["metadata"].get("deletionTimestamp")}  # old pods may still be draining
+    assert len(after) == 3 and not before & after, "the web pods were replaced"
     jobs = kube.get("jobs", namespace=ns, selector="app.kubernetes.io/component=migrations")["items"]
     assert any(j["spec"]["template"]["spec"]["containers"][0]["image"] == new_image and j["status"].get("succeeded")
                for j in jobs), "the new image's migration ran first"
@@ -398,7 +400,8 @@ FAILURES = {
     # name: (changes, expected reason, a word the message must hold)
     "bad-image": ({"image": "localhost/flaskapp-e2e/does-not-exist:1"}, "WebImagePullBackOff", "web"),
     "crash-web": ({"wsgi": "app:no_such_factory()"}, "WebCrashLoopBackOff", "exit"),
-    "oom-redis": ({"redis.cache": {"memory": "6Mi", "cpu": "50m"}}, "RedisCacheOOMKilled", "memory"),
+    # A limit that cannot even hold the pod: runc reports its init OOM-killed (only in Events).
+    "oom-redis": ({"redis.cache": {"memory": "2Mi", "cpu": "50m"}}, "RedisCacheOOMKilled", "memory"),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flaskapp_operator.kube import contains, up_to_date, with_applied_hash
-from flaskapp_operator.observe import Verdict, build_status, deployment_ready, job_state, pod_problems
+from flaskapp_operator.observe import Verdict, build_status, deployment_ready, job_state, pod_problems, stuck_pods
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -147,3 +147,34 @@ def test_a_stuck_migration_pod_is_degraded_while_waiting_for_it():
                      now=NOW, pods=(pod("migrations", waiting="ImagePullBackOff"),))
     assert cond(s, "Degraded")["reason"] == "MigrationsImagePullBackOff"
     assert cond(s, "Progressing")["reason"] == "MigrationRunning"
+
+
+def test_pods_stuck_before_their_containers_start_are_asked_about():
+    import datetime
+
+    now = datetime.datetime(2026, 1, 1, 0, 1, 0, tzinfo=datetime.timezone.utc)
+    fresh, old = "2026-01-01T00:00:50Z", "2026-01-01T00:00:00Z"
+
+    def p(name, created, **kw):
+        out = pod("redis-cache", name, **kw)
+        out["metadata"]["creationTimestamp"] = created
+        out["spec"] = {"nodeName": "n"}
+        return out
+    pods = [p("creating-old", old, waiting="ContainerCreating"), p("creating-new", fresh, waiting="ContainerCreating"),
+            p("running-old", old)]
+    unscheduled = p("unscheduled", old, waiting="ContainerCreating")
+    unscheduled["spec"] = {}
+    assert stuck_pods(pods + [unscheduled], now) == ["creating-old"]
+
+
+def test_a_sandbox_that_cannot_start_in_its_memory_limit_is_oom_killed():
+    stuck = pod("redis-cache", "r", waiting="ContainerCreating")
+    events = {"r": [{"reason": "Scheduled", "message": "assigned"},
+                    {"reason": "FailedCreatePodSandBox", "lastTimestamp": "2026-01-01T00:00:09Z",
+                     "message": "failed to create shim task: OCI runtime create failed: runc create failed: unable "
+                                "to start container process: container init was OOM-killed (memory limit too low?)"}]}
+    problem = pod_problems([stuck], events)["redis-cache"]
+    assert problem.reason == "RedisCacheOOMKilled" and "memory limit too low" in problem.message
+    events["r"][1]["message"] = "MountVolume.SetUp failed for volume \"conf\": configmap \"x\" not found"
+    events["r"][1]["reason"] = "FailedMount"
+    assert pod_problems([stuck], events)["redis-cache"].reason == "RedisCacheFailedMount"
