@@ -124,14 +124,16 @@ def _parse_time(value) -> datetime.datetime:
 
 
 def _event_problem(events: list[dict]) -> Optional[tuple[str, str]]:
-    latest = max((e for e in events if e.get("reason") in STUCK_EVENT_REASONS),
-                 key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default=None)
-    if latest is None:
+    relevant = sorted((e for e in events if e.get("reason") in STUCK_EVENT_REASONS),
+                      key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    if not relevant:
         return None
-    message = (latest.get("message") or "").strip()
-    # runc's words when the memory limit cannot even hold the container's init process.
-    cause = "OOMKilled" if "oom-killed" in message.lower() else latest["reason"]
-    return cause, f"{latest['reason']}: {message[-300:]}"
+    # runc's words when the memory limit cannot even hold the container's init process; the retries
+    # in between fail with other words ("cannot start a stopped process") for the same cause.
+    oom = [e for e in relevant if "oom-killed" in (e.get("message") or "").lower()]
+    chosen = (oom or relevant)[-1]
+    message = (chosen.get("message") or "").strip()
+    return ("OOMKilled" if oom else chosen["reason"]), f"{chosen['reason']}: {message[-300:]}"
 
 
 def pod_problems(pods: list[dict], events: Optional[dict[str, list[dict]]] = None) -> dict[str, PodProblem]:

@@ -178,3 +178,12 @@ def test_a_sandbox_that_cannot_start_in_its_memory_limit_is_oom_killed():
     events["r"][1]["message"] = "MountVolume.SetUp failed for volume \"conf\": configmap \"x\" not found"
     events["r"][1]["reason"] = "FailedMount"
     assert pod_problems([stuck], events)["redis-cache"].reason == "RedisCacheFailedMount"
+
+
+def test_the_oom_event_names_the_cause_even_when_a_later_retry_words_it_otherwise():
+    stuck = pod("redis-cache", "r", waiting="ContainerCreating")
+    events = {"r": [{"reason": "FailedCreatePodSandBox", "lastTimestamp": "2026-01-01T00:00:09Z",
+                     "message": "runc create failed: container init was OOM-killed (memory limit too low?)"},
+                    {"reason": "FailedCreatePodSandBox", "lastTimestamp": "2026-01-01T00:00:19Z",
+                     "message": "failed to start sandbox container task: cannot start a stopped process"}]}
+    assert pod_problems([stuck], events)["redis-cache"].reason == "RedisCacheOOMKilled"
