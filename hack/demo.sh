@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a cluster (the current kube context with DEMO_CLUSTER=current, kind when Docker and kind
-# are present, else the local control plane), the CRD, the operator, the full sample; then what happened.
+# are present, else the local cluster). On the local cluster's real node: the chart's operator pod, a
+# PostgreSQL, the example app behind Traefik, and a URL to curl. Elsewhere: the CRD, the operator as a
+# process and the full sample, then what happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -24,11 +26,13 @@ up() {
   elif command -v docker >/dev/null && docker info >/dev/null 2>&1 && command -v kind >/dev/null; then
     kind create cluster --name flaskapp-demo; echo kind > "$STATE/cluster"
   else
-    echo "no Docker engine: starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+    echo "no Docker engine: starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, and a"
+    echo "real node: kubelet, containerd, CoreDNS, Traefik, kube-router; kwok fake nodes where none can run)"
     if [ ! -f build/localcluster/processes.json ]; then PYTHONPATH=tools $PY -m localcluster up >/dev/null; fi
     export KUBECONFIG="$PWD/build/localcluster/kubeconfig"; echo local > "$STATE/cluster"
   fi
-  kubectl get nodes
+  kubectl get nodes -o wide
+  if [ -n "$(kubectl get nodes -l flaskapp.dev/local-node=true -o name)" ]; then real_node; return; fi
 
   step "CRD"
   kubectl apply --server-side -f manifests/crd/
@@ -65,6 +69,57 @@ Explore:
   kubectl scale flaskapp/shop --replicas=3      # fails: the sample autoscales; edit spec.web instead
   kubectl patch flaskapp shop --type=merge -p '{"spec":{"database":{"maxConnections":20}}}'   # watch it go Degraded
   .venv/bin/flaskapp-operator render -f manifests/samples/full.yaml --tuning
+Tear down:
+  make demo-down
+TXT
+}
+
+# The local cluster's real node: everything runs as pods, images built here (make images).
+real_node() {
+  step "Operator: helm install of charts/flaskapp-operator (a pod, with the chart's RBAC)"
+  helm upgrade --install flaskapp-operator charts/flaskapp-operator -n flaskapp-system --create-namespace \
+    --set image.repository=localhost/flaskapp-operator/operator --set image.tag=local --wait --timeout 180s
+  step "PostgreSQL for the example app (Debian's package, namespace e2e-db)"
+  PYTHONPATH=tools $PY - "$STATE" <<'PYTHON'
+import sys
+import yaml
+from localcluster import images
+from localcluster.node import INGRESS_CLASS
+db = list(yaml.safe_load_all(open("tests/e2e/postgres.yaml")))
+db[1]["spec"]["template"]["spec"]["containers"][0]["image"] = images.POSTGRES_REF
+app = yaml.safe_load(open("tests/e2e/shop.yaml"))
+spec = app["spec"]
+spec.update(image=images.EXAMPLE_REF)
+spec["nginx"]["image"], spec["redis"]["image"] = images.NGINX_REF, images.REDIS_REF
+spec["ingress"]["className"] = INGRESS_CLASS
+open(f"{sys.argv[1]}/postgres.yaml", "w").write(yaml.safe_dump_all(db))
+open(f"{sys.argv[1]}/shop.yaml", "w").write(yaml.safe_dump(app))
+PYTHON
+  kubectl apply -f "$STATE/postgres.yaml"
+  kubectl -n e2e-db rollout status deploy/postgres --timeout=180s
+  step "The example app (FlaskApp shop: web, nginx, Celery worker and beat, two Redis, migration Job)"
+  kubectl create secret generic shop-db --from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop \
+    --dry-run=client -o yaml | kubectl apply -f -
+  kubectl apply -f "$STATE/shop.yaml"
+  kubectl wait --for=condition=Ready flaskapp/shop --timeout=300s
+  kubectl get flaskapps -o wide
+  kubectl get pods -o wide
+  local ip; ip=$(kubectl get ingress shop -o jsonpath='{.status.loadBalancer.ingress[0].ip}'); ip=${ip:-10.245.255.1}
+  step "It answers through the ingress controller (Traefik on $ip)"
+  curl -s --resolve "shop.local:80:$ip" http://shop.local/; echo
+  curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' --resolve "shop.local:80:$ip" http://shop.local/static/app.css \
+    | grep -i -E '^(HTTP|cache-control|content-encoding)'
+  curl -s --cookie c=1 --resolve "shop.local:80:$ip" http://shop.local/task; echo "   <- a Celery task through the broker Redis"
+  cat <<TXT
+
+The example app is at http://shop.local/ on $ip:
+  curl --resolve shop.local:80:$ip http://shop.local/
+  curl --resolve shop.local:80:$ip http://shop.local/expensive -D -   # twice: X-Cache-Status MISS, then HIT
+Explore:
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get flaskapp shop -o yaml                 # status.tuning: every derived number
+  kubectl logs -n flaskapp-system deploy/flaskapp-operator
+  kubectl scale flaskapp/shop --replicas=3
 Tear down:
   make demo-down
 TXT

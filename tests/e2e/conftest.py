@@ -29,7 +29,6 @@ class Target:
     redis_image: Optional[str]
     ingress_class: str
     ingress_url: Optional[str]  # None: no running containers (kwok)
-    kubectl_context: str = ""
 
     @property
     def real_pods(self) -> bool:

@@ -56,6 +56,10 @@ def unavailable_reason() -> str | None:
         return f"real nodes need the Debian packages {' '.join(DEBIAN_PACKAGES)} (missing: {missing or 'CNI'})"
     if not Path("/sys/fs/cgroup").is_dir():
         return "real nodes need cgroups mounted at /sys/fs/cgroup"
+    probe = run("ip", "link", "add", "flaskapp-probe", "type", "bridge", check=False)
+    if probe.returncode != 0:
+        return f"real nodes need to create a network bridge ({probe.stderr.strip()})"
+    run("ip", "link", "delete", "flaskapp-probe", check=False)
     return None
 
 
