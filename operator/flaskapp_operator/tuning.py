@@ -1,6 +1,6 @@
 """The tuning engine: from a FlaskApp spec to concrete process counts, pool sizes and memory limits.
 
-Pure functions only. Every rule cites its source; ../shared/notes/tuning.md has the table behind them.
+Pure functions only. Every rule cites its source; docs/tuning.md has the table behind them.
 Everything derived here is reported in `status.tuning` so a user can see why a number was chosen.
 """
 
