@@ -392,8 +392,7 @@ class LocalCluster:
 
 
 def _teardown_node(state_dir: Path) -> None:
-    RealNode.teardown(state_dir, build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kube-proxy",
-                      build.tool_dir("kube-router", build.KUBE_ROUTER_VERSION) / "kube-router")
+    RealNode.teardown(state_dir, build.tool_dir("kubernetes", build.KUBERNETES_VERSION) / "kube-proxy")
 
 
 def _stop_previous_real_node() -> None:

@@ -4,8 +4,8 @@ controller and kube-router's NetworkPolicy firewall, each a plain host process.
 
 Host state this module creates, and `teardown` removes by name (also after a crash of a previous run):
 two Linux bridges (NODE_BRIDGE holding the node address, POD_BRIDGE made by the CNI plugin), iptables
-rules (kube-proxy's KUBE-* chains via `kube-proxy --cleanup`, kube-router's chains and ipsets via
-`kube-router --cleanup-config`, the CNI plugin's masquerade chains), network namespaces of pods, cgroups
+rules (kube-proxy's KUBE-* chains via `kube-proxy --cleanup`; the kubelet's and kube-router's chains and
+ipsets, and the CNI plugin's masquerade chains, by name), network namespaces of pods, cgroups
 under `kubepods`, and mounts under the state directory. Pod processes are killed through their cgroups;
 everything else by PID.
 """
@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -361,7 +362,7 @@ class RealNode:
     # -- teardown ------------------------------------------------------------------------------------
 
     @staticmethod
-    def teardown(state_dir: Path, kube_proxy: Path | None, kube_router: Path | None) -> None:
+    def teardown(state_dir: Path, kube_proxy: Path | None) -> None:
         """Remove every piece of host state a node makes; safe to run when some or all are gone already."""
         _kill_cgroup_processes("kubepods")
         for pid in _pids_matching(re.escape(str(state_dir / "node" / "containerd"))):
@@ -371,10 +372,8 @@ class RealNode:
         _remove_cgroups("kubepods")
         if kube_proxy and kube_proxy.exists():
             run(str(kube_proxy), "--cleanup", check=False)
-        if kube_router and kube_router.exists():
-            run(str(kube_router), "--cleanup-config", check=False)
         _remove_cni_nat_rules()
-        _remove_kubelet_chains()
+        _remove_owned_chains()
         for bridge in (POD_BRIDGE, NODE_BRIDGE):
             run("ip", "link", "delete", bridge, check=False)
 
@@ -450,32 +449,41 @@ def _remove_pod_netns() -> None:
         entry.unlink(missing_ok=True)
 
 
-# The kubelet's own iptables chains (canaries for kube-proxy, and a rule dropping non-loopback traffic to
-# 127.0.0.0/8), per table.
-KUBELET_CHAINS = {"filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"), "nat": ("KUBE-KUBELET-CANARY",),
-                  "mangle": ("KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")}
+# iptables chains and ipsets the node's components make, by table (kube-proxy's own are removed by
+# `kube-proxy --cleanup`). kube-router 2.1's `--cleanup-config` reports success without removing anything
+# (its cleanup runs on an empty controller), so its chains and sets are removed here by name.
+OWNED_CHAIN_PREFIXES = {
+    "filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-ROUTER-", "KUBE-NWPLCY-", "KUBE-POD-FW-"),
+    "nat": ("KUBE-KUBELET-CANARY",), "mangle": ("KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"),
+}
+OWNED_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
 
 
-def _remove_kubelet_chains() -> None:
-    for table, chains in KUBELET_CHAINS.items():
-        for rule in run("iptables", "-t", table, "-S", check=False).stdout.splitlines():
-            parts = rule.split()
-            if parts[:1] == ["-A"] and parts[-2:-1] == ["-j"] and parts[-1] in chains:
-                run("iptables", "-t", table, "-D", *parts[1:], check=False)
-        for chain in chains:
-            run("iptables", "-t", table, "-F", chain, check=False)
-            run("iptables", "-t", table, "-X", chain, check=False)
+def _remove_owned_chains() -> None:
+    for table, prefixes in OWNED_CHAIN_PREFIXES.items():
+        rules = [shlex.split(r) for r in run("iptables", "-t", table, "-S", check=False).stdout.splitlines()]
+        chains = [r[1] for r in rules if r[:1] == ["-N"] and r[1].startswith(prefixes)]
+        for r in rules:  # jumps into our chains from chains that are not ours
+            if r[:1] == ["-A"] and not r[1].startswith(prefixes) and "-j" in r and \
+                    r[r.index("-j") + 1].startswith(prefixes):
+                run("iptables", "-t", table, "-D", *r[1:], check=False)
+        for flag in ("-F", "-X"):
+            for chain in chains:
+                run("iptables", "-t", table, flag, chain, check=False)
+    for name in run("ipset", "list", "-n", check=False).stdout.split():
+        if name.startswith(OWNED_IPSET_PREFIXES):
+            run("ipset", "destroy", name, check=False)
 
 
 def _remove_cni_nat_rules() -> None:
-    """The bridge plugin's ipMasq adds a POSTROUTING jump per pod to a CNI-<hash> chain, commented with the
-    network name; a crash leaves them behind."""
-    rules = run("iptables", "-t", "nat", "-S", "POSTROUTING", check=False).stdout.splitlines()
-    for rule in rules:
-        if f'name: \\"{CNI_NETWORK}\\"' not in rule and f'name: "{CNI_NETWORK}"' not in rule:
-            continue
-        run("sh", "-c", "iptables -t nat " + rule.replace("-A POSTROUTING", "-D POSTROUTING", 1), check=False)
-        chain = re.search(r"-j (CNI-\S+)", rule)
-        if chain:
-            run("iptables", "-t", "nat", "-F", chain.group(1), check=False)
-            run("iptables", "-t", "nat", "-X", chain.group(1), check=False)
+    """The bridge plugin's ipMasq adds, per pod, a CNI-<hash> chain and a POSTROUTING jump to it, both
+    commented with the network name; a crash leaves them behind."""
+    rules = [shlex.split(r) for r in run("iptables", "-t", "nat", "-S", check=False).stdout.splitlines()]
+    tag = f'name: "{CNI_NETWORK}"'
+    chains = {r[1] for r in rules if r[:1] == ["-A"] and r[1].startswith("CNI-") and any(tag in w for w in r)}
+    for r in rules:
+        if r[:2] == ["-A", "POSTROUTING"] and "-j" in r and r[r.index("-j") + 1] in chains:
+            run("iptables", "-t", "nat", "-D", *r[1:], check=False)
+    for flag in ("-F", "-X"):
+        for chain in sorted(chains):
+            run("iptables", "-t", "nat", flag, chain, check=False)
