@@ -248,4 +248,5 @@ def ensure_images() -> dict[str, Path]:
                 if old != archives[b.ref]:
                     old.unlink()
             log(f"built {b.ref} ({time.monotonic() - started:.0f}s)")
+        docker.docker("image", "prune", "--force")  # layers of replaced builds: the data root stays bounded
     return archives
