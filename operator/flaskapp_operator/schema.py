@@ -64,7 +64,9 @@ def field(description: str, *, default: Any = MISSING, json: str | None = None,
     meta = {k: v for k, v in dict(
         description=description, json=json, enum=enum, minimum=minimum, maximum=maximum,
         pattern=pattern, max_length=max_length, min_length=min_length, min_items=min_items,
-        max_items=max_items, list_map_key=list_map_key, preserve_unknown=preserve_unknown).items() if v not in (None, False)}
+        max_items=max_items, list_map_key=list_map_key, preserve_unknown=preserve_unknown).items()
+        # Not `v not in (None, False)`: 0 == False, which silently dropped every `minimum=0`.
+        if v is not None and v is not False}
     if default is MISSING:
         return dataclasses.field(metadata=meta)
     if isinstance(default, type) or default is list or default is dict:

@@ -118,3 +118,83 @@ def test_invalid_spec_names_the_field(spec, field):
 def test_generated_crd_is_valid_yaml_with_one_version():
     doc = yaml.safe_load(CRD_FILE.read_text())
     assert [v["name"] for v in doc["spec"]["versions"]] == ["v1alpha1"]
+
+
+# -- every bound the model declares reaches the CRD (read from api.py's source, not through field()) -----
+
+BOUND_KEYWORDS = {"minimum": "minimum", "maximum": "maximum", "pattern": "pattern", "enum": "enum",
+                  "max_length": "maxLength", "min_length": "minLength", "min_items": "minItems",
+                  "max_items": "maxItems"}
+
+
+def _declared_bounds() -> dict[tuple[str, str], dict]:
+    """(class, attribute) -> the bounds written in its field(...) call in api.py."""
+    import ast
+
+    from flaskapp_operator import api
+
+    def value(node):
+        return getattr(api, node.id) if isinstance(node, ast.Name) else ast.literal_eval(node)
+
+    declared = {}
+    for cls in ast.parse(open(api.__file__).read()).body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        for stmt in cls.body:
+            call = getattr(stmt, "value", None)
+            if isinstance(stmt, ast.AnnAssign) and isinstance(call, ast.Call) and getattr(call.func, "id", "") == "field":
+                bounds = {k.arg: value(k.value) for k in call.keywords if k.arg in BOUND_KEYWORDS}
+                if bounds:
+                    declared[(cls.name, stmt.target.id)] = bounds
+    return declared
+
+
+def _model_properties(cls, schema, path="spec"):
+    """(class, attribute, CRD property, path) for every field of the model, nested ones included."""
+    import dataclasses
+    import typing
+
+    from flaskapp_operator.schema import json_name
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        prop = schema["properties"][json_name(f)]
+        yield cls.__name__, f.name, prop, f"{path}.{json_name(f)}"
+        for tp in (hints[f.name], *typing.get_args(hints[f.name])):
+            if dataclasses.is_dataclass(tp):
+                node = prop["items"] if prop.get("type") == "array" else prop
+                yield from _model_properties(tp, node, f"{path}.{json_name(f)}")
+
+
+def test_every_declared_bound_is_in_the_crd():
+    from flaskapp_operator.api import FlaskAppSpec
+
+    spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    declared = _declared_bounds()
+    seen, missing = set(), []
+    for cls, attr, prop, path in _model_properties(FlaskAppSpec, spec):
+        for keyword, want in declared.get((cls, attr), {}).items():
+            seen.add((cls, attr))
+            got = prop.get(BOUND_KEYWORDS[keyword])
+            if got != (list(want) if keyword == "enum" else want):
+                missing.append(f"{path}: {keyword}={want!r}, CRD has {got!r}")
+    assert missing == []
+    assert seen == set(declared), f"declared but never reached: {set(declared) - seen}"
+
+
+@pytest.mark.parametrize("path,value", [
+    ("database.pool.maxOverflow", -1),          # SQLAlchemy reads -1 as unlimited overflow
+    ("database.reservedConnections", -100),     # would make `available` exceed maxConnections
+    ("nginx.microCacheSeconds", -1),            # nginx refuses proxy_cache_valid ... -1s
+    ("web.gunicorn.keepaliveSeconds", -5),
+])
+def test_negative_values_are_refused_by_the_parser(path, value):
+    spec = copy.deepcopy(load_sample("full")["spec"])
+    node = spec
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    assert f"spec.{path}" in str(err.value) and ">= 0" in str(err.value)
