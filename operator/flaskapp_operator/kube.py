@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.quantity import parse_quantity
 from kubernetes.dynamic import DynamicClient
 
 from . import api
@@ -48,14 +49,31 @@ def with_applied_hash(obj: dict) -> dict:
     return {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
 
 
-def contains(live: Any, desired: Any) -> bool:
+# Maps whose values are resource quantities: the API server stores them canonically ("0.5" as "500m",
+# "1024Mi" as "1Gi"), so they are compared by value.
+QUANTITY_MAPS = ("limits", "requests")
+
+
+def contains(live: Any, desired: Any, quantity_map: bool = False) -> bool:
     """True when every field we set is present, with the same value, in the live object."""
     if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+        return isinstance(live, dict) and all(
+            k in live and (_same_quantity(live[k], v) if quantity_map
+                           else contains(live[k], v, quantity_map=k in QUANTITY_MAPS))
+            for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(live, list) and len(live) == len(desired) and all(
             contains(lv, dv) for lv, dv in zip(live, desired))
     return live == desired or (desired == {} and live is None)
+
+
+def _same_quantity(live: Any, desired: Any) -> bool:
+    if live == desired:
+        return True
+    try:
+        return parse_quantity(live) == parse_quantity(desired)
+    except (ValueError, TypeError):
+        return False
 
 
 def up_to_date(live: Optional[dict], desired: dict) -> bool:

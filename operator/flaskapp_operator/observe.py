@@ -228,5 +228,10 @@ def status_changed(old: dict, new: dict) -> bool:
 
 
 def status_patch(old: dict, new: dict) -> dict:
-    """A merge patch that also removes what the new status no longer has (e.g. tuning of an invalid spec)."""
-    return {**{k: None for k in old if k not in new}, **new}
+    """A JSON merge patch (RFC 7386) from old to new: keys the new status no longer has are removed, at any
+    depth (the tuning of an invalid spec, the component of a pruned tier), since a merge patch merges maps."""
+    patch: dict = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        patch[key] = status_patch(before, value) if isinstance(value, dict) and isinstance(before, dict) else value
+    return patch

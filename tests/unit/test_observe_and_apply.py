@@ -187,3 +187,33 @@ def test_the_oom_event_names_the_cause_even_when_a_later_retry_words_it_otherwis
                     {"reason": "FailedCreatePodSandBox", "lastTimestamp": "2026-01-01T00:00:19Z",
                      "message": "failed to start sandbox container task: cannot start a stopped process"}]}
     assert pod_problems([stuck], events)["redis-cache"].reason == "RedisCacheOOMKilled"
+
+
+def test_status_patch_removes_a_pruned_tier_from_nested_maps():
+    from flaskapp_operator.observe import status_patch
+
+    old = {"components": {"web": {"ready": True}, "beat": {"ready": True}}, "tuning": {"web": {"workers": 3}}}
+    new = {"components": {"web": {"ready": True}}, "tuning": {"web": {"workers": 3}}}
+    patch = status_patch(old, new)
+    assert patch["components"] == {"web": {"ready": True}, "beat": None}
+    # Applied as RFC 7386 says, the patch gives exactly the new status.
+    def merge(target, p):
+        if not isinstance(p, dict):
+            return p
+        out = dict(target) if isinstance(target, dict) else {}
+        for k, v in p.items():
+            out.pop(k, None) if v is None else out.__setitem__(k, merge(out.get(k), v))
+        return out
+    assert merge(old, patch) == new
+
+
+def test_quantities_the_api_server_canonicalised_are_up_to_date():
+    desired = {"spec": {"template": {"spec": {"containers": [
+        {"name": "a", "resources": {"limits": {"cpu": "0.5", "memory": "1024Mi"}, "requests": {"cpu": "1"}}}]}}}}
+    live = {"spec": {"template": {"spec": {"containers": [
+        {"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": "1"}}}]}}}}
+    assert contains(live, desired)
+    live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "600m"
+    assert not contains(live, desired)
+    # Only resource maps compare by value: elsewhere "0.5" and "500m" are different strings.
+    assert not contains({"env": [{"value": "500m"}]}, {"env": [{"value": "0.5"}]})
