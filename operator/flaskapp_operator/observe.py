@@ -22,13 +22,23 @@ class Verdict:
     waiting_message: str = ""
 
 
-def deployment_ready(obj: dict) -> bool:
+def deployment_ready(obj: dict, minimum: int = 1) -> bool:
+    """Every wanted pod updated and available; `minimum`: the autoscaler's minReplicas, which a Deployment
+    the HPA has not scaled yet (created at 1) must also reach."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    want = spec.get("replicas", 1)
+    want = max(spec.get("replicas", 1), minimum)
     return (status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
             and status.get("updatedReplicas", 0) >= want
             and status.get("availableReplicas", 0) >= want
             and status.get("replicas", 0) == status.get("updatedReplicas", 0))
+
+
+def stalled(obj: dict) -> Optional[str]:
+    """The Deployment controller's verdict that a rollout stopped progressing (progressDeadlineSeconds)."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return cond.get("message") or "ProgressDeadlineExceeded"
+    return None
 
 
 def job_state(obj: Optional[dict]) -> str:
@@ -42,13 +52,15 @@ def job_state(obj: Optional[dict]) -> str:
     return "Running"
 
 
-def components(deployments: list[dict]) -> dict[str, dict]:
+def components(deployments: list[dict], minimums: Optional[dict[str, int]] = None) -> dict[str, dict]:
+    """Readiness by tier; `minimums`: the autoscalers' minReplicas by Deployment name."""
     out = {}
     for d in sorted(deployments, key=lambda o: o["metadata"]["name"]):
         status = d.get("status") or {}
         name = d["metadata"]["labels"].get(COMPONENT_LABEL, d["metadata"]["name"])
-        out[name] = {"ready": deployment_ready(d), "readyReplicas": status.get("readyReplicas", 0),
-                     "replicas": (d.get("spec") or {}).get("replicas", 1)}
+        minimum = (minimums or {}).get(d["metadata"]["name"], 1)
+        out[name] = {"ready": deployment_ready(d, minimum), "readyReplicas": status.get("readyReplicas", 0),
+                     "replicas": max((d.get("spec") or {}).get("replicas", 1), minimum)}
     return out
 
 
@@ -172,13 +184,19 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, 
 
 def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
                  tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = (),
-                 pod_events: Optional[dict[str, list[dict]]] = None) -> dict:
-    comps = components(deployments)
+                 pod_events: Optional[dict[str, list[dict]]] = None,
+                 minimums: Optional[dict[str, int]] = None) -> dict:
+    comps = components(deployments, minimums)
     not_ready = sorted(n for n, c in comps.items() if not c["ready"])
     all_ready = not not_ready and bool(comps)
     prev_conditions = previous.get("conditions") or []
     # Only tiers still short of ready pods (and a migration being waited for) can be held back by a pod.
-    problems = sorted((p for c, p in pod_problems(list(pods), pod_events).items()
+    found = pod_problems(list(pods), pod_events)
+    for d in deployments:  # a rollout the Deployment controller gave up on, when no pod says more
+        component = d["metadata"]["labels"].get(COMPONENT_LABEL, d["metadata"]["name"])
+        if component in not_ready and component not in found and (message := stalled(d)):
+            found[component] = PodProblem(component, "ProgressDeadlineExceeded", message)
+    problems = sorted((p for c, p in found.items()
                        if c in not_ready or (c == "migrations" and verdict.waiting_reason)), key=_tier_order)
 
     if verdict.degraded_reason:

@@ -217,3 +217,20 @@ def test_quantities_the_api_server_canonicalised_are_up_to_date():
     assert not contains(live, desired)
     # Only resource maps compare by value: elsewhere "0.5" and "500m" are different strings.
     assert not contains({"env": [{"value": "500m"}]}, {"env": [{"value": "0.5"}]})
+
+
+def test_an_autoscaled_tier_is_ready_only_at_its_minimum():
+    """An HPA-managed Deployment is created at 1 replica; minReplicas 2 means not ready yet."""
+    s = build_status(app="a", generation=2, verdict=Verdict(), deployments=[dep("web", 1, 1)], pool_names=[],
+                     tuning=None, url="http://x/", previous={}, now=NOW, minimums={"a-web": 2})
+    assert cond(s, "Ready")["status"] == "False" and s["components"]["web"]["replicas"] == 2
+    assert not deployment_ready(dep("web", 1, 1), minimum=2) and deployment_ready(dep("web", 3, 3), minimum=2)
+
+
+def test_a_rollout_past_its_progress_deadline_is_degraded():
+    stuck = dep("web", 2, 1)
+    stuck["status"]["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                      "message": 'ReplicaSet "a-web-1" has timed out progressing.'}]
+    s = status([stuck])
+    assert cond(s, "Degraded")["reason"] == "WebProgressDeadlineExceeded"
+    assert "timed out" in cond(s, "Degraded")["message"]
