@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import logging
 import threading
 from typing import Any, Iterable, Optional
@@ -35,6 +36,20 @@ CHILD_KINDS: tuple[tuple[str, str, str], ...] = (
 )
 
 Key = tuple[str, str]  # (kind, name)
+# Answers that no retry will change: the object itself is refused (validation, admission, quota).
+REFUSED = (400, 403, 422)
+
+
+class ApplyRefused(Exception):
+    """The API server refused a rendered object; its message names the field."""
+
+    def __init__(self, key: Key, exc: ApiException):
+        self.key = key
+        try:
+            self.detail = json.loads(exc.body or "{}").get("message") or exc.reason
+        except ValueError:
+            self.detail = exc.reason
+        super().__init__(f"the API server refused {key[0]}/{key[1]}: {self.detail}")
 
 log = logging.getLogger(__name__)
 
@@ -143,20 +158,28 @@ class Cluster:
     # -- writes -----------------------------------------------------------------------------------------
 
     def apply(self, desired: list[dict], live: dict[Key, dict]) -> list[Key]:
-        """Server-side apply what is missing or differs; update `live` with the results."""
+        """Server-side apply what is missing or differs, all or nothing: every changed object is first
+        checked by the API server (dryRun=All, admission included); if one is refused, nothing is written
+        and ApplyRefused names it. Updates `live` with the results."""
+        changed = [obj for obj in map(with_applied_hash, desired) if not up_to_date(live.get(key_of(obj)), obj)]
+        for obj in changed:
+            self._server_side_apply(obj, dry_run=True)
         applied = []
-        for obj in desired:
-            obj = with_applied_hash(obj)
-            key = key_of(obj)
-            if up_to_date(live.get(key), obj):
-                continue
-            resource = self.resource(obj["apiVersion"], obj["kind"])
-            result = resource.server_side_apply(body=obj, name=obj["metadata"]["name"],
-                                                namespace=obj["metadata"]["namespace"],
-                                                field_manager=FIELD_MANAGER, force_conflicts=True)
-            live[key] = result.to_dict()
-            applied.append(key)
+        for obj in changed:
+            live[key_of(obj)] = self._server_side_apply(obj).to_dict()
+            applied.append(key_of(obj))
         return applied
+
+    def _server_side_apply(self, obj: dict, dry_run: bool = False) -> Any:
+        resource = self.resource(obj["apiVersion"], obj["kind"])
+        try:
+            return resource.server_side_apply(body=obj, name=obj["metadata"]["name"],
+                                              namespace=obj["metadata"]["namespace"], field_manager=FIELD_MANAGER,
+                                              force_conflicts=True, dry_run="All" if dry_run else None)
+        except ApiException as exc:
+            if exc.status in REFUSED:
+                raise ApplyRefused(key_of(obj), exc) from exc
+            raise
 
     def prune(self, keep: set[Key], live: dict[Key, dict], owner_uid: str) -> list[Key]:
         """Delete children this FlaskApp owns that are no longer rendered (a pool removed, beat off)."""

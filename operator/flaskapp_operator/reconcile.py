@@ -8,7 +8,7 @@ import secrets
 from typing import Optional
 
 from .builders.config import REDIS_SECRET_SUFFIX
-from .kube import Cluster, Key, key_of, secret_value
+from .kube import ApplyRefused, Cluster, Key, key_of, secret_value
 from .naming import COMPONENT_LABEL, child_name
 from .observe import Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
 from .render import Rendered, render
@@ -79,9 +79,13 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
                                Verdict(waiting_reason="MigrationRunning",
                                        waiting_message=f"waiting for migration Job {job} before rolling out"))
 
-            # 5. Apply what differs, then prune what is no longer rendered (held-back tiers are kept).
-            applied = cluster.apply(to_apply, live)
-            pruned = cluster.prune({key_of(o) for o in desired}, live, meta["uid"])
+            # 5. Apply what differs (all or nothing), then prune what is no longer rendered (held-back tiers
+            #    are kept).
+            try:
+                applied = cluster.apply(to_apply, live)
+                pruned = cluster.prune({key_of(o) for o in desired}, live, meta["uid"])
+            except ApplyRefused as refused:
+                verdict = Verdict("InvalidSpec", f"{refused}; nothing was applied")
 
     # 6. Report: status from the children's state, written only when it changed; Events for actions.
     deployments = [o for (kind, _), o in live.items() if kind == "Deployment"]

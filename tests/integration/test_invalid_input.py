@@ -101,3 +101,28 @@ def test_a_degraded_app_recovers_when_fixed(kube, operator, namespace):
     wait_until(lambda: kube.get("flaskapp", "recovers", namespace).get("status", {}).get("conditions"), 60)
     kube.apply(variant("recovers", {"database.maxConnections": 200}), namespace)
     kube.kubectl("wait", "--for=condition=Ready", "flaskapp/recovers", "-n", namespace, "--timeout=120s")
+
+
+def test_an_object_the_api_server_refuses_applies_nothing(kube, operator, namespace):
+    """The schema cannot judge an Ingress annotation key; the API server can. All or nothing: the dry run
+    of every changed object comes first, so not even the objects before the Ingress are created."""
+    kube.apply(variant("refused", {"ingress.annotations": {"not a valid key!": "x"}}), namespace)
+
+    def degraded():
+        conds = {c["type"]: c for c in kube.get("flaskapp", "refused", namespace).get("status", {}).get("conditions", [])}
+        return conds.get("Degraded", {}).get("status") == "True" and conds["Degraded"]
+
+    cond = wait_until(degraded, 60, what="refused Degraded")
+    assert cond["reason"] == "InvalidSpec"
+    assert "Ingress/refused" in cond["message"] and "metadata.annotations" in cond["message"], cond["message"]
+    wait_until(lambda: [e for e in kube.get("events", namespace=namespace)["items"]
+                        if e["involvedObject"]["name"] == "refused" and e["type"] == "Warning"], 30,
+               what="a Warning event")
+    children = kube.get("deployments,configmaps,secrets,services,serviceaccounts,jobs,ingresses", namespace=namespace,
+                        selector="app.kubernetes.io/instance=refused")["items"]
+    assert children == []
+    # Fixed, it rolls out.
+    kube.apply(variant("refused", {"ingress.annotations": {"example.com/owner": "shop-team"},
+                                   "database.maxConnections": 200}), namespace)
+    wait_until(lambda: kube.get("deployments", namespace=namespace, selector="app.kubernetes.io/instance=refused")["items"],
+               60, what="children after the fix")
