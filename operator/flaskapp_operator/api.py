@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from kubernetes.utils.quantity import parse_quantity
+
 from .schema import IntOrAuto, Quantity, Rule, field, rules
 
 GROUP = "flaskapp.dev"
@@ -21,6 +23,16 @@ SHORT_NAMES = ("fapp",)
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 SIZE = r"^[0-9]+[kmgKMG]?$"  # nginx size syntax (client_max_body_size)
+# An image reference as the distribution/reference grammar defines it: [registry[:port]/]path[:tag][@digest]
+# (github.com/distribution/reference, regexp.go). No whitespace, lowercase path components.
+IMAGE_REFERENCE = (r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?"
+                   r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
+                   r"(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$")
+# An absolute path without "." or ".." segments (RE2 has no lookahead: each segment is spelled out).
+ABSOLUTE_PATH = r"^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+/?$"
+# Below this Redis cannot hold its own process and the pod's sandbox, let alone data (about 3 MiB resident
+# empty; maxmemory is 75 % of the limit).
+REDIS_MIN_MEMORY = "8Mi"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +160,11 @@ class Beat:
     enabled: bool = field("Run exactly one celery beat (1 replica, Recreate strategy).", default=False)
 
 
+@rules(
+    Rule(f"quantity(string(self.memory)).compareTo(quantity('{REDIS_MIN_MEMORY}')) >= 0",
+         f"memory must be at least {REDIS_MIN_MEMORY}: Redis and its pod need a few MiB before any data",
+         lambda r: parse_quantity(r.memory) >= parse_quantity(REDIS_MIN_MEMORY), ".memory"),
+)
 @dataclass(frozen=True, kw_only=True)
 class RedisInstance:
     memory: Quantity = field("Memory limit of the instance; maxmemory is set below it with headroom.",
@@ -170,7 +187,7 @@ class ExternalRedis:
 class Redis:
     mode: str = field("managed: the operator runs a cache and a broker instance; external: URLs come "
                       "from a Secret.", default="managed", enum=("managed", "external"))
-    image: str = field("Image of the managed instances.", default="redis:7.4.2-alpine")
+    image: str = field("Image of the managed instances.", default="redis:7.4.2-alpine", pattern=IMAGE_REFERENCE)
     cache: RedisInstance = field("The cache instance (maxmemory-policy allkeys-lru).", default=RedisInstance)
     broker: RedisInstance = field("The Celery broker instance (maxmemory-policy noeviction: evicting "
                                   "queued messages loses tasks).", default=RedisInstance)
@@ -211,11 +228,12 @@ class Database:
 
 @dataclass(frozen=True, kw_only=True)
 class Nginx:
-    image: str = field("Unprivileged nginx image.", default="nginxinc/nginx-unprivileged:1.27.4-alpine")
+    image: str = field("Unprivileged nginx image.", default="nginxinc/nginx-unprivileged:1.27.4-alpine",
+                       pattern=IMAGE_REFERENCE)
     replicas: int = field("Nginx pods.", default=2, minimum=1, maximum=100)
     static_url_path: str = field("URL prefix served from disk.", default="/static/", pattern=r"^/.*/$")
-    static_dir: str = field("Directory in the app image copied to nginx at pod start.", default="/app/static",
-                            pattern=r"^/")
+    static_dir: str = field("Directory in the app image copied to nginx at pod start (absolute, no . or .. "
+                            "segments).", default="/app/static", pattern=ABSOLUTE_PATH)
     static_max_age_seconds: int = field("Cache-Control max-age of static files (fingerprinted assets: a "
                                         "year, immutable).", default=31536000, minimum=0, maximum=31536000)
     gzip: bool = field("Compress text responses.", default=True)
@@ -250,6 +268,10 @@ class Cdn:
                                     pattern=r"^https?://")
 
 
+@rules(
+    Rule("!(has(self.value) && has(self.valueFrom))", "value and valueFrom are exclusive",
+         lambda e: e.value is None or e.value_from is None, ".valueFrom"),
+)
 @dataclass(frozen=True, kw_only=True)
 class EnvVar:
     name: str = field("Variable name.", pattern=ENV_NAME)
@@ -258,6 +280,10 @@ class EnvVar:
                                                  default=None)
 
 
+@rules(
+    Rule("has(self.configMapRef) != has(self.secretRef)", "exactly one of configMapRef and secretRef",
+         lambda e: (e.config_map_ref is None) != (e.secret_ref is None)),
+)
 @dataclass(frozen=True, kw_only=True)
 class EnvFromSource:
     config_map_ref: Optional[str] = field("Name of a ConfigMap to import.", default=None, json="configMapRef")
@@ -282,7 +308,7 @@ class Migrations:
 )
 @dataclass(frozen=True, kw_only=True)
 class FlaskAppSpec:
-    image: str = field("Container image of the Flask application.", min_length=1)
+    image: str = field("Container image of the Flask application.", min_length=1, pattern=IMAGE_REFERENCE)
     image_pull_policy: str = field("Image pull policy of every app container.", default="IfNotPresent",
                                    enum=("Always", "IfNotPresent", "Never"))
     image_pull_secrets: list[str] = field("Names of Secrets for pulling the image.", default=list)

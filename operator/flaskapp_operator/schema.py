@@ -25,7 +25,8 @@ Quantity = NewType("Quantity", str)
 IntOrAuto = NewType("IntOrAuto", object)
 """Either the string "auto" (the tuning engine decides) or a positive integer."""
 
-QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+# A positive Kubernetes quantity: 0 (or 0.0, 0m) is refused, a zero CPU or memory sizes nothing.
+QUANTITY_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.[0-9]*[1-9][0-9]*)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def _parse_value(tp: Any, raw: Any, path: str, errors: list[FieldError]) -> Any:
     if tp is Quantity:
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)) or \
                 not re.match(QUANTITY_PATTERN, str(raw)):
-            errors.append(FieldError(path, f"must be a quantity such as 500m or 1Gi, got {raw!r}"))
+            errors.append(FieldError(path, f"must be a positive quantity such as 500m or 1Gi, got {raw!r}"))
             return None
         parse_quantity(str(raw))
         return str(raw)

@@ -117,14 +117,14 @@ class SteadyLoad:
         return sum(n for k, n in self.outcomes.items() if k != "ok")
 
 
-def start_pod(kube, ns, name, image, command, labels=None) -> str:
+def start_pod(kube, ns, name, image, command, labels=None, env=()) -> str:
     """A one-shot pod under the restricted Pod Security Standard."""
     kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
                 "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                          "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
                                              "seccompProfile": {"type": "RuntimeDefault"}},
                          "containers": [{"name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
-                                         "command": command,
+                                         "command": command, "env": list(env),
                                          "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                                                        "limits": {"memory": "64Mi"}},
                                          "securityContext": {"allowPrivilegeEscalation": False,
@@ -400,9 +400,23 @@ FAILURES = {
     # name: (changes, expected reason, a word the message must hold)
     "bad-image": ({"image": "localhost/flaskapp-e2e/does-not-exist:1"}, "WebImagePullBackOff", "web"),
     "crash-web": ({"wsgi": "app:no_such_factory()"}, "WebCrashLoopBackOff", "exit"),
-    # A limit that cannot even hold the pod: runc reports its init OOM-killed (only in Events).
-    "oom-redis": ({"redis.cache": {"memory": "2Mi", "cpu": "50m"}}, "RedisCacheOOMKilled", "memory"),
+    # The smallest memory the API allows, then more data than fits (FILLER): killed again and again.
+    "oom-redis": ({"redis.cache": {"memory": "8Mi", "cpu": "50m"}}, "RedisCacheOOMKilled", "memory"),
 }
+
+
+# Writes 8 KiB values into the cache Redis without end, reconnecting after each kill. Redis evicts above its
+# maxmemory (75 % of the limit), but its resident memory (allocator, buffers) outgrows the 8 MiB limit.
+FILLER = """
+import os, time, redis
+r = redis.Redis(host=os.environ["REDIS_HOST"], password=os.environ["REDIS_PASSWORD"], socket_timeout=3)
+i = 0
+while True:
+    try:
+        r.set(f"fill-{i}", os.urandom(8192)); i += 1
+    except redis.RedisError:
+        time.sleep(0.5)
+"""
 
 
 @pytest.mark.order(9)
@@ -414,6 +428,12 @@ def test_failures_end_degraded_naming_tier_and_cause_without_disturbing_a_health
     started = time.monotonic()
     for name, (changes, _, _) in FAILURES.items():
         kube.apply(broken_app(target, name, **changes), ns)
+    wait_until(lambda: kube.get("secret", "oom-redis-redis", ns), 60, what="the Redis password Secret")
+    filler = start_pod(kube, ns, "oom-redis-filler", target.example_image, ["python", "-c", FILLER],
+                       {"app.kubernetes.io/name": "flaskapp", "app.kubernetes.io/instance": "oom-redis"},
+                       env=[{"name": "REDIS_HOST", "value": "oom-redis-redis-cache"},
+                            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+                                "name": "oom-redis-redis", "key": "password"}}}])
     seen = {}
     for name, (_, reason, word) in FAILURES.items():
         # Each app ends Degraded with this reason (a first observation may name another failing tier of
@@ -434,6 +454,7 @@ def test_failures_end_degraded_naming_tier_and_cause_without_disturbing_a_health
                      if p["metadata"]["name"] in healthy_before}
     assert healthy_after == healthy_before
     assert get(real_pods, "/hello", cookies={"c": "1"}).status_code == 200
+    kube.kubectl("delete", "pod", filler, "-n", ns, "--wait=false")
     for name in FAILURES:
         kube.kubectl("delete", "flaskapp", name, "-n", ns, "--wait=false")
 

@@ -57,6 +57,18 @@ REJECTED = [
     ("beat-type", {"beat.enabled": "yes"}, "spec.beat.enabled"),
     ("migration-empty", {"migrations.command": []}, "spec.migrations.command"),
     ("max-connections-zero", {"database.maxConnections": 0}, "spec.database.maxConnections"),
+    ("overflow-negative", {"database.pool": {"maxOverflow": -1}}, "spec.database.pool.maxOverflow"),
+    ("reserved-negative", {"database.reservedConnections": -100}, "spec.database.reservedConnections"),
+    ("micro-cache-negative", {"nginx.microCacheSeconds": -1}, "spec.nginx.microCacheSeconds"),
+    ("image-spaces", {"image": "my image:1"}, "spec.image"),
+    ("nginx-image-spaces", {"nginx.image": " nginx"}, "spec.nginx.image"),
+    ("env-value-and-from", {"env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+     "spec.env[0].valueFrom"),
+    ("env-from-empty", {"envFrom": [{"prefix": "X_"}]}, "spec.envFrom[0]"),
+    ("env-from-both", {"envFrom": [{"configMapRef": "a", "secretRef": "b"}]}, "spec.envFrom[0]"),
+    ("static-dir-dotdot", {"nginx.staticDir": "/app/../etc"}, "spec.nginx.staticDir"),
+    ("redis-tiny", {"redis.cache": {"memory": "1Ki", "cpu": "50m"}}, "spec.redis.cache.memory"),
+    ("cpu-zero", {"web.resources.limits.cpu": "0"}, "spec.web.resources.limits.cpu"),
 ]
 
 # Valid for the schema, but only the operator can judge them: Degraded, an Event, no rollout.

@@ -198,3 +198,34 @@ def test_negative_values_are_refused_by_the_parser(path, value):
     with pytest.raises(SpecError) as err:
         parse_spec(spec)
     assert f"spec.{path}" in str(err.value) and ">= 0" in str(err.value)
+
+
+@pytest.mark.parametrize("path,value,field", [
+    ("image", "my image:1", "spec.image"),
+    ("redis.image", "Redis 7", "spec.redis.image"),
+    ("env", [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}], "spec.env[0].valueFrom"),
+    ("envFrom", [{"prefix": "X_"}], "spec.envFrom[0]"),
+    ("envFrom", [{"configMapRef": "a", "secretRef": "b"}], "spec.envFrom[0]"),
+    ("nginx.staticDir", "/app/../etc", "spec.nginx.staticDir"),
+    ("redis.cache", {"memory": "1Ki", "cpu": "50m"}, "spec.redis.cache.memory"),
+    ("web.resources.limits.cpu", "0", "spec.web.resources.limits.cpu"),
+    ("web.resources.requests.memory", "0.0Mi", "spec.web.resources.requests.memory"),
+])
+def test_what_kubernetes_or_the_program_would_refuse_later_is_refused_now(path, value, field):
+    spec = copy.deepcopy(load_sample("full")["spec"])
+    node = spec
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    assert field in str(err.value)
+
+
+def test_image_references_that_are_valid_parse():
+    for image in ("localhost/flaskapp-operator/example:local", "localhost:5000/team/app:v1.2",
+                  "ghcr.io/org/app@sha256:" + "a" * 64, "app", "registry.example.com/a/b_c/d-e:1.0-rc.1"):
+        spec = copy.deepcopy(load_sample("minimal")["spec"])
+        spec["image"] = image
+        assert parse_spec(spec).image == image
