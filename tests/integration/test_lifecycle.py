@@ -16,6 +16,26 @@ SELECTOR = "app.kubernetes.io/managed-by=flaskapp-operator,app.kubernetes.io/ins
 OPERATOR_USER = "system:serviceaccount:flaskapp-system:flaskapp-operator"
 
 
+def assert_idle(kube, resyncs: int = 2, timeout: float = 60) -> None:
+    """No write by the operator while it runs `resyncs` resync passes (counted by the API server's own
+    LIST metric), once the last write it had reason to make is a few seconds old."""
+    if not kube.local:
+        return
+    last = {"count": -1, "since": 0.0}
+
+    def settled() -> bool:  # no new write for 3 s: the reaction to the last real change is over
+        count = len(kube.writes_by(OPERATOR_USER))
+        if count != last["count"]:
+            last.update(count=count, since=time.monotonic())
+        return time.monotonic() - last["since"] >= 3
+    wait_until(settled, 60, what="writes settle")
+    writes_before = len(kube.writes_by(OPERATOR_USER))
+    lists_before = kube.requests_served("flaskapps", ("LIST",))
+    wait_until(lambda: kube.requests_served("flaskapps", ("LIST",)) - lists_before >= resyncs, timeout,
+               interval=1, what=f"{resyncs} resyncs")
+    assert kube.writes_by(OPERATOR_USER)[writes_before:] == []
+
+
 def children(kube, namespace):
     return kube.get(CHILD_KINDS, namespace=namespace, selector=SELECTOR)["items"]
 
@@ -58,13 +78,7 @@ def test_full_sample_lifecycle(kube, operator, namespace):
     # 3. A no-op resync sends no write request (several resync periods of 5 s).
     # (First let the HPA bring web up to its minReplicas: a real change, not an idle one.)
     wait_until(lambda: kube.get("flaskapp", "shop", namespace)["status"]["webReplicas"] == 2, 60, what="HPA min")
-    time.sleep(2)
-    if kube.local:
-        writes_before = len(kube.writes_by(OPERATOR_USER))
-        resyncs_before = kube.requests_served("flaskapps", ("LIST",))
-        time.sleep(16)
-        assert kube.writes_by(OPERATOR_USER)[writes_before:] == []
-        assert kube.requests_served("flaskapps", ("LIST",)) - resyncs_before >= 2, "the resync did run"
+    assert_idle(kube)
     assert operator.alive
 
     # 3. Spec changes roll out: replicas, a gunicorn setting, the image.
@@ -107,6 +121,10 @@ def test_full_sample_lifecycle(kube, operator, namespace):
     assert kube.get("hpa", "shop-worker-reports", namespace) is None
     assert kube.get("pdb", "shop-worker-reports", namespace) is None
     wait_ready(kube, namespace, "shop")
+    # The pruned tiers left the status too, and nothing is written once the prune is done.
+    wait_until(lambda: set(kube.get("flaskapp", "shop", namespace)["status"]["components"]) ==
+               {"web", "nginx", "worker-default", "redis-cache", "redis-broker"}, 30, what="status without beat")
+    assert_idle(kube)
     events = {e["reason"] for e in kube.get("events", namespace=namespace,
                                             selector=None)["items"] if e["involvedObject"]["kind"] == "FlaskApp"}
     assert {"Applied", "Pruned", "Ready"} <= events
@@ -127,3 +145,17 @@ def test_scale_subresource(kube, operator, namespace):
                what="web scaled")
     wait_until(lambda: ready(kube, namespace, "hello") and
                kube.get("flaskapp", "hello", namespace)["status"]["webReplicas"] == 3, 120, what="3 ready")
+
+
+def test_non_canonical_quantities_cause_no_writes(kube, operator, namespace):
+    """The API server stores 0.5 as 500m and 1024Mi as 1Gi: the operator must see that as no change."""
+    app = copy.deepcopy(SAMPLE)
+    app["metadata"] = {"name": "quantities"}
+    app["spec"]["web"]["resources"] = {"requests": {"cpu": "0.5", "memory": "1024Mi"},
+                                       "limits": {"cpu": "1.0", "memory": "2048Mi"}}
+    app["spec"]["database"]["maxConnections"] = 200
+    kube.apply(app, namespace)
+    kube.kubectl("wait", "--for=condition=Ready", "flaskapp/quantities", "-n", namespace, "--timeout=120s")
+    live = kube.get("deployment", "quantities-web", namespace)["spec"]["template"]["spec"]["containers"][0]
+    assert live["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}  # canonical on the server
+    assert_idle(kube)
