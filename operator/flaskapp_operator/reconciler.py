@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 # Child events come in bursts (pods of a rollout turning ready one by one): one pass after the burst.
 # Measured with 100 FlaskApps at once (make bench): fewer passes finish sooner than eager ones.
 DEBOUNCE_SECONDS = float(os.environ.get("FLASKAPP_DEBOUNCE_SECONDS", "1.5"))
-RETRY_SECONDS = 5.0
+# A failed pass is retried after 1, 2, 4 ... seconds, at most 5 minutes apart (reset by a success).
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
 
 
 def load_kube_config() -> client.ApiClient:
@@ -40,6 +42,8 @@ class Reconciler:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self._cluster: Optional[Cluster] = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._lock_users: dict[tuple[str, str], int] = {}  # holders and waiters: the lock lives while > 0
+        self._failures: dict[tuple[str, str], int] = {}
         self._pending: set[tuple[str, str]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._tasks: set[asyncio.Task] = set()
@@ -63,16 +67,32 @@ class Reconciler:
         """Reconcile now (after any pass already running for this app); kopf retries what fails."""
         key = (namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._executor, reconcile, self._cluster,
-                                                                 namespace, name)
-            except ApiException as exc:
-                raise kopf.TemporaryError(f"API error {exc.status} {exc.reason}", delay=RETRY_SECONDS) from exc
-            except OSError as exc:  # connection refused/reset while the API server restarts
-                raise kopf.TemporaryError(f"API unreachable: {exc}", delay=RETRY_SECONDS) from exc
-        if not lock.locked() and key not in self._pending:
-            self._locks.pop(key, None)
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            async with lock:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self._executor, reconcile, self._cluster,
+                                                                     namespace, name)
+                except (ApiException, OSError) as exc:  # OSError: refused/reset while the API server restarts
+                    delay = self._failed(key, exc)
+                    raise kopf.TemporaryError(f"reconcile failed, retrying in {delay:.0f}s: {exc}",
+                                              delay=delay) from exc
+                self._failures.pop(key, None)
+        finally:
+            # Dropped only when no pass holds or awaits it: a waiter keeps its lock (one pass at a time).
+            self._lock_users[key] -= 1
+            if self._lock_users[key] == 0:
+                del self._lock_users[key], self._locks[key]
+
+    def retry_delay(self, key: tuple[str, str]) -> float:
+        return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, self._failures.get(key, 0) - 1))
+
+    def _failed(self, key: tuple[str, str], exc: Exception) -> float:
+        self._failures[key] = self._failures.get(key, 0) + 1
+        delay = self.retry_delay(key)
+        log.warning("reconcile of %s/%s failed (%d in a row), retrying in %.0fs: %s", *key, self._failures[key],
+                    delay, exc)
+        return delay
 
     def request(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS) -> None:
         """Ask for a pass soon; requests arriving before it starts are served by that one pass."""
@@ -87,9 +107,10 @@ class Reconciler:
         self._pending.discard(key)
         try:
             await self.reconcile_now(*key)
+        except kopf.TemporaryError:
+            self.request(*key, delay=self.retry_delay(key))
         except Exception as exc:  # noqa: BLE001 - a background pass must never die silently
-            log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, exc)
-            self.request(*key, delay=RETRY_SECONDS)
+            self.request(*key, delay=self._failed(key, exc))
 
     async def _resync_forever(self, interval: float) -> None:
         """Level-based safety net: every FlaskApp is checked periodically; a no-op pass writes nothing."""
