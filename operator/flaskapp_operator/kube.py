@@ -54,6 +54,20 @@ class ApplyRefused(Exception):
 log = logging.getLogger(__name__)
 
 
+class NameConflict(Exception):
+    """A child's name is taken by an object this FlaskApp does not own (a user's, another FlaskApp's)."""
+
+    def __init__(self, key: Key, existing: dict):
+        self.key = key
+        owners = [f"{o.get('kind')}/{o.get('name')}" for o in existing["metadata"].get("ownerReferences") or []]
+        held = f"owned by {', '.join(owners)}" if owners else "not owned by this FlaskApp"
+        super().__init__(f"{key[0]}/{key[1]} already exists, {held}: rename or delete it (it is never taken over)")
+
+
+def owned_by(obj: dict, owner_uid: str) -> bool:
+    return any(o.get("uid") == owner_uid for o in obj["metadata"].get("ownerReferences") or [])
+
+
 def key_of(obj: dict) -> Key:
     return obj["kind"], obj["metadata"]["name"]
 
@@ -157,11 +171,17 @@ class Cluster:
 
     # -- writes -----------------------------------------------------------------------------------------
 
-    def apply(self, desired: list[dict], live: dict[Key, dict]) -> list[Key]:
-        """Server-side apply what is missing or differs, all or nothing: every changed object is first
-        checked by the API server (dryRun=All, admission included); if one is refused, nothing is written
-        and ApplyRefused names it. Updates `live` with the results."""
+    def apply(self, desired: list[dict], live: dict[Key, dict], owner_uid: str) -> list[Key]:
+        """Server-side apply what is missing or differs, all or nothing: no object this FlaskApp does not
+        own is taken over (NameConflict), and every changed object is first checked by the API server
+        (dryRun=All, admission included); if one is refused, nothing is written and ApplyRefused names it.
+        Updates `live` with the results."""
         changed = [obj for obj in map(with_applied_hash, desired) if not up_to_date(live.get(key_of(obj)), obj)]
+        for obj in changed:
+            # `live` holds what carries our labels; a same-named object without them is found by name.
+            existing = live.get(key_of(obj)) or self._get(obj)
+            if existing is not None and not owned_by(existing, owner_uid):
+                raise NameConflict(key_of(obj), existing)
         for obj in changed:
             self._server_side_apply(obj, dry_run=True)
         applied = []
@@ -169,6 +189,15 @@ class Cluster:
             live[key_of(obj)] = self._server_side_apply(obj).to_dict()
             applied.append(key_of(obj))
         return applied
+
+    def _get(self, obj: dict) -> Optional[dict]:
+        try:
+            return self.resource(obj["apiVersion"], obj["kind"]).get(
+                name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"]).to_dict()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def _server_side_apply(self, obj: dict, dry_run: bool = False) -> Any:
         resource = self.resource(obj["apiVersion"], obj["kind"])
@@ -185,8 +214,7 @@ class Cluster:
         """Delete children this FlaskApp owns that are no longer rendered (a pool removed, beat off)."""
         pruned = []
         for key, obj in list(live.items()):
-            owners = obj["metadata"].get("ownerReferences") or []
-            if key in keep or not any(o.get("uid") == owner_uid for o in owners):
+            if key in keep or not owned_by(obj, owner_uid):
                 continue
             resource = self.resource(obj["apiVersion"], obj["kind"])
             try:

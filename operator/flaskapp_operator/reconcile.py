@@ -8,7 +8,7 @@ import secrets
 from typing import Optional
 
 from .builders.config import REDIS_SECRET_SUFFIX
-from .kube import ApplyRefused, Cluster, Key, key_of, secret_value
+from .kube import ApplyRefused, Cluster, Key, NameConflict, key_of, secret_value
 from .naming import COMPONENT_LABEL, child_name
 from .observe import Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
 from .render import Rendered, render
@@ -82,10 +82,12 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
             # 5. Apply what differs (all or nothing), then prune what is no longer rendered (held-back tiers
             #    are kept).
             try:
-                applied = cluster.apply(to_apply, live)
+                applied = cluster.apply(to_apply, live, meta["uid"])
                 pruned = cluster.prune({key_of(o) for o in desired}, live, meta["uid"])
             except ApplyRefused as refused:
                 verdict = Verdict("InvalidSpec", f"{refused}; nothing was applied")
+            except NameConflict as conflict:
+                verdict = Verdict("NameConflict", f"{conflict}; nothing was applied")
 
     # 6. Report: status from the children's state, written only when it changed; Events for actions.
     deployments = [o for (kind, _), o in live.items() if kind == "Deployment"]

@@ -138,3 +138,43 @@ def test_an_object_the_api_server_refuses_applies_nothing(kube, operator, namesp
                                    "database.maxConnections": 200}), namespace)
     wait_until(lambda: kube.get("deployments", namespace=namespace, selector="app.kubernetes.io/instance=refused")["items"],
                60, what="children after the fix")
+
+
+MINIMAL = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
+
+
+def _degraded(kube, namespace, name):
+    conds = {c["type"]: c for c in (kube.get("flaskapp", name, namespace) or {}).get("status", {}).get("conditions", [])}
+    return conds.get("Degraded", {}).get("status") == "True" and conds["Degraded"]
+
+
+def test_an_object_that_is_not_ours_is_never_taken_over(kube, operator, namespace):
+    """A user's ServiceAccount named like the app's: NameConflict, the user's object untouched, nothing
+    else created."""
+    kube.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "taken", "labels": {"team": "x"}}},
+               namespace)
+    app = copy.deepcopy(MINIMAL)
+    app["metadata"] = {"name": "taken"}
+    kube.apply(app, namespace)
+    cond = wait_until(lambda: _degraded(kube, namespace, "taken"), 60, what="NameConflict")
+    assert cond["reason"] == "NameConflict" and "ServiceAccount/taken" in cond["message"], cond
+    user_sa = kube.get("serviceaccount", "taken", namespace)
+    assert user_sa["metadata"]["labels"] == {"team": "x"} and not user_sa["metadata"].get("ownerReferences")
+    assert kube.get("deployments,configmaps,services", namespace=namespace,
+                    selector="app.kubernetes.io/instance=taken")["items"] == []
+
+
+def test_two_apps_whose_child_names_meet_do_not_share_them(kube, operator, namespace):
+    """FlaskApp `pair-worker` renders Deployment pair-worker-web; FlaskApp `pair` with a pool `web` would too."""
+    first = copy.deepcopy(MINIMAL)
+    first["metadata"] = {"name": "pair-worker"}
+    kube.apply(first, namespace)
+    wait_until(lambda: kube.get("deployment", "pair-worker-web", namespace), 60, what="first app's web tier")
+    second = copy.deepcopy(MINIMAL)
+    second["metadata"] = {"name": "pair"}
+    second["spec"].update(celeryApp="app.celery_app", workerPools=[{"name": "web", "replicas": 1}])
+    kube.apply(second, namespace)
+    cond = wait_until(lambda: _degraded(kube, namespace, "pair"), 60, what="NameConflict")
+    assert cond["reason"] == "NameConflict" and "Deployment/pair-worker-web" in cond["message"], cond
+    owner = kube.get("deployment", "pair-worker-web", namespace)["metadata"]["ownerReferences"][0]
+    assert owner["name"] == "pair-worker"
