@@ -49,6 +49,24 @@ def cpu_cores(resources: Resources, tier: str) -> Decimal:
     return parse_quantity(resources.limits.cpu or effective_requests(resources, tier)["cpu"])
 
 
+# Derived process counts obey the bounds explicit ones do (the API's maximum of 64), and the memory limit:
+# every gunicorn worker and Celery child is a process of its own. PROCESS_MEMORY is what one such process
+# is budgeted; a worker of the example app (Flask, SQLAlchemy, Celery client) holds about 60 MiB resident.
+MAX_PROCESSES = 64
+PROCESS_MEMORY = parse_quantity("96Mi")
+
+
+def container_memory(resources: Resources, tier: str) -> Decimal:
+    """Memory the container may use: its limit, else its request (Kubernetes' own rule for requests)."""
+    return parse_quantity(resources.limits.memory or effective_requests(resources, tier)["memory"])
+
+
+def bounded_processes(by_cpu: int, memory: Decimal) -> tuple[int, str]:
+    """The CPU-derived count, lowered to what the memory and the maximum allow; and which one bound it."""
+    by_memory = max(1, int(memory // PROCESS_MEMORY))
+    return min((by_cpu, "cpu"), (by_memory, "memory"), (MAX_PROCESSES, "maximum"), key=lambda c: c[0])
+
+
 def gunicorn_workers(cores: Decimal) -> int:
     """2 x cores + 1 (gunicorn docs/source/design.rst, "How Many Workers?")."""
     return max(1, int(2 * cores + 1))
@@ -56,7 +74,7 @@ def gunicorn_workers(cores: Decimal) -> int:
 
 def gunicorn_threads(cores: Decimal) -> int:
     """2-4 x cores for gthread (gunicorn docs/source/settings.rst, threads); the low end, at least 2."""
-    return max(2, math.ceil(2 * cores))
+    return min(MAX_PROCESSES, max(2, math.ceil(2 * cores)))
 
 
 def celery_concurrency(cores: Decimal) -> int:
@@ -82,6 +100,7 @@ def peak_replicas(replicas: Optional[int], autoscaling: Optional[Autoscaling], d
 class WebTuning:
     worker_class: str
     workers: int
+    workers_bound_by: str  # explicit, cpu, memory or maximum
     threads: int
     timeout_seconds: int
     graceful_timeout_seconds: int
@@ -125,6 +144,7 @@ class Budget:
 class Tuning:
     web: WebTuning
     pool_concurrency: dict[str, int]
+    pool_concurrency_bound_by: dict[str, str]
     nginx_worker_processes: int
     redis_cache_maxmemory: int
     redis_broker_maxmemory: int
@@ -142,10 +162,12 @@ class Tuning:
         """The status.tuning block."""
         out: dict = {
             "web": {"workerClass": self.web.worker_class, "workers": self.web.workers,
+                    "workersBoundBy": self.web.workers_bound_by,
                     "threads": self.web.threads, "timeoutSeconds": self.web.timeout_seconds,
                     "gracefulTimeoutSeconds": self.web.graceful_timeout_seconds,
                     "terminationGracePeriodSeconds": self.web.termination_grace_period_seconds},
-            "workerPools": [{"name": n, "concurrency": c} for n, c in self.pool_concurrency.items()],
+            "workerPools": [{"name": n, "concurrency": c, "concurrencyBoundBy": self.pool_concurrency_bound_by[n]}
+                            for n, c in self.pool_concurrency.items()],
             "nginxWorkerProcesses": self.nginx_worker_processes,
             "redis": {"cacheMaxmemoryBytes": self.redis_cache_maxmemory,
                       "brokerMaxmemoryBytes": self.redis_broker_maxmemory},
@@ -165,13 +187,16 @@ class Tuning:
 
 def tune(spec: FlaskAppSpec) -> Tuning:
     web = _tune_web(spec)
-    concurrency = {p.name: p.concurrency if p.concurrency != "auto" else celery_concurrency(cpu_cores(p.resources, "worker"))
-                   for p in spec.worker_pools}
+    derived = {p.name: (p.concurrency, "explicit") if p.concurrency != "auto" else bounded_processes(
+        celery_concurrency(cpu_cores(p.resources, "worker")), container_memory(p.resources, "worker"))
+        for p in spec.worker_pools}
+    concurrency = {name: count for name, (count, _) in derived.items()}
     demands = _connection_demands(spec, web, concurrency)
     tiers, budget = _fit_budget(spec, demands)
     return Tuning(
         web=web,
         pool_concurrency=concurrency,
+        pool_concurrency_bound_by={name: bound for name, (_, bound) in derived.items()},
         nginx_worker_processes=max(1, math.ceil(cpu_cores(spec.nginx.resources, "nginx"))),
         redis_cache_maxmemory=redis_maxmemory(spec.redis.cache.memory),
         redis_broker_maxmemory=redis_maxmemory(spec.redis.broker.memory),
@@ -183,7 +208,8 @@ def tune(spec: FlaskAppSpec) -> Tuning:
 def _tune_web(spec: FlaskAppSpec) -> WebTuning:
     g = spec.web.gunicorn
     cores = cpu_cores(spec.web.resources, "web")
-    workers = g.workers if g.workers != "auto" else gunicorn_workers(cores)
+    workers, bound_by = (g.workers, "explicit") if g.workers != "auto" else bounded_processes(
+        gunicorn_workers(cores), container_memory(spec.web.resources, "web"))
     if g.worker_class != "gthread":
         threads = 1  # sync: one request per worker; gevent: concurrency comes from greenlets
     else:
@@ -191,7 +217,8 @@ def _tune_web(spec: FlaskAppSpec) -> WebTuning:
     grace = spec.web.termination_grace_period_seconds or (
         PRE_STOP_DRAIN_SECONDS + g.graceful_timeout_seconds + TERMINATION_MARGIN_SECONDS)
     return WebTuning(
-        worker_class=g.worker_class, workers=workers, threads=threads, timeout_seconds=g.timeout_seconds,
+        worker_class=g.worker_class, workers=workers, workers_bound_by=bound_by, threads=threads,
+        timeout_seconds=g.timeout_seconds,
         graceful_timeout_seconds=g.graceful_timeout_seconds, keepalive_seconds=g.keepalive_seconds,
         max_requests=g.max_requests, max_requests_jitter=g.max_requests_jitter, preload=g.preload,
         termination_grace_period_seconds=grace,

@@ -142,3 +142,26 @@ def test_termination_grace_exceeds_gunicorn_graceful_timeout():
 def test_redis_maxmemory_leaves_headroom():
     t = tune(parse_spec(load_sample("full")["spec"]))
     assert t.redis_cache_maxmemory == int(256 * 2**20 * 0.75)
+
+
+def test_derived_workers_obey_the_maximum_and_the_memory_limit():
+    """A huge CPU limit no longer derives thousands of workers; memory bounds them too, and status says
+    which bound applied."""
+    from flaskapp_operator.tuning import MAX_PROCESSES
+
+    def workers(cpu, memory):
+        spec = parse_spec({"image": "x", "wsgi": "app:app", "web": {"resources": {"limits": {"cpu": cpu, "memory": memory}}}})
+        t = tune(spec)
+        return t.web.workers, t.report()["web"]["workersBoundBy"]
+
+    assert workers("1", "1Gi") == (3, "cpu")
+    assert workers("4000", "1000Gi") == (MAX_PROCESSES, "maximum")
+    count, bound = workers("8", "512Mi")  # 17 by CPU; 512 MiB holds fewer processes
+    assert bound == "memory" and count < 17 and count * 96 <= 512
+
+
+def test_derived_celery_concurrency_obeys_the_memory_limit():
+    spec = parse_spec({"image": "x", "wsgi": "app:app", "celeryApp": "app.celery",
+                       "workerPools": [{"name": "p", "resources": {"limits": {"cpu": "16", "memory": "256Mi"}}}]})
+    pool = tune(spec).report()["workerPools"][0]
+    assert pool["concurrencyBoundBy"] == "memory" and pool["concurrency"] * 96 <= 256
