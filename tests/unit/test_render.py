@@ -159,3 +159,17 @@ def test_a_new_app_image_does_not_restart_redis():
     before = redis_templates(doc)
     doc["spec"]["image"] = "ghcr.io/flaskapp-operator/example:9.9.9"
     assert redis_templates(doc) == before
+
+
+def test_a_new_redis_password_restarts_redis_and_its_clients_together():
+    """A deleted Redis Secret gets a new password: the pods holding the old one (Redis and every app tier)
+    roll; nginx, which never talks to Redis, does not."""
+    def templates(password):
+        objects = render(load_sample("full"), redis_password=password, uid=FIXED["uid"]).objects
+        return {o["metadata"]["name"]: o["spec"]["template"]["metadata"].get("annotations", {})
+                for o in objects if o["kind"] == "Deployment"}
+    before, after = templates("one"), templates("two")
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"shop-redis-cache", "shop-redis-broker", "shop-web", "shop-worker-default",
+                       "shop-worker-reports", "shop-beat"}
+    assert not any("one" in json.dumps(a) or "two" in json.dumps(a) for a in after.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Optional
 
 from ..naming import child_name
 from ..tuning import TierConnections
@@ -144,7 +145,14 @@ def app_env_from(ctx: Context) -> list[dict]:
     return out
 
 
+def redis_password_checksum(ctx: Context) -> Optional[str]:
+    """Changes with the managed Redis password (a deleted Secret gets a new one): Redis and its clients
+    read it at start, so both must restart together. A digest: the password never appears."""
+    return checksum(ctx.redis_password) if ctx.spec.redis.mode == "managed" else None
+
+
 def config_checksum(ctx: Context) -> str:
-    """Changes whenever the env contract changes, including the referenced Secrets' names."""
+    """Changes whenever the env contract changes, including the referenced Secrets' names and the managed
+    Redis password."""
     return checksum(env_configmap(ctx)["data"], [app_env(ctx, t) for t in tier_settings(ctx)],
-                    app_env_from(ctx))
+                    app_env_from(ctx), redis_password_checksum(ctx))

@@ -6,7 +6,7 @@ from ..api import RedisInstance
 from ..naming import selector_labels
 from .common import (RECREATE, deployment, metadata, pod_spec, restricted_container_security, service,
                      tcp_probe, tmp_volume)
-from .config import REDIS_SECRET_SUFFIX, redis_secret
+from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
 from .context import REDIS_PORT, Context
 
 REDIS_USER = 999  # the official image's redis user
@@ -38,7 +38,8 @@ def _instance(ctx: Context, component: str, instance: RedisInstance, maxmemory: 
         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
     }
     pod = pod_spec(ctx, REDIS_USER, [container], [tmp_volume("data")])
-    return [deployment(ctx, component, pod, replicas=1, strategy=RECREATE, versioned=False),
+    return [deployment(ctx, component, pod, replicas=1, strategy=RECREATE, versioned=False,
+                       checksum_value=redis_password_checksum(ctx)),
             service(ctx, component, REDIS_PORT, "redis", port_name="redis")]
 
 
