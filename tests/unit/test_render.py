@@ -173,3 +173,19 @@ def test_a_new_redis_password_restarts_redis_and_its_clients_together():
     assert changed == {"shop-redis-cache", "shop-redis-broker", "shop-web", "shop-worker-default",
                        "shop-worker-reports", "shop-beat"}
     assert not any("one" in json.dumps(a) or "two" in json.dumps(a) for a in after.values())
+
+
+def test_a_config_change_rolls_only_the_tiers_it_reaches():
+    def checksums(doc):
+        objects = render(doc, **FIXED).objects
+        return {o["metadata"]["name"]: o["spec"]["template"]["metadata"].get("annotations", {})
+                for o in objects if o["kind"] == "Deployment"}
+    base = load_sample("full")
+    changed = json.loads(json.dumps(base))
+    changed["spec"]["workerPools"][1]["concurrency"] = 3  # the `reports` pool only
+    before, after = checksums(base), checksums(changed)
+    assert {n for n in before if before[n] != after[n]} == {"shop-worker-reports"}
+    timeout = json.loads(json.dumps(base))
+    timeout["spec"]["web"]["gunicorn"]["timeoutSeconds"] = 45  # web only (nginx follows its own conf)
+    after = checksums(timeout)
+    assert {n for n in before if before[n] != after[n]} == {"shop-web", "shop-nginx"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .app import beat_objects, migration_objects, web_objects, worker_objects
 from .availability import availability_objects
-from .config import config_checksum, env_configmap
+from .config import config_checksums, env_configmap
 from .context import Addresses, AppRef, Context
 from .network import ingress_objects, service_account
 from .nginx import nginx_objects
@@ -14,15 +14,15 @@ __all__ = ["Addresses", "AppRef", "Context", "desired_objects"]
 
 
 def desired_objects(ctx: Context) -> list[dict]:
-    checksum = config_checksum(ctx)  # once: every app-image Deployment carries the same one
+    checksums = config_checksums(ctx)  # once per render, one per app tier
     return [
         service_account(ctx),
         env_configmap(ctx),
         *redis_objects(ctx),
         *migration_objects(ctx),
-        *web_objects(ctx, checksum),
-        *worker_objects(ctx, checksum),
-        *beat_objects(ctx, checksum),
+        *web_objects(ctx, checksums),
+        *worker_objects(ctx, checksums),
+        *beat_objects(ctx, checksums),
         *nginx_objects(ctx),
         *availability_objects(ctx),
         *ingress_objects(ctx),

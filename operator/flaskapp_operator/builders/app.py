@@ -37,7 +37,7 @@ def app_pod(ctx: Context, tier: str, container: dict, res: Resources, resource_t
     return pod
 
 
-def web_objects(ctx: Context, config_checksum: str) -> list[dict]:
+def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     web = ctx.spec.web
     port = web.port
     readiness = http_probe(web.health_check_path, "http") if web.health_check_path else tcp_probe("http")
@@ -54,7 +54,7 @@ def web_objects(ctx: Context, config_checksum: str) -> list[dict]:
                   grace=ctx.tuning.web.termination_grace_period_seconds)
     replicas = None if web.autoscaling else (DEFAULT_WEB_REPLICAS if web.replicas is None else web.replicas)
     return [deployment(ctx, "web", pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                       checksum_value=config_checksum),
+                       checksum_value=config_checksums["web"]),
             service(ctx, "web", port, "http")]
 
 
@@ -64,7 +64,7 @@ def _celery_ping(ctx: Context, node: str) -> dict:
     return exec_probe(["sh", "-c", command], period=60, timeout=20, failures=3)
 
 
-def worker_objects(ctx: Context, config_checksum: str) -> list[dict]:
+def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     objects = []
     for pool in ctx.spec.worker_pools:
         tier = f"worker-{pool.name}"
@@ -84,11 +84,11 @@ def worker_objects(ctx: Context, config_checksum: str) -> list[dict]:
         replicas = None if pool.autoscaling else (DEFAULT_POOL_REPLICAS if pool.replicas is None
                                                   else pool.replicas)
         objects.append(deployment(ctx, tier, pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                                  checksum_value=config_checksum))
+                                  checksum_value=config_checksums[tier]))
     return objects
 
 
-def beat_objects(ctx: Context, config_checksum: str) -> list[dict]:
+def beat_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     if not ctx.spec.beat.enabled:
         return []
     container = {
@@ -99,7 +99,8 @@ def beat_objects(ctx: Context, config_checksum: str) -> list[dict]:
     }
     pod = app_pod(ctx, "beat", container, Resources(), "beat")
     # Exactly one scheduler: a second beat would send every periodic task twice.
-    return [deployment(ctx, "beat", pod, replicas=1, strategy=RECREATE, checksum_value=config_checksum)]
+    return [deployment(ctx, "beat", pod, replicas=1, strategy=RECREATE,
+                       checksum_value=config_checksums["beat"])]
 
 
 def migration_job_name(ctx: Context) -> str:

@@ -151,8 +151,15 @@ def redis_password_checksum(ctx: Context) -> Optional[str]:
     return checksum(ctx.redis_password) if ctx.spec.redis.mode == "managed" else None
 
 
-def config_checksum(ctx: Context) -> str:
-    """Changes whenever the env contract changes, including the referenced Secrets' names and the managed
-    Redis password."""
-    return checksum(env_configmap(ctx)["data"], [app_env(ctx, t) for t in tier_settings(ctx)],
-                    app_env_from(ctx), redis_password_checksum(ctx))
+def config_checksums(ctx: Context) -> dict[str, str]:
+    """Per app tier, a checksum of exactly what that tier reads: the ConfigMap values its env refers to,
+    the env itself (Secret names included), envFrom and the managed Redis password. A change rolls only
+    the tiers it reaches (a worker pool's concurrency does not restart web)."""
+    data = env_configmap(ctx)["data"]
+    out = {}
+    for tier in tier_settings(ctx):
+        env = app_env(ctx, tier)
+        read = {e["name"]: data.get(e["valueFrom"]["configMapKeyRef"]["key"])
+                for e in env if "configMapKeyRef" in e.get("valueFrom", {})}
+        out[tier] = checksum(read, env, app_env_from(ctx), redis_password_checksum(ctx))
+    return out
