@@ -26,6 +26,10 @@ def _gated(obj: dict) -> bool:
     return obj["kind"] == "Deployment" and (component in GATED_COMPONENTS or component.startswith(GATED_PREFIXES))
 
 
+def _is_migration(obj: dict) -> bool:
+    return (obj["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == "migrations"
+
+
 def _url(spec_ingress, name: str, namespace: str) -> str:
     if spec_ingress is not None and spec_ingress.enabled and spec_ingress.host:
         scheme = "https" if spec_ingress.tls_secret_name else "http"
@@ -69,7 +73,16 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
         else:
             to_apply = desired
             job = rendered.migration_job
-            if job:
+            # A migration still running for an earlier image is never cut short: it is kept, and the
+            # new image's Job waits for it (two migrations must not run against one database at once).
+            earlier = sorted(n for (kind, n), o in live.items()
+                             if kind == "Job" and n != job and _is_migration(o) and job_state(o) == "Running")
+            if job and earlier:
+                to_apply = [o for o in desired if not _gated(o) and key_of(o) != ("Job", job)]
+                verdict = Verdict(waiting_reason="MigrationRunning",
+                                  waiting_message=f"waiting for the earlier migration Job {earlier[0]} to end "
+                                                  f"before starting {job}")
+            elif job:
                 state = job_state(live.get(("Job", job)))
                 if state != "Complete":
                     to_apply = [o for o in desired if not _gated(o)]
@@ -83,7 +96,8 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
             #    are kept).
             try:
                 applied = cluster.apply(to_apply, live, meta["uid"])
-                pruned = cluster.prune({key_of(o) for o in desired}, live, meta["uid"])
+                pruned = cluster.prune({key_of(o) for o in desired} | {("Job", n) for n in earlier}, live,
+                                       meta["uid"])
             except ApplyRefused as refused:
                 verdict = Verdict("InvalidSpec", f"{refused}; nothing was applied")
             except NameConflict as conflict:

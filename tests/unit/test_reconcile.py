@@ -1,0 +1,79 @@
+"""One reconcile pass against an in-memory cluster: what it decides to apply, keep and prune."""
+
+from __future__ import annotations
+
+import copy
+
+from samples import load_sample
+from flaskapp_operator.kube import key_of, owned_by
+from flaskapp_operator.reconcile import reconcile
+
+UID = "00000000-0000-4000-8000-000000000001"
+
+
+class MemoryCluster:
+    """The reads and writes reconcile() makes, on a dict of live objects."""
+
+    def __init__(self, app: dict, live: dict):
+        self.app, self.live = app, live
+        self.applied: list = []
+        self.pruned: list = []
+        self.status: dict = {}
+
+    def get_flaskapp(self, namespace, name):
+        return self.app
+
+    def list_children(self, namespace, name):
+        return dict(self.live)
+
+    def apply(self, desired, live, owner_uid):
+        for obj in desired:
+            live[key_of(obj)] = self.live[key_of(obj)] = copy.deepcopy(obj)
+        self.applied += [key_of(o) for o in desired]
+        return [key_of(o) for o in desired]
+
+    def prune(self, keep, live, owner_uid):
+        gone = [k for k, o in live.items() if k not in keep and owned_by(o, owner_uid)]
+        for k in gone:
+            del live[k], self.live[k]
+        self.pruned += gone
+        return gone
+
+    def list_pods(self, namespace, name):
+        return []
+
+    def pod_events(self, namespace, names):
+        return {}
+
+    def patch_status(self, namespace, name, status):
+        self.status.update(status)
+
+    def post_event(self, body, kind, reason, message):
+        pass
+
+
+def migration_job(name: str, state: str) -> dict:
+    conditions = {"Running": [], "Complete": [{"type": "Complete", "status": "True"}]}[state]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"app.kubernetes.io/component": "migrations"},
+                         "ownerReferences": [{"uid": UID, "kind": "FlaskApp", "name": "shop"}]},
+            "status": {"conditions": conditions}}
+
+
+def test_a_running_migration_is_never_pruned_and_the_next_one_waits_for_it():
+    app = load_sample("full")
+    app["metadata"].update(namespace="ns", uid=UID, generation=1)
+    cluster = MemoryCluster(app, {("Job", "shop-migrate-earlier"): migration_job("shop-migrate-earlier", "Running")})
+
+    reconcile(cluster, "ns", "shop")
+    new_jobs = [k for k in cluster.applied if k[0] == "Job"]
+    assert new_jobs == [] and ("Job", "shop-migrate-earlier") not in cluster.pruned
+    progressing = next(c for c in cluster.status["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "MigrationRunning" and "shop-migrate-earlier" in progressing["message"]
+    assert not any(k[0] == "Deployment" and k[1] in ("shop-web", "shop-beat") for k in cluster.applied)
+
+    # Once it has ended, it is pruned and the new image's Job starts.
+    cluster.live[("Job", "shop-migrate-earlier")] = migration_job("shop-migrate-earlier", "Complete")
+    reconcile(cluster, "ns", "shop")
+    assert ("Job", "shop-migrate-earlier") in cluster.pruned
+    assert [k for k in cluster.applied if k[0] == "Job"] != []
