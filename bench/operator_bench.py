@@ -42,7 +42,7 @@ def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
     kube = start_kube(workdir)
     try:
         kube.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "crd"))
-        kube.kubectl("wait", "--for=condition=Established", "crd/flaskapps.flaskapp.dev")
+        kube.wait_crd_established()
         kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flaskapp-system"}})
         kube.kubectl("apply", "-k", str(ROOT / "manifests" / "rbac"))
         sa = service_account_kubeconfig(kube, "flaskapp-system", "flaskapp-operator", workdir / "sa.kubeconfig")

@@ -36,6 +36,8 @@ up() {
 
   step "CRD"
   kubectl apply --server-side -f manifests/crd/
+  # (kubectl wait fails at once while the CRD has no conditions yet: wait for them first)
+  until kubectl get crd flaskapps.flaskapp.dev -o jsonpath='{.status.conditions}' | grep -q Established; do sleep 1; done
   kubectl wait --for=condition=Established crd/flaskapps.flaskapp.dev --timeout=60s
 
   step "Operator (logs: $STATE/operator.log)"

@@ -62,6 +62,13 @@ class Kube:
             raise AssertionError(result.stderr)
         return json.loads(result.stdout)
 
+    def wait_crd_established(self, name: str = "flaskapps.flaskapp.dev", timeout: float = 60) -> None:
+        """`kubectl wait --for=condition=Established` fails at once, instead of waiting, while the API server
+        has not yet written the CRD's first conditions; this waits on the condition itself."""
+        wait_until(lambda: any(c["type"] == "Established" and c["status"] == "True"
+                               for c in ((self.get("crd", name) or {}).get("status") or {}).get("conditions") or []),
+                   timeout, what=f"CRD {name} Established")
+
     def metrics(self) -> str:
         return self.kubectl("get", "--raw", "/metrics").stdout
 

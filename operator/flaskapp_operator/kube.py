@@ -24,6 +24,7 @@ from .builders.common import checksum
 from .naming import instance_selector
 
 FIELD_MANAGER = "flaskapp-operator"
+HANDOVER_MANAGER = "flaskapp-operator-handover"  # holds spec.replicas of autoscaled Deployments for the HPA
 APPLIED_HASH = "flaskapp.dev/applied-hash"
 
 # Every kind the renderer may produce (apiVersion, kind, plural); pruning looks at exactly these.
@@ -66,6 +67,19 @@ class NameConflict(Exception):
 
 def owned_by(obj: dict, owner_uid: str) -> bool:
     return any(o.get("uid") == owner_uid for o in obj["metadata"].get("ownerReferences") or [])
+
+
+def autoscaler_minimums(objects: list[dict]) -> dict[str, int]:
+    """minReplicas of each autoscaled Deployment, by name."""
+    return {o["spec"]["scaleTargetRef"]["name"]: o["spec"].get("minReplicas", 1)
+            for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+
+
+def owns_replicas(obj: dict) -> bool:
+    """Whether our field manager's server-side apply owns spec.replicas of this live object."""
+    return any(m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
+               and "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})
+               for m in obj["metadata"].get("managedFields") or [])
 
 
 def key_of(obj: dict) -> Key:
@@ -184,11 +198,34 @@ class Cluster:
                 raise NameConflict(key_of(obj), existing)
         for obj in changed:
             self._server_side_apply(obj, dry_run=True)
+        minimums = autoscaler_minimums(desired)
         applied = []
         for obj in changed:
-            live[key_of(obj)] = self._server_side_apply(obj).to_dict()
+            before = live.get(key_of(obj))
+            if obj["kind"] == "Deployment" and key_of(obj)[1] in minimums and before and owns_replicas(before):
+                # replicas -> autoscaling: hand spec.replicas over first, or dropping it from our apply
+                # would reset the Deployment to 1 pod until the HPA acts.
+                self._hand_over_replicas(obj, before["spec"].get("replicas", 1))
+            if obj["kind"] == "Deployment" and before is None and key_of(obj)[1] in minimums:
+                # A new autoscaled Deployment starts at the autoscaler's minimum, not at 1; the field is
+                # handed over at once, so our later applies (without it) leave it to the HPA.
+                minimum = minimums[key_of(obj)[1]]
+                self._server_side_apply({**obj, "spec": {"replicas": minimum, **obj["spec"]}})
+                live[key_of(obj)] = self._hand_over_replicas(obj, minimum).to_dict()
+            else:
+                live[key_of(obj)] = self._server_side_apply(obj).to_dict()
             applied.append(key_of(obj))
         return applied
+
+    def _hand_over_replicas(self, obj: dict, replicas: int) -> Any:
+        """Set spec.replicas as a field manager of its own, which the HPA then shares (Kubernetes docs,
+        "Server-Side Apply: Transferring ownership"): our own applies leave the field out from then on."""
+        return self.resource("apps/v1", "Deployment").server_side_apply(
+            body={"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]},
+                  "spec": {"replicas": replicas}},
+            name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"],
+            field_manager=HANDOVER_MANAGER, force_conflicts=True)
 
     def _get(self, obj: dict) -> Optional[dict]:
         try:

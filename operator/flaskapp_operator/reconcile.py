@@ -8,7 +8,7 @@ import secrets
 from typing import Optional
 
 from .builders.config import REDIS_SECRET_SUFFIX
-from .kube import ApplyRefused, Cluster, Key, NameConflict, key_of, secret_value
+from .kube import ApplyRefused, Cluster, Key, NameConflict, autoscaler_minimums, key_of, secret_value
 from .naming import COMPONENT_LABEL, child_name
 from .observe import Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
 from .render import Rendered, render
@@ -113,7 +113,7 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
         pool_names=[p.name for p in spec.worker_pools] if spec else [],
         tuning=rendered.tuning.report() if rendered else None,
         url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now, pods=pods,
-        pod_events=pod_events, minimums=_autoscaler_minimums(rendered.objects if rendered else []))
+        pod_events=pod_events, minimums=autoscaler_minimums(rendered.objects if rendered else []))
     if status_changed(previous, status):
         log.info("%s/%s: status changed (%s)", namespace, name,
                  ", ".join(k for k, v in status.items() if previous.get(k) != v))
@@ -130,12 +130,6 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     if pruned:
         cluster.post_event(body, "Normal", "Pruned", "deleted " + ", ".join(f"{k}/{n}" for k, n in pruned))
     return status
-
-
-def _autoscaler_minimums(objects: list[dict]) -> dict[str, int]:
-    """minReplicas of each autoscaled Deployment, by name: a tier is ready only with at least that many."""
-    return {o["spec"]["scaleTargetRef"]["name"]: o["spec"].get("minReplicas", 1)
-            for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
 
 
 def _condition(status: dict, ctype: str) -> dict:

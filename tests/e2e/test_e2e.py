@@ -151,7 +151,7 @@ def test_install_chart_runs_the_operator_as_a_pod(kube, target, local_operator):
     helm(kube, "upgrade", "--install", "flaskapp-operator", str(CHART), "-n", "flaskapp-system", "--create-namespace",
          "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=IfNotPresent",
          "--wait", "--timeout", "180s")
-    kube.kubectl("wait", "--for=condition=Established", "crd/flaskapps.flaskapp.dev", "--timeout=60s")
+    kube.wait_crd_established()
     deploy = kube.get("deployment", "flaskapp-operator", "flaskapp-system")
     assert deploy["status"].get("availableReplicas") == 1
     if target.real_pods:

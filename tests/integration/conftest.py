@@ -18,7 +18,7 @@ def kube(tmp_path_factory) -> Kube:
 @pytest.fixture(scope="session")
 def crd(kube):
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "crd"))
-    kube.kubectl("wait", "--for=condition=Established", "crd/flaskapps.flaskapp.dev", "--timeout=60s")
+    kube.wait_crd_established()
 
 
 @pytest.fixture(scope="session")

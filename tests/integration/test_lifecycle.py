@@ -159,3 +159,34 @@ def test_non_canonical_quantities_cause_no_writes(kube, operator, namespace):
     live = kube.get("deployment", "quantities-web", namespace)["spec"]["template"]["spec"]["containers"][0]
     assert live["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}  # canonical on the server
     assert_idle(kube)
+
+
+def _scaling_events(kube, namespace, deployment_name):
+    return [e["message"] for e in kube.get("events", namespace=namespace)["items"]
+            if e["reason"] == "ScalingReplicaSet" and e["involvedObject"]["name"] == deployment_name]
+
+
+def test_switching_to_autoscaling_keeps_the_pods_and_a_new_autoscaled_tier_starts_at_its_minimum(
+        kube, operator, namespace):
+    minimal = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
+    app = copy.deepcopy(minimal)
+    app["metadata"] = {"name": "switch"}
+    app["spec"]["web"] = {"replicas": 3}
+    kube.apply(app, namespace)
+    wait_ready(kube, namespace, "switch")
+    app["spec"]["web"] = {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}
+    kube.apply(app, namespace)
+    wait_until(lambda: kube.get("hpa", "switch-web", namespace), 30, what="the HPA")
+    wait_ready(kube, namespace, "switch")
+    assert deployment(kube, namespace, "switch-web")["spec"]["replicas"] == 3
+    # The Deployment controller never scaled the tier down (the SSA handover kept spec.replicas).
+    assert not [m for m in _scaling_events(kube, namespace, "switch-web") if "down" in m], \
+        _scaling_events(kube, namespace, "switch-web")
+
+    fresh = copy.deepcopy(minimal)
+    fresh["metadata"] = {"name": "fresh"}
+    fresh["spec"]["web"] = {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}
+    kube.apply(fresh, namespace)
+    wait_ready(kube, namespace, "fresh")
+    first = wait_until(lambda: _scaling_events(kube, namespace, "fresh-web"), 30, what="scaling events")
+    assert not any(m.endswith("from 0 to 1") for m in first), first

@@ -330,7 +330,7 @@ class LocalCluster:
         node.start_dns(self._spawn, bins["coredns"], self.kubeconfig)
         wait_for(lambda: "True" in self.kubectl("get", "node", NODE_NAME, "-o",
                                              "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-                                             check=False).stdout, 90, "node Ready", logs)
+                                             check=False).stdout, 90, "node Ready", logs, "kubelet")
         node.start_addons(self._spawn, self.kubectl, server, pki, bins["traefik"], bins["kube-router"],
                           free_port(), free_port())
 

@@ -68,7 +68,10 @@ def run(*argv: str, check: bool = True, input: str | None = None) -> subprocess.
     return subprocess.run(list(argv), check=check, capture_output=True, text=True, input=input)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, logs: Path) -> None:
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, logs: Path,
+             component: str | None = None) -> None:
+    """Wait for a condition; on timeout, say what and show the end of the component's log (the state
+    directory is removed when a failed start is cleaned up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -77,7 +80,10 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, logs: P
         except Exception:  # noqa: BLE001 - not ready yet
             pass
         time.sleep(0.25)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f}s (logs in {logs})")
+    tail = ""
+    if component and (logs / f"{component}.log").exists():
+        tail = "\n" + "\n".join((logs / f"{component}.log").read_text(errors="replace").splitlines()[-25:])
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s (logs in {logs}){tail}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,7 +293,7 @@ class RealNode:
         (state / "cni" / "10-flaskapp.conflist").write_text(cni_conflist(self.root / "cni-ipam"))
         (state / "config.toml").write_text(containerd_config(state, sandbox_image))
         spawn("containerd", ["containerd", "--config", str(state / "config.toml"), "--log-level", "warn"])
-        wait_for(lambda: self.ctr("version").returncode == 0, 60, "containerd", self.state_dir / "logs")
+        wait_for(lambda: self.ctr("version").returncode == 0, 60, "containerd", self.state_dir / "logs", "containerd")
 
     def import_images(self, archives: list[Path]) -> None:
         for archive in archives:
@@ -330,6 +336,8 @@ class RealNode:
         tokens = {name: self._service_account_token(kubectl, name) for name in ("traefik", "kube-router")}
         spawn("traefik", [
             str(traefik), f"--entrypoints.web.address={NODE_IP}:{INGRESS_PORT}",
+            # A test cluster stops at once (Traefik's default waits 10 s for open connections).
+            "--entrypoints.web.transport.lifecycle.gracetimeout=1s",
             f"--entrypoints.traefik.address=127.0.0.1:{traefik_api_port}", "--ping=true",
             "--providers.kubernetesingress=true", f"--providers.kubernetesingress.endpoint={server}",
             f"--providers.kubernetesingress.token={tokens['traefik']}",
