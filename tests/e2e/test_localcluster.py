@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from localcluster.cluster import LocalCluster
-from localcluster.node import NODE_BRIDGE, NODE_NAME, POD_BRIDGE
+from localcluster.node import NODE_BRIDGE, NODE_NAME, POD_BRIDGE, socket_dir
 
 pytestmark = pytest.mark.order(20)
 
@@ -33,7 +33,8 @@ def host_state(state_dirs: list[Path]) -> dict[str, list[str]]:
         "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")],
         "netns": [str(p) for p in Path("/run/netns").glob("cni-*")] if Path("/run/netns").exists() else [],
         "processes": [cmd for cmd in map(_cmdline, Path("/proc").glob("[0-9]*"))
-                      if any(str(d) in cmd for d in state_dirs)],
+                      if any(str(d) in cmd or str(socket_dir(d)) in cmd for d in state_dirs)],
+        "sockets": [str(socket_dir(d)) for d in state_dirs if socket_dir(d).exists()],
     }
 
 
@@ -78,4 +79,5 @@ def test_cluster_up_after_a_crash_then_cluster_down_leaves_nothing(kube, tmp_pat
         fresh.stop()
     assert not alive(fresh_pids)
     assert host_state([crashed.state_dir, tmp_path / "fresh"]) == {
-        "bridges": [], "iptables": [], "ipsets": [], "mounts": [], "cgroups": [], "netns": [], "processes": []}
+        "bridges": [], "iptables": [], "ipsets": [], "mounts": [], "cgroups": [], "netns": [], "processes": [],
+        "sockets": []}

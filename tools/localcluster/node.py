@@ -13,6 +13,7 @@ everything else by PID.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -41,6 +42,7 @@ CLUSTER_DOMAIN = "cluster.local"
 INGRESS_CLASS = "traefik"
 INGRESS_PORT = 80
 CNI_BIN_DIR = "/usr/lib/cni"
+SOCKETS_ROOT = Path("/run/flaskapp-localcluster/sockets")
 # Debian packages a real node runs; `hack/install-debian-packages.sh` installs the missing ones.
 DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "ipset",
                    "util-linux", "iproute2")
@@ -90,7 +92,7 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, logs: P
 # Configuration files
 
 
-def containerd_config(state: Path, sandbox_image: str) -> str:
+def containerd_config(state: Path, sockets: Path, sandbox_image: str) -> str:
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
 root = "{state}/root"
@@ -98,9 +100,9 @@ state = "{state}/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 [grpc]
-  address = "{state}/containerd.sock"
+  address = "{sockets}/containerd.sock"
 [ttrpc]
-  address = "{state}/containerd.sock.ttrpc"
+  address = "{sockets}/containerd.sock.ttrpc"
 [{cri}]
   sandbox_image = "{sandbox_image}"
   # The VM's root lacks CAP_SYS_RESOURCE: a negative oom_score_adj for sandboxes would be refused.
@@ -264,8 +266,14 @@ class RealNode:
         return self.state_dir / "node"
 
     @property
+    def socket_dir(self) -> Path:
+        """containerd's sockets live under /run: a unix socket path must stay below 104 bytes, which a
+        state directory under a test's temporary path can exceed."""
+        return socket_dir(self.state_dir)
+
+    @property
     def containerd_sock(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        return self.socket_dir / "containerd.sock"
 
     @property
     def ingress_url(self) -> str:
@@ -290,8 +298,9 @@ class RealNode:
     def start_runtime(self, spawn: Spawn, sandbox_image: str) -> None:
         state = self.root / "containerd"
         (state / "cni").mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
         (state / "cni" / "10-flaskapp.conflist").write_text(cni_conflist(self.root / "cni-ipam"))
-        (state / "config.toml").write_text(containerd_config(state, sandbox_image))
+        (state / "config.toml").write_text(containerd_config(state, self.socket_dir, sandbox_image))
         spawn("containerd", ["containerd", "--config", str(state / "config.toml"), "--log-level", "warn"])
         wait_for(lambda: self.ctr("version").returncode == 0, 60, "containerd", self.state_dir / "logs", "containerd")
 
@@ -373,7 +382,8 @@ class RealNode:
     def teardown(state_dir: Path, kube_proxy: Path | None) -> None:
         """Remove every piece of host state a node makes; safe to run when some or all are gone already."""
         _kill_cgroup_processes("kubepods")
-        for pid in _pids_matching(re.escape(str(state_dir / "node" / "containerd"))):
+        for pid in _pids_matching(f"{re.escape(str(state_dir / 'node' / 'containerd'))}|"
+                                  f"{re.escape(str(socket_dir(state_dir)))}"):  # containerd and its shims
             _signal(pid, signal.SIGKILL)
         unmount_under(state_dir)
         _remove_pod_netns()
@@ -384,6 +394,11 @@ class RealNode:
         _remove_owned_chains()
         for bridge in (POD_BRIDGE, NODE_BRIDGE):
             run("ip", "link", "delete", bridge, check=False)
+        shutil.rmtree(socket_dir(state_dir), ignore_errors=True)
+
+
+def socket_dir(state_dir: Path) -> Path:
+    return SOCKETS_ROOT / hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def _pids_matching(pattern: str) -> list[int]:
