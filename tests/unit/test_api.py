@@ -189,15 +189,20 @@ def test_every_declared_bound_is_in_the_crd():
     ("web.gunicorn.keepaliveSeconds", -5),
 ])
 def test_negative_values_are_refused_by_the_parser(path, value):
+    with pytest.raises(SpecError) as err:
+        parse_spec(full_spec_with(path, value))
+    assert f"spec.{path}" in str(err.value) and ">= 0" in str(err.value)
+
+
+def full_spec_with(path: str, value) -> dict:
+    """The full sample's spec with one field (a dotted path) set."""
     spec = copy.deepcopy(load_sample("full")["spec"])
     node = spec
     *parents, leaf = path.split(".")
     for p in parents:
         node = node.setdefault(p, {})
     node[leaf] = value
-    with pytest.raises(SpecError) as err:
-        parse_spec(spec)
-    assert f"spec.{path}" in str(err.value) and ">= 0" in str(err.value)
+    return spec
 
 
 @pytest.mark.parametrize("path,value,field", [
@@ -212,14 +217,8 @@ def test_negative_values_are_refused_by_the_parser(path, value):
     ("web.resources.requests.memory", "0.0Mi", "spec.web.resources.requests.memory"),
 ])
 def test_what_kubernetes_or_the_program_would_refuse_later_is_refused_now(path, value, field):
-    spec = copy.deepcopy(load_sample("full")["spec"])
-    node = spec
-    *parents, leaf = path.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
     with pytest.raises(SpecError) as err:
-        parse_spec(spec)
+        parse_spec(full_spec_with(path, value))
     assert field in str(err.value)
 
 

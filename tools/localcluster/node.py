@@ -177,19 +177,26 @@ def host_nameservers() -> list[str]:
     return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
 
 
-INGRESS_RBAC = """\
+def _service_account_with_token(name: str) -> str:
+    """A ServiceAccount in kube-system and a long-lived token Secret for a host process to use."""
+    return f"""\
 apiVersion: v1
 kind: ServiceAccount
-metadata: {name: traefik, namespace: kube-system}
+metadata: {{name: {name}, namespace: kube-system}}
 ---
 apiVersion: v1
 kind: Secret
 metadata:
-  name: traefik-token
+  name: {name}-token
   namespace: kube-system
-  annotations: {kubernetes.io/service-account.name: traefik}
+  annotations: {{kubernetes.io/service-account.name: {name}}}
 type: kubernetes.io/service-account-token
 ---
+"""
+
+
+# Least privilege for the host-process add-ons, from their projects' own manifests.
+ADDON_RBAC = _service_account_with_token("traefik") + """\
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: traefik-ingress-controller}
@@ -220,18 +227,7 @@ metadata:
   annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
 spec: {controller: traefik.io/ingress-controller}
 ---
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: kube-router, namespace: kube-system}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: kube-router-token
-  namespace: kube-system
-  annotations: {kubernetes.io/service-account.name: kube-router}
-type: kubernetes.io/service-account-token
----
+""" + _service_account_with_token("kube-router") + """\
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: kube-router-firewall}
@@ -341,7 +337,7 @@ class RealNode:
                      kube_router_health_port: int) -> None:
         """Traefik (ingress) and kube-router's firewall (NetworkPolicy), as host processes with
         ServiceAccount tokens of their own (least privilege, not the admin certificate)."""
-        kubectl("apply", "-f", "-", input=INGRESS_RBAC)
+        kubectl("apply", "-f", "-", input=ADDON_RBAC)
         tokens = {name: self._service_account_token(kubectl, name) for name in ("traefik", "kube-router")}
         spawn("traefik", [
             str(traefik), f"--entrypoints.web.address={NODE_IP}:{INGRESS_PORT}",
