@@ -74,7 +74,13 @@ def test_contains_ignores_server_defaults_but_not_edits():
 
 def test_up_to_date_needs_the_same_hash_and_content():
     desired = with_applied_hash({"kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}})
-    assert up_to_date(desired, desired)
+    # What the API server returns: our fields plus its own (uid, resourceVersion, managedFields, ...).
+    live = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {**desired["metadata"], "uid": "u", "resourceVersion": "7", "creationTimestamp": "t",
+                         "managedFields": [{"manager": "flaskapp-operator", "operation": "Apply"}]},
+            "data": {"k": "v"}}
+    assert up_to_date(live, desired)
+    assert not up_to_date({**live, "data": {"k": "edited"}}, desired)
     changed = with_applied_hash({"kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "w"}})
     assert not up_to_date(desired, changed)
     assert not up_to_date(None, desired)

@@ -72,8 +72,10 @@ def container_env(container: dict, objects: list[dict], secrets: dict[str, dict[
             env[entry["name"]] = configmaps[ref["name"]][ref["key"]]
         elif "secretKeyRef" in entry.get("valueFrom", {}):
             ref = entry["valueFrom"]["secretKeyRef"]
-            if ref["name"] in all_secrets:
+            if ref["name"] in all_secrets and ref["key"] in all_secrets[ref["name"]]:
                 env[entry["name"]] = all_secrets[ref["name"]][ref["key"]]
+            elif not ref.get("optional"):  # the kubelet would not start the container either
+                raise KeyError(f"env {entry['name']}: Secret {ref['name']} has no key {ref['key']!r}")
     return env
 
 
