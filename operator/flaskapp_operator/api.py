@@ -30,6 +30,13 @@ IMAGE_REFERENCE = (r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-z
                    r"(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$")
 # An absolute path without "." or ".." segments (RE2 has no lookahead: each segment is spelled out).
 ABSOLUTE_PATH = r"^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+/?$"
+# Child names are `<app>-<suffix>`; the only suffixes with a dash that another app's name plus one of its
+# own suffixes can spell are the worker pools' `worker-<pool>` (app `shop` pool `web` = app `shop-worker`'s
+# web tier). A FlaskApp name without a `-worker` segment makes such collisions impossible.
+NAME_RULE_CEL = "!self.metadata.name.matches('-worker(-|$)')"
+NAME_RULE_PATTERN = r"-worker(-|$)"
+NAME_RULE_MESSAGE = ("metadata.name must not contain a '-worker' segment: its children could take the names "
+                     "of another FlaskApp's worker pools")
 # Below this Redis cannot hold its own process and the pod's sandbox, let alone data (about 3 MiB resident
 # empty; maxmemory is 75 % of the limit).
 REDIS_MIN_MEMORY = "8Mi"

@@ -76,6 +76,7 @@ def crd() -> dict:
                     "type": "object",
                     "description": "A Flask application run and tuned by flaskapp-operator.",
                     "required": ["spec"],
+                    "x-kubernetes-validations": [{"rule": api.NAME_RULE_CEL, "message": api.NAME_RULE_MESSAGE}],
                     "properties": {
                         "apiVersion": {"type": "string", "description": "API version of the object."},
                         "kind": {"type": "string", "description": "Kind of the object."},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -38,6 +39,8 @@ def app_ref(document: dict) -> AppRef:
     meta = document.get("metadata") or {}
     if not meta.get("name"):
         errors.append(FieldError("metadata.name", "required field is missing"))
+    elif re.search(api.NAME_RULE_PATTERN, meta["name"]):
+        errors.append(FieldError("metadata.name", api.NAME_RULE_MESSAGE.removeprefix("metadata.name ")))
     if errors:
         raise SpecError(errors)
     return AppRef(name=meta["name"], namespace=meta.get("namespace") or "default", uid=meta.get("uid"),

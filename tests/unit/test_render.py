@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import kubernetes_validate
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 import yaml
 
@@ -189,3 +191,49 @@ def test_a_config_change_rolls_only_the_tiers_it_reaches():
     timeout["spec"]["web"]["gunicorn"]["timeoutSeconds"] = 45  # web only (nginx follows its own conf)
     after = checksums(timeout)
     assert {n for n in before if before[n] != after[n]} == {"shop-web", "shop-nginx"}
+
+
+def test_a_name_with_a_worker_segment_is_refused():
+    from flaskapp_operator.schema import SpecError
+
+    doc = load_sample("minimal")
+    doc["metadata"]["name"] = "shop-worker"
+    with pytest.raises(SpecError) as err:
+        render(doc, **FIXED)
+    assert "metadata.name" in str(err.value)
+
+
+_label = st.from_regex(r"[a-z]{1,4}(-[a-z]{1,4}){0,2}", fullmatch=True)
+# Names built to meet: one app's name extended by what its children's suffixes start with, pools named
+# like other tiers.
+_extension = st.sampled_from(["", "-worker", "-worker-a", "-redis", "-nginx", "-migrate", "-web", "-x"])
+_pool = st.one_of(st.sampled_from(["web", "env", "beat", "nginx", "redis", "redis-cache", "a-web", "conf"]), _label)
+
+
+@st.composite
+def _apps(draw):
+    base = draw(_label)
+    names = {base + draw(_extension) for _ in range(draw(st.integers(2, 4)))} | {base}
+    return [(name, draw(st.lists(_pool, max_size=3, unique=True))) for name in sorted(names)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_apps())
+def test_valid_apps_in_one_namespace_never_render_the_same_child(apps):
+    """Any set of valid FlaskApps (names and pool names drawn freely): no two render an object of the same
+    kind and name, so no app can ever be asked to write another's child."""
+    from flaskapp_operator.schema import SpecError
+
+    seen: dict = {}
+    for name, pools in apps:
+        doc = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": name},
+               "spec": {"image": "app:1", "wsgi": "app:app", "celeryApp": "app.celery",
+                        "workerPools": [{"name": p} for p in pools], "beat": {"enabled": True},
+                        "migrations": {"command": ["true"]}, "database": {"secretName": "db", "maxConnections": 10000}}}
+        try:
+            objects = render(doc, **FIXED).objects
+        except SpecError:
+            continue  # refused before anything is applied
+        for obj in objects:
+            key = (obj["kind"], obj["metadata"]["name"])
+            assert seen.setdefault(key, name) == name, f"{key} rendered by {seen[key]} and {name}"
