@@ -49,6 +49,20 @@ class ResourceAmounts:
     memory: Optional[Quantity] = field("Memory, e.g. 512Mi.", default=None)
 
 
+def _not_above(request: Optional[str], limit: Optional[str]) -> bool:
+    return request is None or limit is None or parse_quantity(request) <= parse_quantity(limit)
+
+
+@rules(
+    Rule("!has(self.requests.cpu) || !has(self.limits.cpu) || "
+         "quantity(string(self.requests.cpu)).compareTo(quantity(string(self.limits.cpu))) <= 0",
+         "requests.cpu must not exceed limits.cpu",
+         lambda res: _not_above(res.requests.cpu, res.limits.cpu), ".requests.cpu"),
+    Rule("!has(self.requests.memory) || !has(self.limits.memory) || "
+         "quantity(string(self.requests.memory)).compareTo(quantity(string(self.limits.memory))) <= 0",
+         "requests.memory must not exceed limits.memory",
+         lambda res: _not_above(res.requests.memory, res.limits.memory), ".requests.memory"),
+)
 @dataclass(frozen=True, kw_only=True)
 class Resources:
     requests: ResourceAmounts = field("Resources the scheduler reserves for the container.",

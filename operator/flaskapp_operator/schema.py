@@ -25,6 +25,7 @@ Quantity = NewType("Quantity", str)
 IntOrAuto = NewType("IntOrAuto", object)
 """Either the string "auto" (the tuning engine decides) or a positive integer."""
 
+QUANTITY_MAX_LENGTH = 32
 # A positive Kubernetes quantity: 0 (or 0.0, 0m) is refused, a zero CPU or memory sizes nothing.
 QUANTITY_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.[0-9]*[1-9][0-9]*)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
@@ -140,7 +141,8 @@ def openapi_schema(cls: type) -> dict[str, Any]:
 
 def _type_schema(tp: Any) -> dict[str, Any]:
     if tp is Quantity:
-        return {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}
+        # maxLength bounds the API server's cost estimate of the CEL rules that compare quantities.
+        return {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN, "maxLength": QUANTITY_MAX_LENGTH}
     if tp is IntOrAuto:
         # "auto" or an integer: the pattern applies to strings only, the bounds to integers only.
         return {"x-kubernetes-int-or-string": True, "pattern": "^auto$"}
@@ -230,7 +232,7 @@ def _parse_object(cls: type, data: Any, path: str, errors: list[FieldError]) -> 
 def _parse_value(tp: Any, raw: Any, path: str, errors: list[FieldError]) -> Any:
     if tp is Quantity:
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)) or \
-                not re.match(QUANTITY_PATTERN, str(raw)):
+                not re.match(QUANTITY_PATTERN, str(raw)) or len(str(raw)) > QUANTITY_MAX_LENGTH:
             errors.append(FieldError(path, f"must be a positive quantity such as 500m or 1Gi, got {raw!r}"))
             return None
         parse_quantity(str(raw))

@@ -69,6 +69,8 @@ REJECTED = [
     ("static-dir-dotdot", {"nginx.staticDir": "/app/../etc"}, "spec.nginx.staticDir"),
     ("redis-tiny", {"redis.cache": {"memory": "1Ki", "cpu": "50m"}}, "spec.redis.cache.memory"),
     ("cpu-zero", {"web.resources.limits.cpu": "0"}, "spec.web.resources.limits.cpu"),
+    ("request-over-limit", {"web.resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+     "spec.web.resources.requests.cpu"),
 ]
 
 # Valid for the schema, but only the operator can judge them: Degraded, an Event, no rollout.

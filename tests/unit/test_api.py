@@ -215,6 +215,9 @@ def full_spec_with(path: str, value) -> dict:
     ("redis.cache", {"memory": "1Ki", "cpu": "50m"}, "spec.redis.cache.memory"),
     ("web.resources.limits.cpu", "0", "spec.web.resources.limits.cpu"),
     ("web.resources.requests.memory", "0.0Mi", "spec.web.resources.requests.memory"),
+    ("web.resources", {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}, "spec.web.resources.requests.cpu"),
+    ("nginx.resources", {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}},
+     "spec.nginx.resources.requests.memory"),
 ])
 def test_what_kubernetes_or_the_program_would_refuse_later_is_refused_now(path, value, field):
     with pytest.raises(SpecError) as err:
