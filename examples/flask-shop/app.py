@@ -109,6 +109,32 @@ def create_app() -> Flask:
         user = request.cookies.get("user") or request.headers.get("Authorization", "anonymous")
         return jsonify(user=user, at=time.time())
 
+    @app.get("/whoami")
+    def whoami():
+        # Anonymous by request, but answers vary by host and credentials: a shared cache must key and
+        # bypass correctly (the micro-cache tests read it).
+        return jsonify(host=request.host, api_key=request.headers.get("X-Api-Key"), at=time.time())
+
+    @app.get("/login")
+    def login():
+        # Sets a session cookie: a response no shared cache may store.
+        response = jsonify(at=time.time())
+        response.set_cookie("session", f"s-{time.time()}")
+        return response
+
+    @app.get("/private")
+    def private():
+        response = jsonify(at=time.time())
+        response.headers["Cache-Control"] = "private"
+        return response
+
+    @app.get("/cacheable")
+    def cacheable():
+        # Declares its own freshness: the micro-cache keeps it that long instead of its default second.
+        response = jsonify(at=time.time())
+        response.headers["Cache-Control"] = "public, max-age=30"
+        return response
+
     @app.post("/upload")
     def upload():
         return jsonify(received=len(request.get_data()))

@@ -255,13 +255,23 @@ class Nginx:
     static_url_path: str = field("URL prefix served from disk.", default="/static/", pattern=r"^/.*/$")
     static_dir: str = field("Directory in the app image copied to nginx at pod start (absolute, no . or .. "
                             "segments).", default="/app/static", pattern=ABSOLUTE_PATH)
-    static_max_age_seconds: int = field("Cache-Control max-age of static files (fingerprinted assets: a "
-                                        "year, immutable).", default=31536000, minimum=0, maximum=31536000)
+    static_max_age_seconds: int = field("Cache-Control max-age of fingerprinted static files (a content hash "
+                                        "in the name, see fingerprintPattern): a year, immutable.",
+                                        default=31536000, minimum=0, maximum=31536000)
+    static_revalidate_seconds: int = field("Cache-Control max-age of the other static files, which browsers "
+                                           "then revalidate (ETag, Last-Modified): a deploy that changes "
+                                           "them is seen within this time.", default=60, minimum=0,
+                                           maximum=86400)
+    fingerprint_pattern: str = field("Regular expression (nginx/PCRE) for static file names that carry a "
+                                     "content hash, as bundlers write them (app.3f2a9c1b.css).",
+                                     default=r"\.[0-9a-f]{8,}\.[A-Za-z0-9]+$", pattern=r'^[^"\s;{}]+$',
+                                     max_length=200)
     gzip: bool = field("Compress text responses.", default=True)
     gzip_level: int = field("gzip level; above ~5 costs CPU and gains little.", default=4, minimum=1,
                             maximum=9)
     micro_cache_seconds: int = field("Cache anonymous GET/HEAD responses this long (0 disables); requests "
-                                     "with cookies or Authorization always bypass it.", default=1,
+                                     "with cookies, Authorization or an API-key header (X-Api-Key, Api-Key, "
+                                     "X-Auth-Token, X-Access-Token) always bypass it.", default=1,
                                      minimum=0, maximum=3600)
     client_max_body_size: str = field("Largest request body (nginx size syntax).", default="10m",
                                       pattern=SIZE)

@@ -24,15 +24,25 @@ def get(stack, path, **kw):
 
 # -- static files ---------------------------------------------------------------------------------------
 
-def test_static_files_come_from_nginx_with_long_lived_cache_headers(stack):
+def test_static_files_come_from_nginx_revalidated_unless_fingerprinted(stack):
     before = stack.gunicorn_requests("/static/app.css")
     r = get(stack, "/static/app.css", headers={"Accept-Encoding": "gzip"})
     assert r.status_code == 200
-    assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    # No content hash in the name: a deploy that changes it must reach returning users.
+    assert r.headers["Cache-Control"] == "public, max-age=60, must-revalidate" and r.headers.get("ETag")
     assert r.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in r.headers["Vary"]
     assert "text/css" in r.headers["Content-Type"]
     assert r.text.startswith("/* example shop styles */")
     assert stack.gunicorn_requests("/static/app.css") == before, "gunicorn never saw the static request"
+
+
+def test_fingerprinted_static_files_are_immutable_for_a_year(stack):
+    """A bundler's hashed name (app.3f2a9c1b.css) never changes content: cached for a year, immutable."""
+    (stack.workdir / "static" / "app.3f2a9c1b.css").write_text("body{}\n")
+    r = get(stack, "/static/app.3f2a9c1b.css")
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    for unhashed in ("/static/app.js", "/static/logo.svg"):
+        assert "immutable" not in get(stack, unhashed).headers["Cache-Control"]
 
 
 def test_static_revalidation_answers_304(stack):
@@ -74,6 +84,37 @@ def test_micro_cache_never_stores_personalised_responses(stack, personal):
     assert stack.gunicorn_requests("/me") - before == 3
     # Not stored either: the next anonymous request does not see alice.
     assert get(stack, "/me").json()["user"] == "anonymous"
+
+
+def test_micro_cache_keys_by_host_and_bypasses_api_keys(stack):
+    """Two hosts behind one host-less Ingress never share an entry; API-key clients never get a cached
+    answer meant for someone else (both seen live before: a.test's body served to b.test, k1's to k2)."""
+    time.sleep(1.1)  # a fresh micro-cache window
+    a = get(stack, "/whoami", headers={"Host": "a.test"}).json()
+    b = get(stack, "/whoami", headers={"Host": "b.test"}).json()
+    assert (a["host"], b["host"]) == ("a.test", "b.test")
+    again = get(stack, "/whoami", headers={"Host": "a.test"})
+    assert again.headers["X-Cache-Status"] == "HIT" and again.json() == a  # each host has its own entry
+    k1 = get(stack, "/whoami", headers={"Host": "k.test", "X-Api-Key": "k1"})
+    k2 = get(stack, "/whoami", headers={"Host": "k.test", "X-Api-Key": "k2"})
+    assert k1.headers["X-Cache-Status"] == k2.headers["X-Cache-Status"] == "BYPASS"
+    assert (k1.json()["api_key"], k2.json()["api_key"]) == ("k1", "k2")
+    assert get(stack, "/whoami", headers={"Host": "k.test"}).json()["api_key"] is None
+
+
+@pytest.mark.parametrize("path", ["/login", "/private"], ids=["set-cookie", "cache-control-private"])
+def test_micro_cache_never_stores_what_the_app_marks_personal(stack, path):
+    time.sleep(1.1)
+    first = get(stack, path)
+    second = get(stack, path)
+    assert second.headers["X-Cache-Status"] != "HIT" and first.json()["at"] != second.json()["at"]
+
+
+def test_micro_cache_keeps_what_the_app_declares_cacheable_for_its_max_age(stack):
+    first = get(stack, "/cacheable").json()
+    time.sleep(1.5)  # past the micro-cache's own 1 s: the app's max-age=30 governs
+    later = get(stack, "/cacheable")
+    assert later.headers["X-Cache-Status"] == "HIT" and later.json() == first
 
 
 def test_gzip_on_json_responses(stack):

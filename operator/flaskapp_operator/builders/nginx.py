@@ -9,6 +9,8 @@ from .context import NGINX_PORT, Context
 
 NGINX_USER = 101  # the nginx-unprivileged image's user
 STATIC_VOLUME_MOUNT = "/var/www/static"
+# A request carrying any of these is personal: it bypasses the micro-cache and its answer is never stored.
+PERSONAL_HEADERS = ("Cookie", "Authorization", "X-Api-Key", "Api-Key", "X-Auth-Token", "X-Access-Token")
 # Text types worth compressing, above gzip_min_length; `gzip -k` keeps the original beside the .gz.
 PRECOMPRESS = ("find {root} -type f \\( -name '*.css' -o -name '*.js' -o -name '*.svg' -o -name '*.json' "
                "-o -name '*.html' -o -name '*.txt' -o -name '*.xml' -o -name '*.map' \\) -size +1k "
@@ -24,7 +26,9 @@ def nginx_conf(ctx: Context) -> str:
         # Idle connections kept per nginx worker: enough for every gunicorn thread of one web pod.
         upstream_keepalive=max(8, t.web.workers * t.web.threads),
         static_url_path=n.static_url_path, static_root=a.static_root,
-        static_max_age_seconds=n.static_max_age_seconds, gzip=n.gzip, gzip_level=n.gzip_level,
+        static_max_age_seconds=n.static_max_age_seconds, static_revalidate_seconds=n.static_revalidate_seconds,
+        fingerprint_pattern=n.fingerprint_pattern, gzip=n.gzip, gzip_level=n.gzip_level,
+        personal_header_variables=[f"$http_{h.lower().replace('-', '_')}" for h in PERSONAL_HEADERS],
         micro_cache_seconds=n.micro_cache_seconds, client_max_body_size=n.client_max_body_size,
         # nginx waits a little longer than gunicorn's own worker timeout, so gunicorn's error wins.
         proxy_read_timeout=t.web.timeout_seconds + 5,
