@@ -264,7 +264,10 @@ class Nginx:
                                            maximum=86400)
     fingerprint_pattern: str = field("Regular expression (nginx/PCRE) for static file names that carry a "
                                      "content hash, as bundlers write them (app.3f2a9c1b.css).",
-                                     default=r"\.[0-9a-f]{8,}\.[A-Za-z0-9]+$", pattern=r'^[^"\s;{}]+$',
+                                     default=r"\.[0-9a-f]{8,}\.[A-Za-z0-9]+$",
+                                     # It is written inside double quotes in nginx.conf: no quote, no space,
+                                     # no trailing backslash (it would escape the closing quote).
+                                     pattern=r'^[^"\s]*[^"\s\\]$',
                                      max_length=200)
     gzip: bool = field("Compress text responses.", default=True)
     gzip_level: int = field("gzip level; above ~5 costs CPU and gains little.", default=4, minimum=1,

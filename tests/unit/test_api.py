@@ -231,3 +231,33 @@ def test_image_references_that_are_valid_parse():
         spec = copy.deepcopy(load_sample("minimal")["spec"])
         spec["image"] = image
         assert parse_spec(spec).image == image
+
+
+def test_every_default_satisfies_its_own_bounds():
+    """The API server checks defaults against the schema when the CRD is created: a default outside its own
+    pattern or bounds makes the whole CRD invalid."""
+    import dataclasses
+    import re
+
+    from flaskapp_operator.api import FlaskAppSpec
+
+    def walk(cls):
+        for f in dataclasses.fields(cls):
+            yield cls, f
+            tp = typing.get_type_hints(cls)[f.name]
+            for inner in (tp, *typing.get_args(tp)):
+                if dataclasses.is_dataclass(inner):
+                    yield from walk(inner)
+
+    import typing
+    bad = []
+    for cls, f in walk(FlaskAppSpec):
+        if f.default is dataclasses.MISSING or f.default is None:
+            continue
+        meta, value = f.metadata, f.default
+        if "pattern" in meta and isinstance(value, str) and not re.search(meta["pattern"], value):
+            bad.append(f"{cls.__name__}.{f.name}: {value!r} !~ {meta['pattern']}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            if ("minimum" in meta and value < meta["minimum"]) or ("maximum" in meta and value > meta["maximum"]):
+                bad.append(f"{cls.__name__}.{f.name}: {value} outside its bounds")
+    assert bad == []
