@@ -65,6 +65,16 @@ class NameConflict(Exception):
         super().__init__(f"{key[0]}/{key[1]} already exists, {held}: rename or delete it (it is never taken over)")
 
 
+def not_ours(obj: dict, owner_uid: str) -> bool:
+    """An object as a dry-run apply of ours would leave it: it existed before us if it has another owner
+    or fields managed by anyone but us (status writers aside)."""
+    owners = obj["metadata"].get("ownerReferences") or []
+    foreign_owner = any(o.get("uid") != owner_uid for o in owners)
+    foreign_fields = any(m.get("manager") not in (FIELD_MANAGER, HANDOVER_MANAGER) and not m.get("subresource")
+                         for m in obj["metadata"].get("managedFields") or [])
+    return foreign_owner or foreign_fields
+
+
 def owned_by(obj: dict, owner_uid: str) -> bool:
     return any(o.get("uid") == owner_uid for o in obj["metadata"].get("ownerReferences") or [])
 
@@ -192,12 +202,14 @@ class Cluster:
         Updates `live` with the results."""
         changed = [obj for obj in map(with_applied_hash, desired) if not up_to_date(live.get(key_of(obj)), obj)]
         for obj in changed:
-            # `live` holds what carries our labels; a same-named object without them is found by name.
-            existing = live.get(key_of(obj)) or self._get(obj)
+            existing = live.get(key_of(obj))
             if existing is not None and not owned_by(existing, owner_uid):
                 raise NameConflict(key_of(obj), existing)
-        for obj in changed:
-            self._server_side_apply(obj, dry_run=True)
+            checked = self._server_side_apply(obj, dry_run=True).to_dict()
+            # `live` holds what carries our labels; a same-named object without them shows in the dry run's
+            # answer (no extra read): another owner, or fields someone else manages.
+            if existing is None and not_ours(checked, owner_uid):
+                raise NameConflict(key_of(obj), checked)
         minimums = autoscaler_minimums(desired)
         applied = []
         for obj in changed:
@@ -226,15 +238,6 @@ class Cluster:
                   "spec": {"replicas": replicas}},
             name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"],
             field_manager=HANDOVER_MANAGER, force_conflicts=True)
-
-    def _get(self, obj: dict) -> Optional[dict]:
-        try:
-            return self.resource(obj["apiVersion"], obj["kind"]).get(
-                name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"]).to_dict()
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def _server_side_apply(self, obj: dict, dry_run: bool = False) -> Any:
         resource = self.resource(obj["apiVersion"], obj["kind"])
