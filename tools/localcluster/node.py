@@ -13,6 +13,7 @@ everything else by PID.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -50,8 +51,10 @@ DEBIAN_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptable
 Spawn = Callable[[str, list[str]], None]
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
-    """Why real nodes cannot run on this machine (None when they can): the fall-back is kwok."""
+    """Why real nodes cannot run on this machine (None when they can): the fall-back is kwok. Asked once
+    per process: the answer probes the host (a bridge is created and deleted)."""
     if os.geteuid() != 0:
         return "real nodes need root (containerd, kubelet and the pod network change host state)"
     missing = [b for b in ("containerd", "runc", "iptables", "ipset", "ip") if shutil.which(b) is None]
