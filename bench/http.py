@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from stack import EXAMPLE_APP, VENV_BIN, free_port, wait_port
+from stack import EXAMPLE_APP, VENV_BIN, free_ports, wait_port
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 50
@@ -62,7 +62,7 @@ class Server:
 def baseline_gunicorn(workdir: Path) -> Server:
     """`gunicorn app:create_app()` with its defaults: one sync worker, Flask serves static files, no cache."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    (port,) = free_ports(1)
     env = {**os.environ, "CACHE_TYPE": "NullCache", "DATABASE_URL": "sqlite://"}
     for key in ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"):
         env.pop(key, None)
@@ -110,7 +110,7 @@ def limit_nginx(workdir: Path, stack) -> Server:
     body = requests.get(stack.url + "/expensive", timeout=30).content
     (workdir / "expensive.json").write_bytes(body)
     (workdir / "expensive.json").chmod(0o644)
-    port = free_port()
+    (port,) = free_ports(1)
     spec = stack.rendered.spec
     conf = LIMIT_CONF.format(workers=stack.rendered.tuning.nginx_worker_processes, dir=workdir, port=port,
                              static=stack.workdir / "static", gzip_level=spec.nginx.gzip_level)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 
 from celery import Celery
-from flask import Flask, jsonify, make_response, request
+from flask import Flask, jsonify, make_response, request, url_for
 from flask_caching import Cache
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import text
@@ -101,7 +102,8 @@ def create_app() -> Flask:
 
     @app.get("/hello")
     def hello():
-        return jsonify(hello="world", pid=os.getpid())
+        # `pod`: which web pod answered (the e2e suite measures each pod's share of the traffic).
+        return jsonify(hello="world", pid=os.getpid(), pod=socket.gethostname())
 
     @app.get("/me")
     def me():
@@ -113,7 +115,24 @@ def create_app() -> Flask:
     def whoami():
         # Anonymous by request, but answers vary by host and credentials: a shared cache must key and
         # bypass correctly (the micro-cache tests read it).
-        return jsonify(host=request.host, api_key=request.headers.get("X-Api-Key"), at=time.time())
+        return jsonify(host=request.host, api_key=request.headers.get("X-Api-Key"),
+                       token=request.headers.get("X-Shop-Token"), user=request.cookies.get("user"),
+                       authorization=request.headers.get("Authorization"), at=time.time())
+
+    @app.get("/whereami")
+    def whereami():
+        # What the app believes about the request: behind the generated edge these come from the trusted
+        # proxy's forwarded headers (scheme, host, client address), never from the client itself.
+        return jsonify(url=request.url, scheme=request.scheme, host=request.host, remote_addr=request.remote_addr,
+                       external_url=url_for("whereami", _external=True))
+
+    @app.route("/notice/<key>", methods=["GET", "PUT"])
+    def notice(key: str):
+        # Anonymous readers GET, an editor PUTs (with credentials, so never cached): the micro-cache
+        # staleness test measures how long readers keep seeing the old text.
+        if request.method == "PUT":
+            cache.set(f"notice:{key}", request.get_data(as_text=True), timeout=0)
+        return jsonify(text=cache.get(f"notice:{key}"), at=time.time())
 
     @app.get("/login")
     def login():
@@ -126,6 +145,18 @@ def create_app() -> Flask:
     def private():
         response = jsonify(at=time.time())
         response.headers["Cache-Control"] = "private"
+        return response
+
+    @app.get("/no-store")
+    def no_store():
+        response = jsonify(at=time.time())
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/vary-star")
+    def vary_star():
+        response = jsonify(at=time.time())
+        response.headers["Vary"] = "*"
         return response
 
     @app.get("/cacheable")

@@ -6,6 +6,7 @@ committed CRD is stale. Field names are snake_case here and camelCase in the API
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -21,6 +22,7 @@ SINGULAR = "flaskapp"
 SHORT_NAMES = ("fapp",)
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 SIZE = r"^[0-9]+[kmgKMG]?$"  # nginx size syntax (client_max_body_size)
 # An image reference as the distribution/reference grammar defines it: [registry[:port]/]path[:tag][@digest]
@@ -40,6 +42,20 @@ NAME_RULE_MESSAGE = ("metadata.name must not contain a '-worker' segment: its ch
 # Below this Redis cannot hold its own process and the pod's sandbox, let alone data (about 3 MiB resident
 # empty; maxmemory is 75 % of the limit).
 REDIS_MIN_MEMORY = "8Mi"
+# Where ingress controllers and nginx's own pods live in most clusters: the private address ranges
+# (RFC 1918), carrier-grade NAT space some CNIs use (RFC 6598) and IPv6 unique local addresses (RFC 4193).
+PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+# Requests carrying one of these are someone's own: never answered from, nor stored in, the micro-cache.
+API_KEY_HEADERS = ("X-Api-Key", "Api-Key", "X-Auth-Token", "X-Access-Token")
+HEADER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]*$"  # nginx ignores header names with underscores by default
+
+
+def _is_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value)  # strict: no host bits set, as gunicorn and nginx read it
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +210,16 @@ class RedisInstance:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RedisBroker(RedisInstance):
+    persistent: bool = field("Keep queued tasks across restarts: an append-only file (fsync every second) on a "
+                             "PersistentVolumeClaim, in a StatefulSet with a PodDisruptionBudget. Off: the "
+                             "broker runs on an emptyDir and a restart loses every queued task.", default=True)
+    storage: Quantity = field("Size of the broker's volume.", default="1Gi")
+    storage_class_name: Optional[str] = field("StorageClass of the broker's volume; the cluster's default "
+                                              "when unset.", default=None, pattern=DNS_SUBDOMAIN)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExternalRedis:
     secret_name: str = field("Secret holding the URLs of an existing Redis.", pattern=DNS_LABEL)
     cache_url_key: str = field("Key of the cache URL in the Secret.", default="cache-url")
@@ -210,8 +236,8 @@ class Redis:
                       "from a Secret.", default="managed", enum=("managed", "external"))
     image: str = field("Image of the managed instances.", default="redis:7.4.2-alpine", pattern=IMAGE_REFERENCE)
     cache: RedisInstance = field("The cache instance (maxmemory-policy allkeys-lru).", default=RedisInstance)
-    broker: RedisInstance = field("The Celery broker instance (maxmemory-policy noeviction: evicting "
-                                  "queued messages loses tasks).", default=RedisInstance)
+    broker: RedisBroker = field("The Celery broker instance (maxmemory-policy noeviction: evicting "
+                                "queued messages loses tasks), durable by default.", default=RedisBroker)
     external: Optional[ExternalRedis] = field("An existing Redis, when mode is external.", default=None)
     cache_default_timeout_seconds: int = field("Flask-Caching default timeout (CACHE_DEFAULT_TIMEOUT).",
                                                default=300, minimum=0, maximum=31536000)
@@ -247,6 +273,11 @@ class Database:
     pool: PoolOverrides = field("SQLAlchemy pool settings (SQLALCHEMY_ENGINE_OPTIONS).", default=PoolOverrides)
 
 
+@rules(
+    Rule("self.trustedProxies.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())",
+         "trustedProxies must be networks in CIDR notation without host bits (10.0.0.0/8, fd00::/8)",
+         lambda n: all(_is_network(c) for c in n.trusted_proxies), ".trustedProxies"),
+)
 @dataclass(frozen=True, kw_only=True)
 class Nginx:
     image: str = field("Unprivileged nginx image.", default="nginxinc/nginx-unprivileged:1.27.4-alpine",
@@ -272,13 +303,53 @@ class Nginx:
     gzip: bool = field("Compress text responses.", default=True)
     gzip_level: int = field("gzip level; above ~5 costs CPU and gains little.", default=4, minimum=1,
                             maximum=9)
-    micro_cache_seconds: int = field("Cache anonymous GET/HEAD responses this long (0 disables); requests "
-                                     "with cookies, Authorization or an API-key header (X-Api-Key, Api-Key, "
-                                     "X-Auth-Token, X-Access-Token) always bypass it.", default=1,
-                                     minimum=0, maximum=3600)
+    micro_cache_seconds: int = field("Cache anonymous GET/HEAD responses this long unless the app's "
+                                     "Cache-Control says otherwise (0 disables); requests with cookies, "
+                                     "Authorization or a microCacheBypassHeaders header always bypass it.",
+                                     default=1, minimum=0, maximum=3600)
+    micro_cache_bypass_headers: list[str] = field(
+        "Request headers (besides Cookie and Authorization) that make a request personal: it bypasses the "
+        "micro-cache and its answer is never stored.", default=API_KEY_HEADERS, item_pattern=HEADER_NAME,
+        item_max_length=64, max_items=32)
+    micro_cache_grace_seconds: int = field(
+        "While one request refreshes an expired entry, others get the old copy, at most this many seconds "
+        "past its freshness (0: they wait for the refresh). Bounds how stale a healthy app's page can be.",
+        default=1, minimum=0, maximum=60)
+    micro_cache_stale_if_error_seconds: int = field(
+        "When the app fails or times out, serve cached entries up to this many seconds past their freshness "
+        "instead of the error (0 disables). nginx keeps one lifetime for unused entries, so a value above "
+        "microCacheGraceSeconds turns off serving stale while refreshing.", default=0, minimum=0,
+        maximum=86400)
+    trusted_proxies: list[str] = field(
+        "Networks (CIDR) of the proxies in front of nginx, such as the ingress controller. Only their "
+        "X-Forwarded-For/-Proto/-Host/-Port are believed: the client address comes from X-Forwarded-For "
+        "(nginx realip), the scheme and host the app sees from the others; anyone else's are replaced. "
+        "gunicorn believes forwarded headers only from these networks too (where nginx runs), and the "
+        "NetworkPolicy lets only nginx reach it. Default: private networks.", default=PRIVATE_NETWORKS,
+        item_max_length=43, max_items=32, min_items=1)
     client_max_body_size: str = field("Largest request body (nginx size syntax).", default="10m",
                                       pattern=SIZE)
     resources: Resources = field("CPU and memory of the nginx container.", default=Resources)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkPolicies:
+    enabled: bool = field("Create a NetworkPolicy per tier: each accepts traffic only from the tier that calls "
+                          "it and sends only where it must (DNS, the next tier, Redis, the database). The app "
+                          "keeps working in a namespace with a default-deny policy.", default=True)
+    ingress_from: list[dict[str, Any]] = field(
+        "NetworkPolicyPeers (podSelector, namespaceSelector, ipBlock) allowed to reach nginx, e.g. the "
+        "ingress controller's namespace. Empty: any source, since nginx is the public entry.", default=list,
+        max_items=16)
+    database_to: list[dict[str, Any]] = field(
+        "NetworkPolicyPeers where the database lives (an ipBlock, or the namespace of an in-cluster "
+        "server). Empty: any address, on databasePort only.", default=list, max_items=16)
+    database_port: int = field("TCP port of the database (PostgreSQL 5432, PgBouncer 6432, MySQL 3306).",
+                               default=5432, minimum=1, maximum=65535)
+    extra_egress: list[dict[str, Any]] = field(
+        "NetworkPolicyEgressRules added to every app tier (web, worker pools, beat, migrations), for the "
+        "other services the app calls (an external API, an external Redis on another port).", default=list,
+        max_items=16)
 
 
 @rules(
@@ -359,6 +430,7 @@ class FlaskAppSpec:
     nginx: Nginx = field("Nginx in front of gunicorn: static files, gzip, micro-cache, buffering.",
                          default=Nginx)
     ingress: Ingress = field("Ingress to nginx.", default=Ingress)
+    network_policy: NetworkPolicies = field("NetworkPolicies of every tier.", default=NetworkPolicies)
     cdn: Cdn = field("CDN settings.", default=Cdn)
     env: list[EnvVar] = field("Extra environment variables for app containers.", default=list)
     env_from: list[EnvFromSource] = field("ConfigMaps and Secrets imported into app containers.",

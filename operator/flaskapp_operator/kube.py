@@ -31,6 +31,7 @@ APPLIED_HASH = "flaskapp.dev/applied-hash"
 CHILD_KINDS: tuple[tuple[str, str, str], ...] = (
     ("v1", "ServiceAccount", "serviceaccounts"), ("v1", "ConfigMap", "configmaps"), ("v1", "Secret", "secrets"),
     ("v1", "Service", "services"), ("batch/v1", "Job", "jobs"), ("apps/v1", "Deployment", "deployments"),
+    ("apps/v1", "StatefulSet", "statefulsets"),
     ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"), ("networking.k8s.io/v1", "Ingress", "ingresses"),

@@ -104,7 +104,7 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
                 verdict = Verdict("NameConflict", f"{conflict}; nothing was applied")
 
     # 6. Report: status from the children's state, written only when it changed; Events for actions.
-    deployments = [o for (kind, _), o in live.items() if kind == "Deployment"]
+    deployments = [o for (kind, _), o in live.items() if kind in ("Deployment", "StatefulSet")]
     spec = rendered.spec if rendered else None
     pods = tuple(cluster.list_pods(namespace, name)) if rendered is not None else ()
     pod_events = cluster.pod_events(namespace, stuck_pods(list(pods), datetime.datetime.now(datetime.timezone.utc)))

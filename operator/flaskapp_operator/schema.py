@@ -61,12 +61,14 @@ def field(description: str, *, default: Any = MISSING, json: str | None = None,
           enum: tuple[str, ...] | None = None, minimum: int | None = None, maximum: int | None = None,
           pattern: str | None = None, max_length: int | None = None, min_length: int | None = None,
           min_items: int | None = None, max_items: int | None = None, list_map_key: str | None = None,
+          item_pattern: str | None = None, item_max_length: int | None = None,
           preserve_unknown: bool = False) -> Any:
     """Declare a model field; a mutable or nested default is given as a factory (a class or `list`)."""
     meta = {k: v for k, v in dict(
         description=description, json=json, enum=enum, minimum=minimum, maximum=maximum,
         pattern=pattern, max_length=max_length, min_length=min_length, min_items=min_items,
-        max_items=max_items, list_map_key=list_map_key, preserve_unknown=preserve_unknown).items()
+        max_items=max_items, list_map_key=list_map_key, item_pattern=item_pattern,
+        item_max_length=item_max_length, preserve_unknown=preserve_unknown).items()
         # Not `v not in (None, False)`: 0 == False, which silently dropped every `minimum=0`.
         if v is not None and v is not False}
     if default is MISSING:
@@ -120,7 +122,7 @@ def openapi_schema(cls: type) -> dict[str, Any]:
         prop["description"] = f.metadata["description"]
         _add_bounds(prop, f.metadata)
         if f.default is not MISSING and f.default is not None:
-            prop["default"] = f.default
+            prop["default"] = to_dict(f.default)  # a tuple default is a list in the API
         elif f.default_factory is not MISSING and dataclasses.is_dataclass(f.default_factory):  # type: ignore[misc]
             # The full default object: the API server checks defaults against CEL rules as they are.
             prop["default"] = to_dict(f.default_factory())  # type: ignore[misc]
@@ -180,6 +182,10 @@ def _add_bounds(prop: dict[str, Any], meta: typing.Mapping[str, Any]) -> None:
         prop["x-kubernetes-list-map-keys"] = [meta["list_map_key"]]
     if meta.get("preserve_unknown"):
         prop["x-kubernetes-preserve-unknown-fields"] = True
+    if "item_pattern" in meta:
+        prop["items"]["pattern"] = meta["item_pattern"]
+    if "item_max_length" in meta:  # also bounds the API server's cost estimate of CEL rules over the items
+        prop["items"]["maxLength"] = meta["item_max_length"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -289,6 +295,11 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], path: str, errors:
             errors.append(FieldError(path, f"must have at least {meta['min_items']} item(s)"))
         if "max_items" in meta and len(value) > meta["max_items"]:
             errors.append(FieldError(path, f"must have at most {meta['max_items']} item(s)"))
+        for i, item in enumerate(value):
+            if "item_pattern" in meta and isinstance(item, str) and not re.search(meta["item_pattern"], item):
+                errors.append(FieldError(f"{path}[{i}]", f"must match {meta['item_pattern']}, got {item!r}"))
+            if "item_max_length" in meta and isinstance(item, str) and len(item) > meta["item_max_length"]:
+                errors.append(FieldError(f"{path}[{i}]", f"must be at most {meta['item_max_length']} characters"))
         if "list_map_key" in meta:
             keys = [getattr(item, meta["list_map_key"], None) for item in value]
             for dup in sorted({k for k in keys if keys.count(k) > 1}):

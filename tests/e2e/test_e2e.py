@@ -71,6 +71,11 @@ def dump(kube, ns):
         print(kube.kubectl(*args, check=False).stdout)
 
 
+DEFAULT_DENY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "default-deny"},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
+
+
 def get(target, path, **kw):
     headers = {"Host": HOST, **kw.pop("headers", {})}
     return requests.get(target.ingress_url + path, headers=headers, timeout=30, **kw)
@@ -83,6 +88,7 @@ class SteadyLoad:
     def __init__(self, target, path="/hello", threads=2, pause=0.02):
         self.target, self.path, self.pause = target, path, pause
         self.outcomes: Counter = Counter()
+        self.served_by: Counter = Counter()  # web pod name -> requests it answered
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -94,6 +100,8 @@ class SteadyLoad:
                 r = session.get(self.target.ingress_url + self.path, headers={"Host": HOST},
                                 cookies={"session": "load"}, timeout=10)
                 outcome = "ok" if r.status_code == 200 else f"http {r.status_code}"
+                if outcome == "ok" and "pod" in r.json():
+                    self.served_by[r.json()["pod"]] += 1
             except requests.RequestException as exc:
                 outcome = f"error {type(exc).__name__}"
             self.outcomes[outcome] += 1
@@ -168,6 +176,9 @@ def test_apply_example_app_with_real_postgresql_until_ready(kube, target, local_
     kube.apply(db)
     kube.kubectl("rollout", "status", "deployment/postgres", "-n", "e2e-db", "--timeout=180s")
     ns = STATE["ns"] = new_namespace(kube, "e2e")
+    # As many production namespaces do: nothing in or out unless a policy allows it. The FlaskApp's own
+    # policies must let every tier work (every later test runs under this).
+    kube.apply(DEFAULT_DENY, ns)
     kube.kubectl("create", "secret", "generic", "shop-db", "-n", ns,
                  "--from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop")
     started = time.monotonic()
@@ -304,6 +315,15 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
     record("rollout_requests", dict(load.outcomes))
     record("rollout_seconds", round(rolled, 1))
     assert load.failed == 0, load.failures
+    # The new pods share the traffic within seconds: nginx's connections to the web Service live 5 s
+    # (keepalive_time), so kube-proxy spreads new ones over every ready pod.
+    with SteadyLoad(real_pods, threads=6) as share:
+        wait_until(lambda: sum(share.served_by.values()) >= 1500, 120, what="1500 requests answered")
+    shares = {pod: round(n / sum(share.served_by.values()), 3) for pod, n in share.served_by.items()}
+    record("web_pod_shares_after_rollout", {"requests": dict(share.outcomes), "shares": shares})
+    assert share.failed == 0, share.failures
+    assert set(shares) == after, shares  # every new pod served, and only new pods
+    assert min(shares.values()) >= 0.15, shares  # a fair share is 1/3
 
 
 def tag_second_image(kube, target) -> str:
@@ -345,14 +365,14 @@ def test_deleted_pod_and_killed_container_recover(kube, real_pods):
 
 # -- network policy -----------------------------------------------------------------------------------------
 
-# Connects to Redis for up to 30 s: the policy engine admits a new pod once its address is in the
+# Connects to host:port for up to 30 s: the policy engine admits a new pod once its address is in the
 # engine's sets (eventually), and refuses (kube-router: REJECT) or drops (timeout) everyone else.
 PROBE = """
 import socket, sys, time
 deadline, outcome = time.monotonic() + 30, "never tried"
 while time.monotonic() < deadline:
     try:
-        socket.create_connection((sys.argv[1], 6379), timeout=3).close()
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
         print("connected"); sys.exit(0)
     except socket.timeout:
         outcome = "blocked (timeout)"
@@ -366,19 +386,30 @@ print(outcome)
 
 
 @pytest.mark.order(8)
-def test_only_the_apps_pods_reach_redis(kube, target, real_pods):
+def test_network_policies_admit_each_tier_only_from_its_caller(kube, target, real_pods):
+    """The app has run under a default-deny namespace policy all along (tests 2-7). Here, who reaches what:
+    a pod of another namespace reaches nginx (the public entry) and nothing else; a pod with the web tier's
+    labels reaches Redis (the policy engine selects by label)."""
     ns = STATE["ns"]
-    pods = {(who, redis): start_pod(kube, ns, f"probe-{who}-{redis.rsplit('-', 1)[1]}", target.example_image,
-                                    ["python", "-c", PROBE, redis], labels)
-            for who, labels in (("outsider", {"role": "outsider"}),
-                                ("insider", {"app.kubernetes.io/name": "flaskapp", "app.kubernetes.io/instance": "shop"}))
-            for redis in ("shop-redis-cache", "shop-redis-broker")}
-    results = {key: pod_output(kube, ns, name) for key, name in pods.items()}
-    assert results[("insider", "shop-redis-cache")] == "connected", results  # the policy engine lets the app in
-    assert results[("insider", "shop-redis-broker")] == "connected", results
-    assert results[("outsider", "shop-redis-cache")].startswith("blocked"), results  # and no one else
-    assert results[("outsider", "shop-redis-broker")].startswith("blocked"), results
-    record("network_policy", {f"{who} -> {redis}": r for (who, redis), r in results.items()})
+    outside = new_namespace(kube, "e2e-outside")
+    targets = {"nginx": ("shop-nginx", 80), "gunicorn": ("shop-web", 8000),
+               "redis-cache": ("shop-redis-cache", 6379), "redis-broker": ("shop-redis-broker", 6379)}
+    pods = {("outsider", what): (outside, start_pod(kube, outside, f"probe-{what}", target.example_image,
+                                                     ["python", "-c", PROBE, f"{svc}.{ns}.svc", str(port)]))
+            for what, (svc, port) in targets.items()}
+    web_labels = {"app.kubernetes.io/name": "flaskapp", "app.kubernetes.io/instance": "shop",
+                  "app.kubernetes.io/component": "web"}
+    pods.update({("web tier", what): (ns, start_pod(kube, ns, f"probe-web-{what}", target.example_image,
+                                                    ["python", "-c", PROBE, targets[what][0], "6379"], web_labels))
+                 for what in ("redis-cache", "redis-broker")})
+    results = {key: pod_output(kube, where, name) for key, (where, name) in pods.items()}
+    record("network_policy", {f"{who} -> {what}": r for (who, what), r in results.items()})
+    assert results[("outsider", "nginx")] == "connected", results
+    for what in ("gunicorn", "redis-cache", "redis-broker"):
+        assert results[("outsider", what)].startswith("blocked"), results
+    assert results[("web tier", "redis-cache")] == "connected", results
+    assert results[("web tier", "redis-broker")] == "connected", results
+    kube.kubectl("delete", "namespace", outside, "--wait=false")
 
 
 # -- failures only real pods show ---------------------------------------------------------------------------
@@ -430,7 +461,9 @@ def test_failures_end_degraded_naming_tier_and_cause_without_disturbing_a_health
         kube.apply(broken_app(target, name, **changes), ns)
     wait_until(lambda: kube.get("secret", "oom-redis-redis", ns), 60, what="the Redis password Secret")
     filler = start_pod(kube, ns, "oom-redis-filler", target.example_image, ["python", "-c", FILLER],
-                       {"app.kubernetes.io/name": "flaskapp", "app.kubernetes.io/instance": "oom-redis"},
+                       # The web tier's labels: its policy lets it out to its app's Redis (default-deny here).
+                       {"app.kubernetes.io/name": "flaskapp", "app.kubernetes.io/instance": "oom-redis",
+                        "app.kubernetes.io/component": "web"},
                        env=[{"name": "REDIS_HOST", "value": "oom-redis-redis-cache"},
                             {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
                                 "name": "oom-redis-redis", "key": "password"}}}])

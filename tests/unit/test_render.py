@@ -96,15 +96,35 @@ def test_nginx_conf_has_the_promised_settings():
     conf = next(o for o in objects if o["metadata"]["name"] == "shop-nginx-conf")["data"]["nginx.conf"]
     for directive in ("gzip on;", "proxy_cache_valid 200 301 302 1s;", "proxy_buffering on;",
                       "keepalive ", 'max-age=31536000, immutable"', "client_max_body_size 10m;",
-                      "proxy_cache_bypass $skip_microcache;", "proxy_http_version 1.1;"):
+                      "if ($skip_microcache)", "proxy_http_version 1.1;"):
         assert directive in conf, directive
 
 
 def test_managed_redis_policies():
     objects = render(load_sample("full"), **FIXED).objects
     args = {o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][0]["args"]
-            for o in objects if o["kind"] == "Deployment" and "redis" in o["metadata"]["name"]}
+            for o in objects if o["kind"] in ("Deployment", "StatefulSet") and "redis" in o["metadata"]["name"]}
     assert "allkeys-lru" in args["shop-redis-cache"] and "noeviction" in args["shop-redis-broker"]
+
+
+def test_the_broker_is_durable_and_the_cache_ephemeral_and_no_password_is_on_a_command_line():
+    objects = render(load_sample("full"), **FIXED).objects
+    broker = next(o for o in objects if o["metadata"]["name"] == "shop-redis-broker" and o["kind"] == "StatefulSet")
+    cache = next(o for o in objects if o["metadata"]["name"] == "shop-redis-cache" and o["kind"] == "Deployment")
+    broker_args = broker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert broker_args[broker_args.index("--appendonly") + 1] == "yes"
+    assert broker_args[broker_args.index("--appendfsync") + 1] == "everysec"
+    claim = broker["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    cache_args = cache["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert cache_args[cache_args.index("--appendonly") + 1] == "no"
+    assert {"emptyDir": {}, "name": "data"} in cache["spec"]["template"]["spec"]["volumes"]
+    pdb = next(o for o in objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == "shop-redis-broker")
+    assert pdb["spec"]["minAvailable"] == 1
+    for workload in (broker, cache):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        assert FIXED["redis_password"] not in json.dumps([container["command"], container["args"],
+                                                           container.get("env", [])])
 
 
 def test_env_contract_is_complete():
@@ -156,7 +176,7 @@ def test_a_new_app_image_does_not_restart_redis():
 
     def redis_templates(d):
         return [o["spec"]["template"] for o in render(d, **FIXED).objects
-                if o["kind"] == "Deployment" and "redis" in o["metadata"]["name"]]
+                if o["kind"] in ("Deployment", "StatefulSet") and "redis" in o["metadata"]["name"]]
 
     before = redis_templates(doc)
     doc["spec"]["image"] = "ghcr.io/flaskapp-operator/example:9.9.9"
@@ -169,7 +189,7 @@ def test_a_new_redis_password_restarts_redis_and_its_clients_together():
     def templates(password):
         objects = render(load_sample("full"), redis_password=password, uid=FIXED["uid"]).objects
         return {o["metadata"]["name"]: o["spec"]["template"]["metadata"].get("annotations", {})
-                for o in objects if o["kind"] == "Deployment"}
+                for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
     before, after = templates("one"), templates("two")
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"shop-redis-cache", "shop-redis-broker", "shop-web", "shop-worker-default",

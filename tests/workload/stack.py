@@ -35,10 +35,17 @@ REDIS_PASSWORD = "workload-password"
 DB_USER = "shop"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays open until all are chosen (one at a time, the kernel may
+    hand out the same port twice, and two servers then fight over it)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def wait_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 30, log: Path | None = None) -> None:
@@ -109,7 +116,7 @@ class Stack:
         return Addresses(gunicorn_bind=f"127.0.0.1:{p['gunicorn']}", nginx_listen=f"127.0.0.1:{p['nginx']}",
                          upstream=f"127.0.0.1:{p['gunicorn']}", redis_cache=f"127.0.0.1:{p['redis-cache']}",
                          redis_broker=f"127.0.0.1:{p['redis-broker']}", static_root=str(self.workdir / "static"),
-                         runtime_dir=str(self.workdir / "nginx"))
+                         runtime_dir=str(self.workdir / "nginx"), gunicorn_config_dir=str(self.workdir / "gunicorn"))
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
                user: str | None = None) -> subprocess.Popen:
@@ -124,17 +131,17 @@ class Stack:
 
     def start(self, with_postgres: bool = True, with_celery: bool = True) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for name in ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres"):
-            self.ports[name] = free_port()
+        names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres")
+        self.ports.update(zip(names, free_ports(len(names))))
         self.rendered = render(self.document, redis_password=REDIS_PASSWORD, addresses=self.addresses())
         try:
             self._start_redis("redis-cache")
             self._start_redis("redis-broker")
             if with_postgres:
                 self._start_postgres()
-            self._start_gunicorn()
+            self.start_gunicorn()
             if with_celery:
-                self._start_celery()
+                self.start_celery()
             self._start_nginx()
         except BaseException:
             self.stop()
@@ -142,14 +149,30 @@ class Stack:
         return self
 
     def _start_redis(self, component: str) -> None:
-        deployment = find(self.rendered.objects, "Deployment", component)
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        args = [a.replace("$(REDIS_PASSWORD)", REDIS_PASSWORD) for a in container["args"]]
+        workload = find(self.rendered.objects, "StatefulSet", component) if any(
+            o["kind"] == "StatefulSet" and o["metadata"]["name"].endswith(component) for o in self.rendered.objects) \
+            else find(self.rendered.objects, "Deployment", component)
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        # The auth volume, as the kubelet would mount it: the Secret's auth.conf in a directory of its own.
+        auth = self.workdir / f"{component}-auth"
+        auth.mkdir(exist_ok=True)
+        secret = find(self.rendered.objects, "Secret", "-redis")
+        mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "auth")
+        (auth / "auth.conf").write_bytes(base64.b64decode(secret["data"]["auth.conf"]))
+        command = [c.replace(mount, str(auth)) for c in container["command"]]
+        args = list(container["args"])
         args[args.index("--port") + 1] = str(self.ports[component])  # the address: a loopback port
         data = self.workdir / component
         data.mkdir(exist_ok=True)
-        proc = self._spawn(component, ["redis-server", *args, "--bind", "127.0.0.1", "--dir", str(data)])
+        args[args.index("--dir") + 1] = str(data)
+        proc = self._spawn(component, [*command, *args, "--bind", "127.0.0.1"])
         wait_port(self.ports[component], proc, log=self.log(component))
+
+    def restart_redis(self, component: str, sig: int = signal.SIGTERM) -> None:
+        """Stop a Redis (SIGTERM as the kubelet, SIGKILL as a crash) and start it again on the same data
+        directory, as its volume would be."""
+        self.stop_process(component, sig)
+        self._start_redis(component)
 
     def _start_postgres(self) -> None:
         data = self.workdir / "pgdata"
@@ -170,7 +193,7 @@ class Stack:
         psql = [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", "postgres",
                 "-v", "ON_ERROR_STOP=1"]
         deadline = time.monotonic() + 30
-        while subprocess.run(psql + ["-c", "select 1"], capture_output=True).returncode != 0:
+        while subprocess.run(psql + ["-c", "select 1"], capture_output=True, timeout=10).returncode != 0:
             if time.monotonic() > deadline:
                 raise TimeoutError("postgres does not accept connections")
             time.sleep(0.2)
@@ -191,11 +214,15 @@ class Stack:
         command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
         return [str(VENV_BIN / command[0]), *command[1:]]
 
-    def _start_gunicorn(self) -> None:
+    def start_gunicorn(self) -> None:
+        # The web pod's config file, as its ConfigMap volume would mount it.
+        (self.workdir / "gunicorn").mkdir(exist_ok=True)
+        for key, text in find(self.rendered.objects, "ConfigMap", "-gunicorn-conf")["data"].items():
+            (self.workdir / "gunicorn" / key).write_text(text)
         proc = self._spawn("gunicorn", self.command_of("-web"), env=self.env_of("-web"), cwd=EXAMPLE_APP)
         wait_port(self.ports["gunicorn"], proc, log=self.log("gunicorn"))
 
-    def _start_celery(self) -> None:
+    def start_celery(self) -> None:
         self._spawn("celery", self.command_of("-worker-default"), env=self.env_of("-worker-default"), cwd=EXAMPLE_APP)
 
     def _start_nginx(self) -> None:
@@ -233,6 +260,11 @@ class Stack:
         import psutil
 
         return [c.pid for c in psutil.Process(self.procs["gunicorn"].pid).children()]
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(30)
 
     def stop(self) -> None:
         for name, proc in reversed(list(self.procs.items())):

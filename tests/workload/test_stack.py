@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import subprocess
 import threading
 import time
+
+import signal
 
 import psutil
 import pytest
@@ -102,7 +105,8 @@ def test_micro_cache_keys_by_host_and_bypasses_api_keys(stack):
     assert get(stack, "/whoami", headers={"Host": "k.test"}).json()["api_key"] is None
 
 
-@pytest.mark.parametrize("path", ["/login", "/private"], ids=["set-cookie", "cache-control-private"])
+@pytest.mark.parametrize("path", ["/login", "/private", "/no-store", "/vary-star"],
+                         ids=["set-cookie", "cache-control-private", "cache-control-no-store", "vary-star"])
 def test_micro_cache_never_stores_what_the_app_marks_personal(stack, path):
     time.sleep(1.1)
     first = get(stack, path)
@@ -171,6 +175,30 @@ def test_celery_task_round_trips_through_the_broker(stack):
     assert env["CELERY_WORKER_CONCURRENCY"] == "2"
     log = stack.log("celery").read_text()
     assert "concurrency: 2 (prefork)" in log
+
+
+def test_queued_tasks_survive_a_broker_crash(stack):
+    """No worker runs; tasks are queued; the broker is killed (SIGKILL) and started again on its data
+    directory, as its volume would be; then a worker starts: every task runs. The cache, ephemeral by
+    design, comes back empty."""
+    from celery import Celery
+
+    env = stack.env_of("-web")
+    client = Celery("queue-test", broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
+    stack.stop_process("celery")
+    cache = _redis(stack, "redis-cache")
+    cache.set("ephemeral", "1")
+    try:
+        results = [client.send_task("shop.add", (i, i)) for i in range(50)]
+        broker = _redis(stack, "redis-broker")
+        assert broker.llen("celery") == 50  # queued, nobody consuming
+        stack.restart_redis("redis-broker", signal.SIGKILL)
+        stack.restart_redis("redis-cache", signal.SIGKILL)
+        assert _redis(stack, "redis-broker").llen("celery") == 50
+        assert _redis(stack, "redis-cache").get("ephemeral") is None
+    finally:
+        stack.start_celery()
+    assert [r.get(timeout=60) for r in results] == [2 * i for i in range(50)]
 
 
 # -- database pools -------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ TRAEFIK_VERSION = "v3.6.12"
 # tried first: it needs the nftables `queue` expression, which this VM's kernel lacks (nft answers
 # "No such file or directory" to any `queue` rule), while iptables' set match works here.
 KUBE_ROUTER_VERSION = "v2.1.0"
+# PersistentVolumes on the node's disk, the same provisioner kind ships as its default StorageClass.
+LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
 
 # Staging modules of k8s.io/kubernetes 1.35 (an unused replace is harmless).
 STAGING_MODULES = (
@@ -198,6 +200,11 @@ def build_kube_router(version: str = KUBE_ROUTER_VERSION) -> Path:
                                    {"kube-router": "./cmd/kube-router"})
 
 
+def build_local_path_provisioner(version: str = LOCAL_PATH_PROVISIONER_VERSION) -> Path:
+    return _build_in_module_source("local-path-provisioner", "github.com/rancher/local-path-provisioner", version,
+                                   {"local-path-provisioner": "."})
+
+
 def build_pause() -> Path:
     """The pod sandbox's process: a static C program that sleeps until signalled, as Kubernetes' own pause."""
     source = Path(__file__).with_name("pause.c")
@@ -232,7 +239,9 @@ def ensure_all() -> dict[str, Path]:
 
 
 def ensure_node_tools() -> dict[str, Path]:
-    """What a real node needs beside the control plane: DNS, an ingress controller, a policy engine."""
+    """What a real node needs beside the control plane: DNS, an ingress controller, a policy engine, a
+    volume provisioner."""
     return {"coredns": build_coredns() / "coredns", "traefik": build_traefik() / "traefik",
             "kube-router": build_kube_router() / "kube-router",
+            "local-path-provisioner": build_local_path_provisioner() / "local-path-provisioner",
             "pause": build_pause() / "pause"}

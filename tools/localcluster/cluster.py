@@ -331,8 +331,8 @@ class LocalCluster:
         wait_for(lambda: "True" in self.kubectl("get", "node", NODE_NAME, "-o",
                                              "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
                                              check=False).stdout, 90, "node Ready", logs, "kubelet")
-        node.start_addons(self._spawn, self.kubectl, server, pki, bins["traefik"], bins["kube-router"],
-                          free_port(), free_port())
+        node.start_addons(self._spawn, self.kubectl, server, pki, bins, free_port(), free_port(),
+                          helper_image=image_builds.PYTHON_REF)
 
     def import_images(self, images: dict[str, Path]) -> None:
         if self.node is None:

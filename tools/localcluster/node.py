@@ -253,6 +253,70 @@ subjects: [{kind: ServiceAccount, name: kube-router, namespace: kube-system}]
 """
 
 
+# PersistentVolumes: rancher's local-path-provisioner (what kind ships) as a host process; its helper pods
+# create and remove each volume's directory on the node. RBAC from its deploy/local-path-storage.yaml.
+STORAGE_CLASS = "local-path"
+LOCAL_PATH_RBAC = _service_account_with_token("local-path-provisioner") + """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: local-path-provisioner, namespace: kube-system}
+rules:
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [get, list, watch, create, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: local-path-provisioner, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: local-path-provisioner}
+subjects: [{kind: ServiceAccount, name: local-path-provisioner, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: local-path-provisioner}
+rules:
+  - apiGroups: [""]
+    resources: [nodes, persistentvolumeclaims, configmaps, pods, pods/log]
+    verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [persistentvolumes]
+    verbs: [get, list, watch, create, patch, update, delete]
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create, patch]
+  - apiGroups: [storage.k8s.io]
+    resources: [storageclasses]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: local-path-provisioner}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: local-path-provisioner}
+subjects: [{kind: ServiceAccount, name: local-path-provisioner, namespace: kube-system}]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+"""
+
+
+def local_path_config(volumes: Path, helper_image: str) -> dict:
+    helper_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "helper-pod"},
+                  "spec": {"containers": [{"name": "helper-pod", "image": helper_image,
+                                           "imagePullPolicy": "IfNotPresent"}]}}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "local-path-config", "namespace": "kube-system"},
+            "data": {"config.json": json.dumps({"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES",
+                                                                 "paths": [str(volumes)]}]}),
+                     "setup": "#!/bin/sh\nset -eu\nmkdir -m 0777 -p \"$VOL_DIR\"\n",
+                     "teardown": "#!/bin/sh\nset -eu\nrm -rf \"$VOL_DIR\"\n",
+                     "helperPod.yaml": yaml.safe_dump(helper_pod)}}
+
+
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -336,12 +400,16 @@ class RealNode:
         spawn("coredns", [str(coredns), "-conf", str(self.root / "Corefile")])
 
     def start_addons(self, spawn: Spawn, kubectl: Callable[..., subprocess.CompletedProcess], server: str,
-                     pki: Path, traefik: Path, kube_router: Path, traefik_api_port: int,
-                     kube_router_health_port: int) -> None:
-        """Traefik (ingress) and kube-router's firewall (NetworkPolicy), as host processes with
-        ServiceAccount tokens of their own (least privilege, not the admin certificate)."""
-        kubectl("apply", "-f", "-", input=ADDON_RBAC)
-        tokens = {name: self._service_account_token(kubectl, name) for name in ("traefik", "kube-router")}
+                     pki: Path, bins: dict[str, Path], traefik_api_port: int, kube_router_health_port: int,
+                     helper_image: str) -> None:
+        """Traefik (ingress), kube-router's firewall (NetworkPolicy) and local-path-provisioner
+        (PersistentVolumes), as host processes with ServiceAccount tokens of their own (least privilege,
+        not the admin certificate)."""
+        traefik, kube_router = bins["traefik"], bins["kube-router"]
+        kubectl("apply", "-f", "-", input=ADDON_RBAC + "---\n" + LOCAL_PATH_RBAC + "---\n" +
+                yaml.safe_dump(local_path_config(self.root / "volumes", helper_image)))
+        tokens = {name: self._service_account_token(kubectl, name)
+                  for name in ("traefik", "kube-router", "local-path-provisioner")}
         spawn("traefik", [
             str(traefik), f"--entrypoints.web.address={NODE_IP}:{INGRESS_PORT}",
             # A test cluster stops at once (Traefik's default waits 10 s for open connections).
@@ -352,17 +420,26 @@ class RealNode:
             f"--providers.kubernetesingress.certauthfilepath={pki / 'ca.crt'}",
             f"--providers.kubernetesingress.ingressendpoint.ip={NODE_IP}",
             "--global.checknewversion=false", "--global.sendanonymoususage=false", "--log.level=WARN"])
-        kubeconfig = self.root / "kube-router.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kube-router",
-            "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
-            "users": [{"name": "kube-router", "user": {"token": tokens["kube-router"]}}],
-            "contexts": [{"name": "kube-router", "context": {"cluster": "local", "user": "kube-router"}}]}))
+        kubeconfig = self._token_kubeconfig("kube-router", server, pki, tokens["kube-router"])
+        spawn("local-path-provisioner", [
+            str(bins["local-path-provisioner"]), "start", "--namespace=kube-system",
+            f"--kubeconfig={self._token_kubeconfig('local-path-provisioner', server, pki, tokens['local-path-provisioner'])}",
+            "--service-account-name=local-path-provisioner", f"--helper-image={helper_image}",
+            "--configmap-name=local-path-config"])
         spawn("kube-router", [
             str(kube_router), "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
             f"--kubeconfig={kubeconfig}", f"--hostname-override={NODE_NAME}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", f"--health-port={kube_router_health_port}",
             "--iptables-sync-period=30s", "--v=1"])
+
+    def _token_kubeconfig(self, name: str, server: str, pki: Path, token: str) -> Path:
+        kubeconfig = self.root / f"{name}.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": name,
+            "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}]}))
+        return kubeconfig
 
     def _service_account_token(self, kubectl: Callable[..., subprocess.CompletedProcess], name: str) -> str:
         secret = f"{name}-token"

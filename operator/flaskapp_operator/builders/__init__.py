@@ -8,6 +8,7 @@ from .config import config_checksums, env_configmap
 from .context import Addresses, AppRef, Context
 from .network import ingress_objects, service_account
 from .nginx import nginx_objects
+from .policies import network_policies
 from .redis import redis_objects
 
 __all__ = ["Addresses", "AppRef", "Context", "desired_objects"]
@@ -26,4 +27,5 @@ def desired_objects(ctx: Context) -> list[dict]:
         *nginx_objects(ctx),
         *availability_objects(ctx),
         *ingress_objects(ctx),
+        *network_policies(ctx),
     ]

@@ -8,7 +8,7 @@ from ..tuning import DEFAULT_POOL_REPLICAS, DEFAULT_WEB_REPLICAS
 from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, drain_before_stop, exec_probe, http_probe,
                      metadata, resources, restricted_container_security, pod_spec, service, tcp_probe,
                      tmp_volume)
-from .config import app_env, app_env_from
+from .config import GUNICORN_CONFIG_FILE, app_env, app_env_from, gunicorn_config
 from .context import Context
 
 APP_USER = 10001  # the app image must tolerate an arbitrary non-root user (PSS "restricted")
@@ -39,6 +39,9 @@ def app_pod(ctx: Context, tier: str, container: dict, res: Resources, resource_t
 
 def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     web = ctx.spec.web
+    conf = gunicorn_config(ctx)
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": metadata(ctx, ctx.child("gunicorn-conf"), "web"), "data": {GUNICORN_CONFIG_FILE: conf}}
     port = web.port
     readiness = http_probe(web.health_check_path, "http") if web.health_check_path else tcp_probe("http")
     container = {
@@ -52,9 +55,13 @@ def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     }
     pod = app_pod(ctx, "web", container, web.resources, "web",
                   grace=ctx.tuning.web.termination_grace_period_seconds)
+    pod["containers"][0]["volumeMounts"].append(
+        {"name": "gunicorn-conf", "mountPath": ctx.addresses.gunicorn_config_dir, "readOnly": True})
+    pod["volumes"].append({"name": "gunicorn-conf", "configMap": {"name": ctx.child("gunicorn-conf")}})
     replicas = None if web.autoscaling else (DEFAULT_WEB_REPLICAS if web.replicas is None else web.replicas)
-    return [deployment(ctx, "web", pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                       checksum_value=config_checksums["web"]),
+    return [configmap,
+            deployment(ctx, "web", pod, replicas=replicas, strategy=ROLLING_UPDATE,
+                       checksum_value=checksum(config_checksums["web"], conf)),
             service(ctx, "web", port, "http")]
 
 

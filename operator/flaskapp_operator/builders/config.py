@@ -11,6 +11,7 @@ import json
 from typing import Optional
 
 from ..naming import child_name
+from ..templates import render_template
 from ..tuning import TierConnections
 from .common import checksum, metadata
 from .context import Context
@@ -28,6 +29,18 @@ def engine_options(ctx: Context, tier: TierConnections) -> str:
     return json.dumps(options, sort_keys=True)
 
 
+GUNICORN_CONFIG_FILE = "gunicorn.conf.py"
+
+
+def gunicorn_config_path(ctx: Context) -> str:
+    return f"{ctx.addresses.gunicorn_config_dir}/{GUNICORN_CONFIG_FILE}"
+
+
+def gunicorn_config(ctx: Context) -> str:
+    """The config file: which peers' forwarded headers gunicorn and the app believe (nginx's)."""
+    return render_template("gunicorn.conf.py.j2", app=ctx.name, trusted_proxies=list(ctx.spec.nginx.trusted_proxies))
+
+
 def gunicorn_args(ctx: Context) -> str:
     """GUNICORN_CMD_ARGS, which gunicorn reads from its environment (gunicorn settings.rst)."""
     web = ctx.tuning.web
@@ -35,7 +48,7 @@ def gunicorn_args(ctx: Context) -> str:
             f"--worker-class={web.worker_class}", f"--threads={web.threads}", f"--timeout={web.timeout_seconds}",
             f"--graceful-timeout={web.graceful_timeout_seconds}", f"--keep-alive={web.keepalive_seconds}",
             f"--max-requests={web.max_requests}", f"--max-requests-jitter={web.max_requests_jitter}",
-            "--worker-tmp-dir=/dev/shm", "--forwarded-allow-ips=*", "--access-logfile=-"]
+            "--worker-tmp-dir=/dev/shm", f"--config={gunicorn_config_path(ctx)}", "--access-logfile=-"]
     if web.preload:
         args.append("--preload")
     return " ".join(args)
@@ -86,7 +99,7 @@ def redis_secret(ctx: Context) -> dict:
     """Generated once by the operator and then preserved: the password is an input of the renderer."""
     pw = ctx.redis_password
     cache, broker = ctx.addresses.redis_cache, ctx.addresses.redis_broker
-    data = {"password": pw, "cache-url": f"redis://:{pw}@{cache}/0",
+    data = {"password": pw, "auth.conf": f"requirepass {pw}\n", "cache-url": f"redis://:{pw}@{cache}/0",
             "broker-url": f"redis://:{pw}@{broker}/0", "result-url": f"redis://:{pw}@{broker}/1"}
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(ctx, ctx.child(REDIS_SECRET_SUFFIX), "redis"),

@@ -27,6 +27,7 @@ class Addresses:
     static_root: str = STATIC_ROOT
     runtime_dir: str = "/tmp"
     mime_types: str = "/etc/nginx/mime.types"
+    gunicorn_config_dir: str = "/etc/flaskapp/gunicorn"
 
     @classmethod
     def in_cluster(cls, name: str, namespace: str, web_port: int) -> "Addresses":

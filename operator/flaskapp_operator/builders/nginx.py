@@ -9,8 +9,13 @@ from .context import NGINX_PORT, Context
 
 NGINX_USER = 101  # the nginx-unprivileged image's user
 STATIC_VOLUME_MOUNT = "/var/www/static"
-# A request carrying any of these is personal: it bypasses the micro-cache and its answer is never stored.
-PERSONAL_HEADERS = ("Cookie", "Authorization", "X-Api-Key", "Api-Key", "X-Auth-Token", "X-Access-Token")
+# A request carrying any of these (or one of nginx.microCacheBypassHeaders) is personal: it bypasses the
+# micro-cache and its answer is never stored.
+PERSONAL_HEADERS = ("Cookie", "Authorization")
+# How long nginx reuses one connection to the web Service before opening a new one (which kube-proxy may
+# send to another pod): short enough that new pods share the load within seconds, long enough to cost
+# nothing measurable (one TCP handshake per connection per period, inside the cluster).
+UPSTREAM_CONNECTION_LIFETIME_SECONDS = 5
 # Text types worth compressing, above gzip_min_length; `gzip -k` keeps the original beside the .gz.
 PRECOMPRESS = ("find {root} -type f \\( -name '*.css' -o -name '*.js' -o -name '*.svg' -o -name '*.json' "
                "-o -name '*.html' -o -name '*.txt' -o -name '*.xml' -o -name '*.map' \\) -size +1k "
@@ -25,11 +30,15 @@ def nginx_conf(ctx: Context) -> str:
         mime_types=a.mime_types, listen=a.nginx_listen, upstream=a.upstream,
         # Idle connections kept per nginx worker: enough for every gunicorn thread of one web pod.
         upstream_keepalive=max(8, t.web.workers * t.web.threads),
+        upstream_connection_lifetime_seconds=UPSTREAM_CONNECTION_LIFETIME_SECONDS,
         static_url_path=n.static_url_path, static_root=a.static_root,
         static_max_age_seconds=n.static_max_age_seconds, static_revalidate_seconds=n.static_revalidate_seconds,
         fingerprint_pattern=n.fingerprint_pattern, gzip=n.gzip, gzip_level=n.gzip_level,
-        personal_header_variables=[f"$http_{h.lower().replace('-', '_')}" for h in PERSONAL_HEADERS],
-        micro_cache_seconds=n.micro_cache_seconds, client_max_body_size=n.client_max_body_size,
+        personal_header_variables=[f"$http_{h.lower().replace('-', '_')}"
+                                   for h in (*PERSONAL_HEADERS, *n.micro_cache_bypass_headers)],
+        micro_cache_seconds=n.micro_cache_seconds, grace_seconds=n.micro_cache_grace_seconds,
+        stale_if_error_seconds=n.micro_cache_stale_if_error_seconds,
+        trusted_proxies=n.trusted_proxies, client_max_body_size=n.client_max_body_size,
         # nginx waits a little longer than gunicorn's own worker timeout, so gunicorn's error wins.
         proxy_read_timeout=t.web.timeout_seconds + 5,
     )

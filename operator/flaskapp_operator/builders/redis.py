@@ -2,62 +2,93 @@
 
 from __future__ import annotations
 
-from ..api import RedisInstance
-from ..naming import selector_labels
-from .common import (RECREATE, deployment, metadata, pod_spec, restricted_container_security, service,
-                     tcp_probe, tmp_volume)
+from ..api import RedisBroker, RedisInstance
+from ..naming import labels, selector_labels
+from .common import (CONFIG_CHECKSUM, RECREATE, deployment, metadata, pod_spec, restricted_container_security,
+                     service, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
 from .context import REDIS_PORT, Context
 
 REDIS_USER = 999  # the official image's redis user
+AUTH_DIR = "/etc/redis/auth"  # the password, as a config file: never on the command line (`ps`, the pod spec)
+AUTH_FILE = "auth.conf"
+DATA_DIR = "/data"
 
 # The cache evicts least-recently-used keys; the broker must never drop a queued task (kombu#1063).
 POLICIES = {"redis-cache": "allkeys-lru", "redis-broker": "noeviction"}
 
 
-def redis_server_args(maxmemory: int, policy: str, port: int = REDIS_PORT) -> list[str]:
-    """redis-server arguments; $(REDIS_PASSWORD) is expanded by the kubelet from the container's env."""
+def redis_server_args(maxmemory: int, policy: str, persistent: bool, port: int = REDIS_PORT) -> list[str]:
+    """redis-server options after its config file (the password). Persistent: every write goes to the
+    append-only file, fsynced once a second, so a restart loses at most a second of tasks (redis.io,
+    "Redis persistence"); no RDB snapshots, whose forks double memory under load."""
+    durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
     return ["--port", str(port), "--maxmemory", str(maxmemory), "--maxmemory-policy", policy,
-            "--requirepass", "$(REDIS_PASSWORD)", "--save", "", "--appendonly", "no"]
+            "--save", "", *durability, "--dir", DATA_DIR]
 
 
-def _instance(ctx: Context, component: str, instance: RedisInstance, maxmemory: int) -> list[dict]:
+def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, persistent: bool) -> dict:
     container = {
         "name": "redis",
         "image": ctx.spec.redis.image,
-        "command": ["redis-server"],
-        "args": redis_server_args(maxmemory, POLICIES[component]),
-        "env": [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
-            "name": ctx.child(REDIS_SECRET_SUFFIX), "key": "password"}}}],
+        "command": ["redis-server", f"{AUTH_DIR}/{AUTH_FILE}"],
+        "args": redis_server_args(maxmemory, POLICIES[component], persistent),
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": instance.cpu, "memory": instance.memory},
                       "limits": {"memory": instance.memory}},
         "readinessProbe": tcp_probe("redis", period=5),
         "livenessProbe": tcp_probe("redis", period=10, failures=6),
         "securityContext": restricted_container_security(),
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR},
+                         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}],
     }
-    pod = pod_spec(ctx, REDIS_USER, [container], [tmp_volume("data")])
-    return [deployment(ctx, component, pod, replicas=1, strategy=RECREATE, versioned=False,
-                       checksum_value=redis_password_checksum(ctx)),
-            service(ctx, component, REDIS_PORT, "redis", port_name="redis")]
+    auth = {"name": "auth", "secret": {"secretName": ctx.child(REDIS_SECRET_SUFFIX), "defaultMode": 0o440,
+                                       "items": [{"key": AUTH_FILE, "path": AUTH_FILE}]}}
+    # A persistent broker's data volume comes from its claim template instead.
+    return pod_spec(ctx, REDIS_USER, [container], [auth] if persistent else [tmp_volume("data"), auth])
 
 
-def _only_from_this_app(ctx: Context, component: str) -> dict:
-    """Redis is reachable only from this FlaskApp's own pods."""
+def _stateful_set(ctx: Context, component: str, pod: dict, broker: RedisBroker) -> dict:
+    """One pod that keeps its volume across restarts and rescheduling; the StatefulSet controller replaces
+    the pod only after the old one is gone (never two Redis on one append-only file)."""
+    name = ctx.child(component)
+    claim: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": broker.storage}}}
+    if broker.storage_class_name:
+        claim["storageClassName"] = broker.storage_class_name
     return {
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": metadata(ctx, ctx.child(component), component),
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata(ctx, name, component),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(ctx.name, component)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "flaskapp",
-                                                          "app.kubernetes.io/instance": ctx.name}}}],
-                "ports": [{"protocol": "TCP", "port": REDIS_PORT}],
-            }],
+            "replicas": 1, "serviceName": name,
+            "selector": {"matchLabels": selector_labels(ctx.name, component)},
+            "updateStrategy": {"type": "RollingUpdate"},
+            # Deleting the FlaskApp deletes the queue with it; nothing else does.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+            "revisionHistoryLimit": 5,
+            "template": {"metadata": {"labels": labels(ctx.name, component),
+                                      "annotations": {CONFIG_CHECKSUM: redis_password_checksum(ctx)}},
+                         "spec": pod},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim}],
         },
     }
+
+
+def _broker_disruption_budget(ctx: Context) -> dict:
+    """A drain or a cluster-autoscaler scale-down must not restart the broker on its own: the eviction
+    waits until someone deletes the pod (its queue survives that, on the volume)."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": metadata(ctx, ctx.child("redis-broker"), "redis-broker"),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": selector_labels(ctx.name, "redis-broker")}}}
+
+
+def _instance(ctx: Context, component: str, instance: RedisInstance, maxmemory: int) -> list[dict]:
+    persistent = isinstance(instance, RedisBroker) and instance.persistent
+    pod = _pod(ctx, component, instance, maxmemory, persistent)
+    if persistent:
+        workload = [_stateful_set(ctx, component, pod, instance), _broker_disruption_budget(ctx)]
+    else:
+        workload = [deployment(ctx, component, pod, replicas=1, strategy=RECREATE, versioned=False,
+                               checksum_value=redis_password_checksum(ctx))]
+    return [*workload, service(ctx, component, REDIS_PORT, "redis", port_name="redis")]
 
 
 def redis_objects(ctx: Context) -> list[dict]:
@@ -66,5 +97,4 @@ def redis_objects(ctx: Context) -> list[dict]:
     t = ctx.tuning
     return [redis_secret(ctx),
             *_instance(ctx, "redis-cache", ctx.spec.redis.cache, t.redis_cache_maxmemory),
-            *_instance(ctx, "redis-broker", ctx.spec.redis.broker, t.redis_broker_maxmemory),
-            _only_from_this_app(ctx, "redis-cache"), _only_from_this_app(ctx, "redis-broker")]
+            *_instance(ctx, "redis-broker", ctx.spec.redis.broker, t.redis_broker_maxmemory)]

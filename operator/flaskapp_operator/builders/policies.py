@@ -1,0 +1,85 @@
+"""NetworkPolicies, one per tier: each accepts traffic only from the tier that calls it and sends only where
+it must. Every policy lists both directions, so the app works unchanged in a namespace whose default is to
+deny everything, and nothing else in the cluster reaches gunicorn or Redis.
+
+    ingress controller -> nginx -> web -> {redis-cache, redis-broker, database}
+                                  workers, beat, migrations -> {redis-cache, redis-broker, database}
+    every tier that resolves names -> DNS
+"""
+
+from __future__ import annotations
+
+from ..naming import COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL, selector_labels
+from .common import metadata
+from .context import NGINX_PORT, REDIS_PORT, Context
+
+# DNS wherever the cluster runs it (a kube-system pod, a node-local cache, a host process).
+DNS_EGRESS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+# An external Redis, wherever it is: the default port and the usual TLS one.
+EXTERNAL_REDIS_PORTS = (6379, 6380)
+
+
+def app_tiers(ctx: Context) -> list[str]:
+    """The tiers that run the app's code, hence talk to Redis and the database."""
+    spec = ctx.spec
+    return ["web", *(f"worker-{p.name}" for p in spec.worker_pools),
+            *(["beat"] if spec.beat.enabled else []), *(["migrations"] if spec.migrations else [])]
+
+
+def _pods(ctx: Context, components: list[str]) -> dict:
+    return {"podSelector": {
+        "matchLabels": {NAME_LABEL: "flaskapp", INSTANCE_LABEL: ctx.name},
+        "matchExpressions": [{"key": COMPONENT_LABEL, "operator": "In", "values": sorted(components)}]}}
+
+
+def _tcp(*ports: int) -> list[dict]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def _policy(ctx: Context, component: str, ingress: list[dict], egress: list[dict]) -> dict:
+    """Both policy types always: an empty list denies that direction entirely."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": metadata(ctx, ctx.child(component), component),
+        "spec": {"podSelector": {"matchLabels": selector_labels(ctx.name, component)},
+                 "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress},
+    }
+
+
+def _app_egress(ctx: Context) -> list[dict]:
+    spec, np = ctx.spec, ctx.spec.network_policy
+    rules = [DNS_EGRESS]
+    if spec.redis.mode == "managed":
+        rules.append({"to": [_pods(ctx, ["redis-cache", "redis-broker"])], "ports": _tcp(REDIS_PORT)})
+    else:
+        rules.append({"ports": _tcp(*EXTERNAL_REDIS_PORTS)})
+    if spec.database:
+        rule: dict = {"ports": _tcp(np.database_port)}
+        if np.database_to:
+            rule = {"to": [dict(peer) for peer in np.database_to], **rule}
+        rules.append(rule)
+    rules.extend(dict(extra) for extra in np.extra_egress)
+    return rules
+
+
+def network_policies(ctx: Context) -> list[dict]:
+    np = ctx.spec.network_policy
+    if not np.enabled:
+        return []
+    web_port = ctx.spec.web.port
+    nginx_from: dict = {"ports": _tcp(NGINX_PORT)}
+    if np.ingress_from:
+        nginx_from = {"from": [dict(peer) for peer in np.ingress_from], **nginx_from}
+    policies = [
+        _policy(ctx, "nginx", ingress=[nginx_from],
+                egress=[DNS_EGRESS, {"to": [_pods(ctx, ["web"])], "ports": _tcp(web_port)}]),
+        _policy(ctx, "web", ingress=[{"from": [_pods(ctx, ["nginx"])], "ports": _tcp(web_port)}],
+                egress=_app_egress(ctx)),
+    ]
+    # Workers, beat and migrations serve nothing: no ingress at all.
+    policies += [_policy(ctx, tier, ingress=[], egress=_app_egress(ctx)) for tier in app_tiers(ctx)[1:]]
+    if ctx.spec.redis.mode == "managed":
+        redis_from = [{"from": [_pods(ctx, app_tiers(ctx))], "ports": _tcp(REDIS_PORT)}]
+        policies += [_policy(ctx, component, ingress=redis_from, egress=[])
+                     for component in ("redis-cache", "redis-broker")]
+    return policies
