@@ -194,6 +194,16 @@ def create_app() -> Flask:
     def task():
         return jsonify(result=add.delay(2, 3).get(timeout=20))
 
+    @app.post("/tasks")
+    def enqueue():
+        # Queues n tasks without waiting for them (the durable-broker test queues while no worker runs).
+        return jsonify(ids=[add.delay(i, i).id for i in range(int(request.args.get("n", "10")))])
+
+    @app.get("/tasks/<task_id>")
+    def task_result(task_id: str):
+        result = celery_app.AsyncResult(task_id)
+        return jsonify(state=result.state, result=result.result if result.successful() else None)
+
     @app.get("/env")
     def env():
         def shown(key: str):

@@ -363,6 +363,43 @@ def test_deleted_pod_and_killed_container_recover(kube, real_pods):
     assert get(real_pods, "/task", cookies={"c": "1"}).json() == {"result": 5}
 
 
+@pytest.mark.order(7)
+def test_queued_tasks_survive_a_broker_restart_on_its_volume(kube, real_pods):
+    """No worker runs; tasks are queued; the broker pod is deleted and comes back on the same
+    PersistentVolumeClaim; a worker starts: every task runs."""
+    ns = STATE["ns"]
+
+    def set_workers(n: int) -> None:
+        kube.kubectl("patch", "flaskapp", "shop", "-n", ns, "--type=json",
+                     "-p", json.dumps([{"op": "replace", "path": "/spec/workerPools/0/replicas", "value": n}]))
+
+    claim = kube.get("pvc", "data-shop-redis-broker-0", ns)
+    assert claim["status"]["phase"] == "Bound", claim["status"]
+    set_workers(0)
+    wait_until(lambda: not kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=worker-default")["items"],
+               120, what="no worker pod")
+    try:
+        r = requests.post(real_pods.ingress_url + "/tasks?n=20", headers={"Host": HOST}, timeout=30)
+        assert r.status_code == 200, r.text
+        ids = r.json()["ids"]
+        old = kube.get("pod", "shop-redis-broker-0", ns)["metadata"]["uid"]
+        kube.kubectl("delete", "pod", "shop-redis-broker-0", "-n", ns)
+        wait_until(lambda: (p := kube.get("pod", "shop-redis-broker-0", ns)) and p["metadata"]["uid"] != old
+                   and all(c["ready"] for c in p["status"].get("containerStatuses", [{"ready": False}])),
+                   180, what="a new broker pod ready")
+        assert kube.get("pvc", "data-shop-redis-broker-0", ns)["metadata"]["uid"] == claim["metadata"]["uid"]
+    finally:
+        set_workers(1)
+
+    def states() -> list:
+        return [get(real_pods, f"/tasks/{i}", cookies={"c": "1"}).json() for i in ids]
+    done = wait_until(lambda: (s := states()) and all(x["state"] == "SUCCESS" for x in s) and s, 180,
+                      what="every queued task run")
+    assert [x["result"] for x in done] == [2 * i for i in range(20)]
+    record("durable_broker", {"queued": len(ids), "ran_after_broker_restart": len(done)})
+    wait_until(lambda: conditions(kube, ns)["Ready"]["status"] == "True", 180, what="FlaskApp Ready again")
+
+
 # -- network policy -----------------------------------------------------------------------------------------
 
 # Connects to host:port for up to 30 s: the policy engine admits a new pod once its address is in the
@@ -499,9 +536,13 @@ def test_failures_end_degraded_naming_tier_and_cause_without_disturbing_a_health
 def test_delete_garbage_collects_every_child(kube):
     ns = STATE["ns"]
     kube.kubectl("delete", "flaskapp", "shop", "-n", ns)
-    wait_until(lambda: kube.get("deployments,services,configmaps,secrets,jobs,ingresses,networkpolicies,pods",
+    wait_until(lambda: kube.get("deployments,statefulsets,services,configmaps,secrets,jobs,ingresses,"
+                                "networkpolicies,poddisruptionbudgets,pods",
                                 namespace=ns, selector="app.kubernetes.io/instance=shop")["items"] == [], 180,
                what="children and pods garbage-collected")
+    # The broker's volume goes with it (the StatefulSet's PVC retention policy), and nothing else deletes it.
+    wait_until(lambda: not [c for c in kube.get("pvc", namespace=ns)["items"]
+                            if c["metadata"]["name"] == "data-shop-redis-broker-0"], 180, what="the broker's PVC deleted")
 
 
 @pytest.mark.order(11)

@@ -20,6 +20,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from . import build
+from . import build, kwokvolumes
 from .build import log
 from .node import NODE_IP, NODE_NAME, SERVICE_CIDR, RealNode, unavailable_reason, wait_for
 
@@ -312,6 +313,9 @@ class LocalCluster:
             # alone stalled behind bursts of pod deletions).
             "--node-lease-duration-seconds=40"])
         self._create_nodes(bins["kubectl"])
+        # Fake nodes have no disks: claims get stand-in volumes (a StatefulSet's pods can then schedule).
+        self.kubectl("apply", "-f", "-", input=json.dumps(kwokvolumes.STORAGE_CLASS_OBJECT))
+        self._spawn("kwok-volumes", [sys.executable, kwokvolumes.__file__, str(self.kubeconfig)])
 
     def _start_real_node(self, bins: dict[str, Path], pki: Path, server: str, images: dict[str, Path]) -> None:
         from . import images as image_builds

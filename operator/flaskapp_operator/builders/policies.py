@@ -37,13 +37,16 @@ def _tcp(*ports: int) -> list[dict]:
 
 
 def _policy(ctx: Context, component: str, ingress: list[dict], egress: list[dict]) -> dict:
-    """Both policy types always: an empty list denies that direction entirely."""
-    return {
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": metadata(ctx, ctx.child(component), component),
-        "spec": {"podSelector": {"matchLabels": selector_labels(ctx.name, component)},
-                 "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress},
-    }
+    """Both policy types always: a direction without rules is denied entirely. An empty list is left out,
+    as the API server stores it (an empty list sent would differ from the stored object forever)."""
+    spec: dict = {"podSelector": {"matchLabels": selector_labels(ctx.name, component)},
+                  "policyTypes": ["Ingress", "Egress"]}
+    if ingress:
+        spec["ingress"] = ingress
+    if egress:
+        spec["egress"] = egress
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": metadata(ctx, ctx.child(component), component), "spec": spec}
 
 
 def _app_egress(ctx: Context) -> list[dict]:
