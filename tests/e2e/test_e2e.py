@@ -183,7 +183,8 @@ def test_apply_example_app_with_real_postgresql_until_ready(kube, target, local_
                  "--from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop")
     started = time.monotonic()
     kube.apply(flaskapp(target), ns)
-    result = kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=420s", check=False)
+    result = kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=420s", check=False,
+                          timeout=450)
     if result.returncode != 0:
         dump(kube, ns)
     assert result.returncode == 0, result.stderr

@@ -76,9 +76,15 @@ def allowed(policies: list[dict], src: dict | None, dst: dict | None, port: int)
     return direction("Egress", src, dst) and direction("Ingress", dst, src)
 
 
+def full_with_default_policies() -> dict:
+    doc = copy.deepcopy(load_sample("full"))
+    doc["spec"].pop("networkPolicy", None)
+    return doc
+
+
 @pytest.fixture(scope="module")
 def policies():
-    return [o for o in render(load_sample("full"), **FIXED).objects if o["kind"] == "NetworkPolicy"]
+    return [o for o in render(full_with_default_policies(), **FIXED).objects if o["kind"] == "NetworkPolicy"]
 
 
 APP_TIERS = ["web", "worker-default", "beat", "migrations"]
@@ -124,7 +130,7 @@ def test_workers_beat_and_migrations_accept_no_connection(policies):
 
 
 def test_configured_peers_narrow_nginx_and_database_and_extra_egress_opens_more():
-    doc = copy.deepcopy(load_sample("full"))
+    doc = full_with_default_policies()
     controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
     doc["spec"]["networkPolicy"] = {
         "ingressFrom": [controller], "databaseTo": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "db"}},

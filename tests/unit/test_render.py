@@ -115,7 +115,7 @@ def test_the_broker_is_durable_and_the_cache_ephemeral_and_no_password_is_on_a_c
     assert broker_args[broker_args.index("--appendonly") + 1] == "yes"
     assert broker_args[broker_args.index("--appendfsync") + 1] == "everysec"
     claim = broker["spec"]["volumeClaimTemplates"][0]
-    assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
     cache_args = cache["spec"]["template"]["spec"]["containers"][0]["args"]
     assert cache_args[cache_args.index("--appendonly") + 1] == "no"
     assert {"emptyDir": {}, "name": "data"} in cache["spec"]["template"]["spec"]["volumes"]

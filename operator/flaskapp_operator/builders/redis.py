@@ -10,7 +10,9 @@ from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
 from .context import REDIS_PORT, Context
 
 REDIS_USER = 999  # the official image's redis user
-AUTH_DIR = "/etc/redis/auth"  # the password, as a config file: never on the command line (`ps`, the pod spec)
+# The password, as a config file: never on a command line (`ps`, the pod spec). Not under /etc/redis,
+# which Debian's redis package makes 2770 for its own redis user (the pod runs as another).
+AUTH_DIR = "/etc/flaskapp/redis-auth"
 AUTH_FILE = "auth.conf"
 DATA_DIR = "/data"
 
