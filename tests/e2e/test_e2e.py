@@ -200,8 +200,9 @@ def test_children_and_status(kube, target):
     assert status["url"] == "http://shop.local/" and status["workerPools"] == "1/1"
     assert status["tuning"]["budget"]["feasible"] is True
     names = {d["metadata"]["name"] for d in kube.get("deployments", namespace=ns)["items"]}
-    assert names == {"shop-web", "shop-nginx", "shop-worker-default", "shop-beat", "shop-redis-cache",
-                     "shop-redis-broker"}
+    assert names == {"shop-web", "shop-nginx", "shop-worker-default", "shop-beat", "shop-redis-cache"}
+    # The broker keeps its volume: a StatefulSet.
+    assert [s["metadata"]["name"] for s in kube.get("statefulsets", namespace=ns)["items"]] == ["shop-redis-broker"]
     assert kube.get("ingress", "shop", ns)["spec"]["rules"][0]["host"] == HOST
 
 
@@ -316,8 +317,8 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
     record("rollout_requests", dict(load.outcomes))
     record("rollout_seconds", round(rolled, 1))
     assert load.failed == 0, load.failures
-    # The new pods share the traffic within seconds: nginx's connections to the web Service live 5 s
-    # (keepalive_time), so kube-proxy spreads new ones over every ready pod.
+    # The new pods share the traffic within seconds: nginx's connections to the web Service serve 20
+    # requests for at most 5 s, so kube-proxy spreads new ones over every ready pod.
     with SteadyLoad(real_pods, threads=6) as share:
         wait_until(lambda: sum(share.served_by.values()) >= 1500, 120, what="1500 requests answered")
     shares = {pod: round(n / sum(share.served_by.values()), 3) for pod, n in share.served_by.items()}

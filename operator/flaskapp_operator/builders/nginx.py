@@ -12,10 +12,12 @@ STATIC_VOLUME_MOUNT = "/var/www/static"
 # A request carrying any of these (or one of nginx.microCacheBypassHeaders) is personal: it bypasses the
 # micro-cache and its answer is never stored.
 PERSONAL_HEADERS = ("Cookie", "Authorization")
-# How long nginx reuses one connection to the web Service before opening a new one (which kube-proxy may
-# send to another pod): short enough that new pods share the load within seconds, long enough to cost
-# nothing measurable (one TCP handshake per connection per period, inside the cluster).
+# How long, and for how many requests, nginx reuses one connection to the web Service before opening a
+# new one (which kube-proxy sends to a random ready pod): new pods share the load within seconds, at the
+# cost of one in-cluster TCP handshake per 20 requests. Measured: with connections living 5 s only, a new
+# pod of three served 9 % of 1,500 requests (the e2e suite's share check).
 UPSTREAM_CONNECTION_LIFETIME_SECONDS = 5
+UPSTREAM_CONNECTION_REQUESTS = 20
 # Text types worth compressing, above gzip_min_length; `gzip -k` keeps the original beside the .gz.
 PRECOMPRESS = ("find {root} -type f \\( -name '*.css' -o -name '*.js' -o -name '*.svg' -o -name '*.json' "
                "-o -name '*.html' -o -name '*.txt' -o -name '*.xml' -o -name '*.map' \\) -size +1k "
@@ -31,6 +33,7 @@ def nginx_conf(ctx: Context) -> str:
         # Idle connections kept per nginx worker: enough for every gunicorn thread of one web pod.
         upstream_keepalive=max(8, t.web.workers * t.web.threads),
         upstream_connection_lifetime_seconds=UPSTREAM_CONNECTION_LIFETIME_SECONDS,
+        upstream_connection_requests=UPSTREAM_CONNECTION_REQUESTS,
         static_url_path=n.static_url_path, static_root=a.static_root,
         static_max_age_seconds=n.static_max_age_seconds, static_revalidate_seconds=n.static_revalidate_seconds,
         fingerprint_pattern=n.fingerprint_pattern, gzip=n.gzip, gzip_level=n.gzip_level,
