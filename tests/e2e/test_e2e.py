@@ -300,6 +300,8 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
     ns = STATE["ns"]
     new_image = tag_second_image(kube, target)
     before = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]}
+    nginx_before = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns,
+                                                            selector="app.kubernetes.io/component=nginx")["items"]}
     with SteadyLoad(real_pods) as load:
         started = time.monotonic()
         kube.apply(flaskapp(target, **{"image": new_image, "web.replicas": 3}), ns)
@@ -311,6 +313,11 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
     after = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]
              if not p["metadata"].get("deletionTimestamp")}  # old pods may still be draining
     assert len(after) == 3 and not before & after, "the web pods were replaced"
+    # nginx rolled too (its init container copies the static files of the new image): both tiers at once.
+    nginx_after = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns,
+                                                           selector="app.kubernetes.io/component=nginx")["items"]
+                   if not p["metadata"].get("deletionTimestamp")}
+    assert nginx_after and not nginx_before & nginx_after, "the nginx pods were replaced"
     jobs = kube.get("jobs", namespace=ns, selector="app.kubernetes.io/component=migrations")["items"]
     assert any(j["spec"]["template"]["spec"]["containers"][0]["image"] == new_image and j["status"].get("succeeded")
                for j in jobs), "the new image's migration ran first"
