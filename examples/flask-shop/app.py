@@ -141,30 +141,18 @@ def create_app() -> Flask:
         response.set_cookie("session", f"s-{time.time()}")
         return response
 
-    @app.get("/private")
-    def private():
+    def stamped(**headers: str):
+        """A fresh timestamp with the given response headers: shows whether a cache answered."""
         response = jsonify(at=time.time())
-        response.headers["Cache-Control"] = "private"
+        response.headers.update({k.replace("_", "-"): v for k, v in headers.items()})
         return response
 
-    @app.get("/no-store")
-    def no_store():
-        response = jsonify(at=time.time())
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    @app.get("/vary-star")
-    def vary_star():
-        response = jsonify(at=time.time())
-        response.headers["Vary"] = "*"
-        return response
-
-    @app.get("/cacheable")
-    def cacheable():
-        # Declares its own freshness: the micro-cache keeps it that long instead of its default second.
-        response = jsonify(at=time.time())
-        response.headers["Cache-Control"] = "public, max-age=30"
-        return response
+    # Answers a shared cache must not store, each for its own reason.
+    app.add_url_rule("/private", "private", lambda: stamped(Cache_Control="private"))
+    app.add_url_rule("/no-store", "no_store", lambda: stamped(Cache_Control="no-store"))
+    app.add_url_rule("/vary-star", "vary_star", lambda: stamped(Vary="*"))
+    # Declares its own freshness: the micro-cache keeps it that long instead of its default second.
+    app.add_url_rule("/cacheable", "cacheable", lambda: stamped(Cache_Control="public, max-age=30"))
 
     @app.post("/upload")
     def upload():

@@ -316,10 +316,9 @@ class Nginx:
         "past its freshness (0: they wait for the refresh). Bounds how stale a healthy app's page can be.",
         default=1, minimum=0, maximum=60)
     micro_cache_stale_if_error_seconds: int = field(
-        "When the app fails or times out, serve cached entries up to this many seconds past their freshness "
-        "instead of the error (0 disables). nginx keeps one lifetime for unused entries, so a value above "
-        "microCacheGraceSeconds turns off serving stale while refreshing.", default=0, minimum=0,
-        maximum=86400)
+        "While gunicorn is unreachable or times out, serve cached entries up to this many seconds past "
+        "their freshness instead of the error (0 disables). The app's own error answers pass through.",
+        default=0, minimum=0, maximum=86400)
     trusted_proxies: list[str] = field(
         "Networks (CIDR) of the proxies in front of nginx, such as the ingress controller. Only their "
         "X-Forwarded-For/-Proto/-Host/-Port are believed: the client address comes from X-Forwarded-For "

@@ -198,6 +198,18 @@ type: kubernetes.io/service-account-token
 """
 
 
+def _binding(role_kind: str, name: str, account: str) -> str:
+    """Binds Role or ClusterRole `name` to ServiceAccount `account` of kube-system (a Role in kube-system)."""
+    scope = ", namespace: kube-system" if role_kind == "Role" else ""
+    return f"""\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: {role_kind}Binding
+metadata: {{name: {name}{scope}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: {role_kind}, name: {name}}}
+subjects: [{{kind: ServiceAccount, name: {account}, namespace: kube-system}}]
+"""
+
+
 # Least privilege for the host-process add-ons, from their projects' own manifests.
 ADDON_RBAC = _service_account_with_token("traefik") + """\
 apiVersion: rbac.authorization.k8s.io/v1
@@ -217,11 +229,7 @@ rules:
     resources: [ingresses/status]
     verbs: [update]
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: traefik-ingress-controller}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: traefik-ingress-controller}
-subjects: [{kind: ServiceAccount, name: traefik, namespace: kube-system}]
+""" + _binding("ClusterRole", "traefik-ingress-controller", "traefik") + """\
 ---
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -245,17 +253,11 @@ rules:
     resources: [endpointslices]
     verbs: [get, list, watch]
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: kube-router-firewall}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-router-firewall}
-subjects: [{kind: ServiceAccount, name: kube-router, namespace: kube-system}]
-"""
+""" + _binding("ClusterRole", "kube-router-firewall", "kube-router")
 
 
 # PersistentVolumes: rancher's local-path-provisioner (what kind ships) as a host process; its helper pods
 # create and remove each volume's directory on the node. RBAC from its deploy/local-path-storage.yaml.
-STORAGE_CLASS = "local-path"
 LOCAL_PATH_RBAC = _service_account_with_token("local-path-provisioner") + """\
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -265,11 +267,7 @@ rules:
     resources: [pods]
     verbs: [get, list, watch, create, patch, update, delete]
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: local-path-provisioner, namespace: kube-system}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: local-path-provisioner}
-subjects: [{kind: ServiceAccount, name: local-path-provisioner, namespace: kube-system}]
+""" + _binding("Role", "local-path-provisioner", "local-path-provisioner") + """\
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -288,11 +286,7 @@ rules:
     resources: [storageclasses]
     verbs: [get, list, watch]
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: local-path-provisioner}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: local-path-provisioner}
-subjects: [{kind: ServiceAccount, name: local-path-provisioner, namespace: kube-system}]
+""" + _binding("ClusterRole", "local-path-provisioner", "local-path-provisioner") + """\
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
