@@ -149,9 +149,8 @@ class Stack:
         return self
 
     def _start_redis(self, component: str) -> None:
-        workload = find(self.rendered.objects, "StatefulSet", component) if any(
-            o["kind"] == "StatefulSet" and o["metadata"]["name"].endswith(component) for o in self.rendered.objects) \
-            else find(self.rendered.objects, "Deployment", component)
+        workload = next(o for o in self.rendered.objects  # a durable broker is a StatefulSet
+                        if o["kind"] in ("Deployment", "StatefulSet") and o["metadata"]["name"].endswith(component))
         container = workload["spec"]["template"]["spec"]["containers"][0]
         # The auth volume, as the kubelet would mount it: the Secret's auth.conf in a directory of its own.
         auth = self.workdir / f"{component}-auth"

@@ -82,20 +82,26 @@ def tmp_volume(name: str = "tmp") -> dict:
     return {"name": name, "emptyDir": {}}
 
 
+def pod_template(ctx: Context, component: str, pod_spec: dict, checksum_value: Optional[str],
+                 versioned: bool) -> dict:
+    """A workload's pod template: its tier's labels and the checksum of the config its pods read."""
+    meta: dict = {"labels": labels(ctx.name, component, ctx.version if versioned else None)}
+    if checksum_value:
+        # A config change changes the pod template, so the workload rolls its pods.
+        meta["annotations"] = {CONFIG_CHECKSUM: checksum_value}
+    return {"metadata": meta, "spec": pod_spec}
+
+
 def deployment(ctx: Context, component: str, pod_spec: dict, *, replicas: Optional[int],
                strategy: dict, checksum_value: Optional[str] = None, versioned: bool = True) -> dict:
     """`versioned`: the pods run the app image, so its version label belongs on them. Redis pods must not
     carry it: a new app image would otherwise restart Redis, flushing the cache and the broker's queues."""
     name = ctx.child(component)
-    template_meta: dict = {"labels": labels(ctx.name, component, ctx.version if versioned else None)}
-    if checksum_value:
-        # A config change changes the pod template, so the Deployment rolls its pods.
-        template_meta["annotations"] = {CONFIG_CHECKSUM: checksum_value}
     spec: dict = {
         "selector": {"matchLabels": selector_labels(ctx.name, component)},
         "strategy": strategy,
         "revisionHistoryLimit": 5,
-        "template": {"metadata": template_meta, "spec": pod_spec},
+        "template": pod_template(ctx, component, pod_spec, checksum_value, versioned),
     }
     if replicas is not None:  # left out under an autoscaler, so the HPA owns the count
         spec = {"replicas": replicas, **spec}

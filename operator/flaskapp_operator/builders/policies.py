@@ -20,10 +20,9 @@ EXTERNAL_REDIS_PORTS = (6379, 6380)
 
 
 def app_tiers(ctx: Context) -> list[str]:
-    """The tiers that run the app's code, hence talk to Redis and the database."""
-    spec = ctx.spec
-    return ["web", *(f"worker-{p.name}" for p in spec.worker_pools),
-            *(["beat"] if spec.beat.enabled else []), *(["migrations"] if spec.migrations else [])]
+    """The tiers that run the app's code, hence talk to Redis and the database: exactly the tiers the
+    connection budget counts (web first)."""
+    return [t.tier for t in ctx.tuning.tiers]
 
 
 def _pods(ctx: Context, components: list[str]) -> dict:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..api import RedisBroker, RedisInstance
-from ..naming import labels, selector_labels
-from .common import (CONFIG_CHECKSUM, RECREATE, deployment, metadata, pod_spec, restricted_container_security,
+from ..naming import selector_labels
+from .common import (RECREATE, deployment, metadata, pod_spec, pod_template, restricted_container_security,
                      service, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
 from .context import REDIS_PORT, Context
@@ -66,9 +66,7 @@ def _stateful_set(ctx: Context, component: str, pod: dict, broker: RedisBroker) 
             # Deleting the FlaskApp deletes the queue with it; nothing else does.
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
             "revisionHistoryLimit": 5,
-            "template": {"metadata": {"labels": labels(ctx.name, component),
-                                      "annotations": {CONFIG_CHECKSUM: redis_password_checksum(ctx)}},
-                         "spec": pod},
+            "template": pod_template(ctx, component, pod, redis_password_checksum(ctx), versioned=False),
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim}],
         },
     }
