@@ -570,10 +570,18 @@ def _remove_owned_chains() -> None:
 
 def _remove_cni_nat_rules() -> None:
     """The bridge plugin's ipMasq adds, per pod, a CNI-<hash> chain and a POSTROUTING jump to it, both
-    commented with the network name; a crash leaves them behind."""
+    commented with the network name; a crash leaves them behind. A crash in the middle of the plugin's
+    ADD or DEL can also leave the chain empty, with no comment left to recognise it: an empty CNI- chain
+    that nothing jumps to serves nobody and is removed too."""
     rules = [shlex.split(r) for r in run("iptables", "-t", "nat", "-S", check=False).stdout.splitlines()]
     tag = f'name: "{CNI_NETWORK}"'
-    chains = {r[1] for r in rules if r[:1] == ["-A"] and r[1].startswith("CNI-") and any(tag in w for w in r)}
+    appended = [r for r in rules if r[:1] == ["-A"]]
+    tagged = [r for r in appended if any(tag in w for w in r)]
+    jumps = {r[r.index("-j") + 1] for r in appended if "-j" in r}
+    chains = {r[1] for r in tagged if r[1].startswith("CNI-")}
+    chains |= {r[r.index("-j") + 1] for r in tagged if "-j" in r and r[r.index("-j") + 1].startswith("CNI-")}
+    chains |= {r[1] for r in rules if r[:1] == ["-N"] and r[1].startswith("CNI-")
+               and r[1] not in {a[1] for a in appended} | jumps}
     for r in rules:
         if r[:2] == ["-A", "POSTROUTING"] and "-j" in r and r[r.index("-j") + 1] in chains:
             run("iptables", "-t", "nat", "-D", *r[1:], check=False)
