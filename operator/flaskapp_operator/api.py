@@ -351,6 +351,54 @@ class NetworkPolicies:
         max_items=16)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MonitoringImages:
+    statsd_exporter: str = field("Prometheus statsd_exporter: gunicorn's statsd metrics as Prometheus metrics "
+                                 "(a sidecar of each web pod).", default="quay.io/prometheus/statsd-exporter:v0.28.0",
+                                 pattern=IMAGE_REFERENCE)
+    nginx_exporter: str = field("NGINX Prometheus exporter: connections and requests from stub_status (a sidecar "
+                                "of each nginx pod).", default="nginx/nginx-prometheus-exporter:1.4.0",
+                                pattern=IMAGE_REFERENCE)
+    nginx_log_exporter: str = field(
+        "prometheus-nginxlog-exporter: response and upstream time histograms and micro-cache outcomes from "
+        "nginx's access log, received over syslog (a sidecar of each nginx pod).",
+        default="ghcr.io/martin-helmich/prometheus-nginxlog-exporter/exporter:v1.11.0", pattern=IMAGE_REFERENCE)
+    redis_exporter: str = field("Redis exporter: memory, evictions, hits, clients and Celery queue lengths (a "
+                                "sidecar of each managed Redis).", default="oliver006/redis_exporter:v1.74.0",
+                                pattern=IMAGE_REFERENCE)
+    flower: str = field("Flower: Celery task and worker metrics from the workers' events (one Deployment when "
+                        "worker pools or beat run).", default="mher/flower:2.0.1", pattern=IMAGE_REFERENCE)
+
+
+# Prometheus in a namespace named `monitoring` (kube-prometheus, the kube-prometheus-stack docs).
+DEFAULT_SCRAPERS = ({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Monitoring:
+    enabled: bool = field("Export metrics of every tier (exporter sidecars, Flower), a PodMonitor, a "
+                          "PrometheusRule with alerts and a Grafana dashboard. The app's code is not changed.",
+                          default=False)
+    latency_objective_ms: int = field("The web tier's 95th-percentile response time objective (through nginx, "
+                                      "cache hits excluded): above it for 10 minutes, an alert fires.",
+                                      default=500, minimum=1, maximum=600000, json="latencyObjectiveMs")
+    error_ratio_percent: int = field("Share of 5xx answers (percent) above which an alert fires.", default=5,
+                                     minimum=1, maximum=100)
+    scrape_from: list[dict[str, Any]] = field(
+        "NetworkPolicyPeers allowed to reach the metrics ports (Prometheus' namespace). Only they can: the "
+        "metrics ports are closed to everyone else.", default=DEFAULT_SCRAPERS, max_items=16)
+    labels: dict[str, str] = field("Labels for the PodMonitor, PrometheusRule and dashboard ConfigMap, for the "
+                                   "selectors of a Prometheus (e.g. release: kube-prometheus-stack).",
+                                   default=dict)
+    otlp_endpoint: Optional[str] = field(
+        "OTLP endpoint of an OpenTelemetry collector (http://collector:4318). Sets the standard OTEL_* variables "
+        "in every app container, so an image with OpenTelemetry's auto-instrumentation sends traces.",
+        default=None, pattern=r"^https?://[^\s]+$")
+    otlp_protocol: str = field("OTLP transport of otlpEndpoint (OTEL_EXPORTER_OTLP_PROTOCOL).",
+                               default="http/protobuf", enum=("http/protobuf", "grpc"))
+    images: MonitoringImages = field("Exporter images.", default=MonitoringImages)
+
+
 @rules(
     Rule("!has(self.tlsSecretName) || has(self.host)", "tlsSecretName needs a host",
          lambda i: i.tls_secret_name is None or i.host is not None, ".tlsSecretName"),
@@ -430,6 +478,7 @@ class FlaskAppSpec:
                          default=Nginx)
     ingress: Ingress = field("Ingress to nginx.", default=Ingress)
     network_policy: NetworkPolicies = field("NetworkPolicies of every tier.", default=NetworkPolicies)
+    monitoring: Monitoring = field("Metrics, alerts, dashboards and tracing for every tier.", default=Monitoring)
     cdn: Cdn = field("CDN settings.", default=Cdn)
     env: list[EnvVar] = field("Extra environment variables for app containers.", default=list)
     env_from: list[EnvFromSource] = field("ConfigMaps and Secrets imported into app containers.",

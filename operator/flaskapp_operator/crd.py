@@ -39,6 +39,7 @@ STATUS_SCHEMA: dict[str, Any] = {
                        "x-kubernetes-preserve-unknown-fields": True},
         "tuning": {"type": "object", "description": "Every derived setting and the connection budget.",
                    "x-kubernetes-preserve-unknown-fields": True},
+        "monitoring": {"type": "string", "description": "What of spec.monitoring could not be created, and why."},
     },
 }
 

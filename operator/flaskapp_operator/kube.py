@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import threading
+import time
 from typing import Any, Iterable, Optional
 
 from kubernetes import client
@@ -36,6 +37,13 @@ CHILD_KINDS: tuple[tuple[str, str, str], ...] = (
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"), ("networking.k8s.io/v1", "Ingress", "ingresses"),
 )
+
+# Rendered only where the cluster serves them (the Prometheus Operator's CRDs).
+MONITORING_API = "monitoring.coreos.com/v1"
+MONITORING_KINDS: tuple[tuple[str, str, str], ...] = (
+    (MONITORING_API, "PodMonitor", "podmonitors"), (MONITORING_API, "PrometheusRule", "prometheusrules"))
+# How long an answer about served APIs is kept: CRDs installed later are picked up within this time.
+DISCOVERY_TTL_SECONDS = 300.0
 
 Key = tuple[str, str]  # (kind, name)
 # Answers that no retry will change: the object itself is refused (validation, admission, quota).
@@ -147,6 +155,27 @@ class Cluster:
         self._resources: dict[tuple[str, str], Any] = {}
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self._monitoring_api: Optional[tuple[float, bool]] = None  # (when asked, answer)
+
+    def monitoring_api(self) -> bool:
+        """Whether PodMonitor and PrometheusRule are served; asked at most every DISCOVERY_TTL_SECONDS."""
+        with self._lock:
+            if self._monitoring_api and time.monotonic() - self._monitoring_api[0] < DISCOVERY_TTL_SECONDS:
+                return self._monitoring_api[1]
+        group, version = MONITORING_API.split("/")
+        try:
+            served = {r.kind for r in self.custom.get_api_resources(group, version).resources}
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            served = set()
+        answer = all(kind in served for _, kind, _ in MONITORING_KINDS)
+        with self._lock:
+            if self._monitoring_api and self._monitoring_api[1] != answer:
+                self._dynamic = None  # discovery again: the kinds came or went
+                self._resources.clear()
+            self._monitoring_api = (time.monotonic(), answer)
+        return answer
 
     def resource(self, api_version: str, kind: str) -> Any:
         with self._lock:
@@ -175,7 +204,8 @@ class Cluster:
 
     def list_children(self, namespace: str, app: str) -> dict[Key, dict]:
         live: dict[Key, dict] = {}
-        for api_version, kind, _plural in CHILD_KINDS:
+        kinds = CHILD_KINDS + (MONITORING_KINDS if self.monitoring_api() else ())
+        for api_version, kind, _plural in kinds:
             items = self.resource(api_version, kind).get(namespace=namespace,
                                                          label_selector=instance_selector(app))
             for item in items.to_dict()["items"]:

@@ -185,7 +185,7 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, 
 def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
                  tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = (),
                  pod_events: Optional[dict[str, list[dict]]] = None,
-                 minimums: Optional[dict[str, int]] = None) -> dict:
+                 minimums: Optional[dict[str, int]] = None, monitoring_note: Optional[str] = None) -> dict:
     comps = components(deployments, minimums)
     not_ready = sorted(n for n, c in comps.items() if not c["ready"])
     all_ready = not not_ready and bool(comps)
@@ -238,6 +238,8 @@ def build_status(*, app: str, generation: int, verdict: Verdict, deployments: li
     }
     if tuning is not None:
         status["tuning"] = tuning
+    if monitoring_note:
+        status["monitoring"] = monitoring_note
     return status
 
 

@@ -16,6 +16,10 @@ from .schema import SpecError
 
 log = logging.getLogger(__name__)
 
+MONITORING_API_MISSING = ("exporters, Flower and the dashboard run; no PodMonitor or PrometheusRule: the cluster "
+                          "does not serve monitoring.coreos.com/v1 (install the Prometheus Operator's CRDs; they "
+                          "are picked up within 5 minutes)")
+
 # Tiers that run the app image: held back until the migration Job of the new image has succeeded.
 GATED_COMPONENTS = ("web", "beat")
 GATED_PREFIXES = ("worker-",)
@@ -52,11 +56,13 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     # 2. List the children that exist now (one LIST per kind).
     live = cluster.list_children(namespace, name)
 
-    # 3. Render: the Redis password is kept from the existing Secret, or made once.
+    # 3. Render: the Redis password is kept from the existing Secret, or made once; monitors only where
+    #    their CRDs are served.
+    monitoring_api = cluster.monitoring_api()
     password = secret_value(live.get(("Secret", child_name(name, REDIS_SECRET_SUFFIX))), "password")
     try:
         rendered: Optional[Rendered] = render(body, redis_password=password or secrets.token_urlsafe(24),
-                                              uid=meta["uid"])
+                                              uid=meta["uid"], monitoring_api=monitoring_api)
     except SpecError as exc:
         rendered = None
         verdict = Verdict("InvalidSpec", str(exc))
@@ -113,7 +119,8 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
         pool_names=[p.name for p in spec.worker_pools] if spec else [],
         tuning=rendered.tuning.report() if rendered else None,
         url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now, pods=pods,
-        pod_events=pod_events, minimums=autoscaler_minimums(rendered.objects if rendered else []))
+        pod_events=pod_events, minimums=autoscaler_minimums(rendered.objects if rendered else []),
+        monitoring_note=MONITORING_API_MISSING if spec and spec.monitoring.enabled and not monitoring_api else None)
     if status_changed(previous, status):
         log.info("%s/%s: status changed (%s)", namespace, name,
                  ", ".join(k for k, v in status.items() if previous.get(k) != v))

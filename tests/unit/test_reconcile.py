@@ -26,6 +26,9 @@ class MemoryCluster:
     def list_children(self, namespace, name):
         return dict(self.live)
 
+    def monitoring_api(self):
+        return False
+
     def apply(self, desired, live, owner_uid):
         for obj in desired:
             live[key_of(obj)] = self.live[key_of(obj)] = copy.deepcopy(obj)

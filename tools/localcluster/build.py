@@ -35,6 +35,16 @@ TRAEFIK_VERSION = "v3.6.12"
 KUBE_ROUTER_VERSION = "v2.1.0"
 # PersistentVolumes on the node's disk, the same provisioner kind ships as its default StorageClass.
 LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
+# Monitoring: the exporters the operator renders (same versions as its default images), Prometheus and
+# promtool for the tests, and the Prometheus Operator whose CRD schemas the rendered monitors must pass.
+STATSD_EXPORTER_VERSION = "v0.28.0"
+NGINX_EXPORTER_VERSION = "v1.4.0"
+NGINXLOG_EXPORTER_VERSION = "v1.11.0"
+REDIS_EXPORTER_VERSION = "v1.74.0"
+# sum.golang.org answers 404 for this module from here; its hash as the Go proxy served it, pinned.
+REDIS_EXPORTER_SUM = "h1:/ESQZa3xqpQxiQmk4tpo90Y8gPWLpYVF6E5SR262KtM="
+PROMETHEUS_VERSION = "v0.316.0"  # the Go module's tag of Prometheus 3.x
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
 
 # Staging modules of k8s.io/kubernetes 1.35 (an unused replace is harmless).
 STAGING_MODULES = (
@@ -163,20 +173,30 @@ def build_helm(version: str = HELM_VERSION) -> Path:
     return _go_install("helm", "helm.sh/helm/v3/cmd/helm", version, "helm")
 
 
-def _build_in_module_source(tool: str, module: str, version: str, packages: dict[str, str]) -> Path:
+def _build_in_module_source(tool: str, module: str, version: str, packages: dict[str, str],
+                            pinned_sum: str | None = None) -> Path:
     """Build commands inside a writable copy of a module's own source, so its go.mod (replaces included)
-    governs the build: `go install module@version` refuses modules whose go.mod replaces anything."""
+    governs the build: `go install module@version` refuses modules whose go.mod replaces anything.
+    `pinned_sum` is for a module the checksum database does not answer for (the proxy serves it): the
+    download is checked against the h1: hash recorded here instead."""
     target = tool_dir(tool, version)
     if all((target / b).exists() for b in packages):
         return target
     log(f"building {tool} {version}")
-    env = _build_env()
+    env = dict(_build_env(), GOWORK="off")  # a module's go.work (Prometheus has one) refuses -mod=mod
+    if pinned_sum:
+        env["GONOSUMDB"] = module
     with tempfile.TemporaryDirectory(prefix=f"{tool}-build-") as tmp:
         work = Path(tmp)
         download = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=work, env=env,
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True)
+        found = json.loads(download.stdout or "{}")
+        if download.returncode != 0 or "Dir" not in found:
+            raise RuntimeError(f"go mod download {module}@{version}: {found.get('Error') or download.stderr}")
+        if pinned_sum and found.get("Sum") != pinned_sum:
+            raise RuntimeError(f"{module}@{version}: hash {found.get('Sum')} is not the pinned {pinned_sum}")
         source = work / "src"
-        shutil.copytree(json.loads(download.stdout)["Dir"], source)
+        shutil.copytree(found["Dir"], source)
         subprocess.run(["chmod", "-R", "u+w", str(source)], check=True)
         staging = work / "out"
         staging.mkdir()
@@ -203,6 +223,42 @@ def build_kube_router(version: str = KUBE_ROUTER_VERSION) -> Path:
 def build_local_path_provisioner(version: str = LOCAL_PATH_PROVISIONER_VERSION) -> Path:
     return _build_in_module_source("local-path-provisioner", "github.com/rancher/local-path-provisioner", version,
                                    {"local-path-provisioner": "."})
+
+
+def build_monitoring_tools() -> dict[str, Path]:
+    """Exporters for the app stack's images, Prometheus and promtool for the tests."""
+    return {
+        "statsd_exporter": _build_in_module_source("statsd_exporter", "github.com/prometheus/statsd_exporter",
+                                                   STATSD_EXPORTER_VERSION, {"statsd_exporter": "."})
+        / "statsd_exporter",
+        "nginx-prometheus-exporter": _build_in_module_source(
+            "nginx-prometheus-exporter", "github.com/nginxinc/nginx-prometheus-exporter", NGINX_EXPORTER_VERSION,
+            {"nginx-prometheus-exporter": "."}) / "nginx-prometheus-exporter",
+        "prometheus-nginxlog-exporter": _build_in_module_source(
+            "prometheus-nginxlog-exporter", "github.com/martin-helmich/prometheus-nginxlog-exporter",
+            NGINXLOG_EXPORTER_VERSION, {"prometheus-nginxlog-exporter": "."}) / "prometheus-nginxlog-exporter",
+        "redis_exporter": _build_in_module_source("redis_exporter", "github.com/oliver006/redis_exporter",
+                                                  REDIS_EXPORTER_VERSION, {"redis_exporter": "."}, REDIS_EXPORTER_SUM)
+        / "redis_exporter",
+        **{b: _build_in_module_source("prometheus", "github.com/prometheus/prometheus", PROMETHEUS_VERSION,
+                                      {"prometheus": "./cmd/prometheus", "promtool": "./cmd/promtool"}) / b
+           for b in ("prometheus", "promtool")},
+    }
+
+
+def prometheus_operator_crds(version: str = PROMETHEUS_OPERATOR_VERSION) -> Path:
+    """The monitoring.coreos.com CRDs as the Prometheus Operator publishes them (its module's example/)."""
+    target = tool_dir("prometheus-operator-crds", version)
+    if target.is_dir():
+        return target
+    with tempfile.TemporaryDirectory(prefix="prom-op-") as tmp:
+        download = subprocess.run(["go", "mod", "download", "-json",
+                                   f"github.com/prometheus-operator/prometheus-operator@{version}"],
+                                  cwd=tmp, env=_build_env(), capture_output=True, text=True, check=True)
+        staging = Path(tmp) / "out"
+        shutil.copytree(Path(json.loads(download.stdout)["Dir"]) / "example" / "prometheus-operator-crd", staging)
+        _install(staging, target)
+    return target
 
 
 def build_pause() -> Path:

@@ -6,6 +6,7 @@ from .app import beat_objects, migration_objects, web_objects, worker_objects
 from .availability import availability_objects
 from .config import config_checksums, env_configmap
 from .context import Addresses, AppRef, Context
+from .monitoring import monitor_objects
 from .network import ingress_objects, service_account
 from .nginx import nginx_objects
 from .policies import network_policies
@@ -27,5 +28,6 @@ def desired_objects(ctx: Context) -> list[dict]:
         *nginx_objects(ctx),
         *availability_objects(ctx),
         *ingress_objects(ctx),
+        *monitor_objects(ctx),
         *network_policies(ctx),
     ]

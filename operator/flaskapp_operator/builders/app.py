@@ -10,6 +10,7 @@ from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, drain_befor
                      tmp_volume)
 from .config import GUNICORN_CONFIG_FILE, app_env, app_env_from, gunicorn_config
 from .context import Context
+from .monitoring import config_volume, flower_enabled, gunicorn_sidecars, monitoring_configmap
 
 APP_USER = 10001  # the app image must tolerate an arbitrary non-root user (PSS "restricted")
 
@@ -58,10 +59,14 @@ def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     pod["containers"][0]["volumeMounts"].append(
         {"name": "gunicorn-conf", "mountPath": ctx.addresses.gunicorn_config_dir, "readOnly": True})
     pod["volumes"].append({"name": "gunicorn-conf", "configMap": {"name": ctx.child("gunicorn-conf")}})
+    sidecars = gunicorn_sidecars(ctx)
+    if sidecars:
+        pod["containers"] += sidecars
+        pod["volumes"].append(config_volume(ctx))
     replicas = None if web.autoscaling else (DEFAULT_WEB_REPLICAS if web.replicas is None else web.replicas)
     return [configmap,
             deployment(ctx, "web", pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                       checksum_value=checksum(config_checksums["web"], conf)),
+                       checksum_value=checksum(config_checksums["web"], conf, *monitoring_configmap(ctx))),
             service(ctx, "web", port, "http")]
 
 
@@ -83,7 +88,9 @@ def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]
                         "--concurrency", str(ctx.tuning.pool_concurrency[pool.name]),
                         "--prefetch-multiplier", str(pool.prefetch_multiplier),
                         *(["--max-tasks-per-child", str(pool.max_tasks_per_child)]
-                          if pool.max_tasks_per_child else [])],
+                          if pool.max_tasks_per_child else []),
+                        # Task events feed Flower's metrics (Celery docs, "Monitoring and Management").
+                        *(["--task-events"] if flower_enabled(ctx) else [])],
             "livenessProbe": _celery_ping(ctx, pool.name),
             "readinessProbe": _celery_ping(ctx, pool.name),
         }

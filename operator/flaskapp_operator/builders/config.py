@@ -51,6 +51,8 @@ def gunicorn_args(ctx: Context) -> str:
             "--worker-tmp-dir=/dev/shm", f"--config={gunicorn_config_path(ctx)}", "--access-logfile=-"]
     if web.preload:
         args.append("--preload")
+    if ctx.spec.monitoring.enabled:  # to the statsd_exporter sidecar (gunicorn docs, "Instrumentation")
+        args.append(f"--statsd-host={ctx.addresses.statsd}")
     return " ".join(args)
 
 
@@ -121,17 +123,8 @@ def app_env(ctx: Context, tier: str) -> list[dict]:
     env += [_config_ref(k, configmap, f"{tier}.{k}") for k in tier_settings(ctx).get(tier, {})]
     if ctx.spec.database:
         env.append(_secret_ref("DATABASE_URL", ctx.spec.database.secret_name, ctx.spec.database.url_key))
-    redis = ctx.spec.redis
-    if redis.mode == "managed":
-        secret = child_name(ctx.name, REDIS_SECRET_SUFFIX)
-        cache_key, broker_key, result_key = "cache-url", "broker-url", "result-url"
-    else:
-        secret = redis.external.secret_name
-        cache_key, broker_key, result_key = (redis.external.cache_url_key, redis.external.broker_url_key,
-                                             redis.external.broker_url_key)
-    env += [_secret_ref("CACHE_REDIS_URL", secret, cache_key),
-            _secret_ref("CELERY_BROKER_URL", secret, broker_key),
-            _secret_ref("CELERY_RESULT_BACKEND", secret, result_key)]
+    env += redis_url_env(ctx)
+    env += tracing_env(ctx, tier)
     user = {e.name: e for e in ctx.spec.env}
     env = [e for e in env if e["name"] not in user]
     for e in ctx.spec.env:
@@ -142,6 +135,39 @@ def app_env(ctx: Context, tier: str) -> list[dict]:
             entry["valueFrom"] = e.value_from
         env.append(entry)
     return env
+
+
+def redis_url_env(ctx: Context) -> list[dict]:
+    """CACHE_REDIS_URL, CELERY_BROKER_URL, CELERY_RESULT_BACKEND from the managed or the external Secret."""
+    redis = ctx.spec.redis
+    if redis.mode == "managed":
+        secret = child_name(ctx.name, REDIS_SECRET_SUFFIX)
+        cache_key, broker_key, result_key = "cache-url", "broker-url", "result-url"
+    else:
+        secret = redis.external.secret_name
+        cache_key, broker_key, result_key = (redis.external.cache_url_key, redis.external.broker_url_key,
+                                             redis.external.broker_url_key)
+    return [_secret_ref("CACHE_REDIS_URL", secret, cache_key),
+            _secret_ref("CELERY_BROKER_URL", secret, broker_key),
+            _secret_ref("CELERY_RESULT_BACKEND", secret, result_key)]
+
+
+def tracing_env(ctx: Context, tier: str) -> list[dict]:
+    """OpenTelemetry's standard variables (opentelemetry.io, "SDK configuration"): an image running the
+    auto-instrumentation sends one service's traces per tier, tagged with app, tier and pod."""
+    m = ctx.spec.monitoring
+    if not m.otlp_endpoint:
+        return []
+    attributes = {"service.namespace": ctx.namespace, "k8s.namespace.name": ctx.namespace,
+                  "k8s.pod.name": "$(OTEL_K8S_POD_NAME)", "flaskapp.name": ctx.name, "flaskapp.tier": tier}
+    return [{"name": "OTEL_K8S_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "OTEL_SERVICE_NAME", "value": f"{ctx.name}-{tier}"},
+            {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": ",".join(f"{k}={v}" for k, v in attributes.items())},
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": m.otlp_endpoint},
+            {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": m.otlp_protocol},
+            {"name": "OTEL_TRACES_EXPORTER", "value": "otlp"},
+            {"name": "OTEL_METRICS_EXPORTER", "value": "none"},
+            {"name": "OTEL_LOGS_EXPORTER", "value": "none"}]
 
 
 def app_env_from(ctx: Context) -> list[dict]:

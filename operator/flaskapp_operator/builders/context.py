@@ -28,6 +28,15 @@ class Addresses:
     runtime_dir: str = "/tmp"
     mime_types: str = "/etc/nginx/mime.types"
     gunicorn_config_dir: str = "/etc/flaskapp/gunicorn"
+    # Inside a pod, between a server and its exporter sidecar (monitoring).
+    statsd: str = "127.0.0.1:9125"  # gunicorn -> statsd_exporter, UDP
+    nginx_status_listen: str = "127.0.0.1:8081"  # nginx stub_status, for nginx-prometheus-exporter
+    access_log_syslog: str = "127.0.0.1:5531"  # nginx access log -> nginxlog-exporter, UDP syslog
+
+    def redis_port(self, component: str) -> int:
+        """The port a Redis listens on in its own pod (its Service's port in a cluster)."""
+        address = self.redis_cache if component == "redis-cache" else self.redis_broker
+        return int(address.rsplit(":", 1)[1])
 
     @classmethod
     def in_cluster(cls, name: str, namespace: str, web_port: int) -> "Addresses":
@@ -54,6 +63,8 @@ class Context:
     tuning: Tuning
     addresses: Addresses
     redis_password: str
+    # Whether the cluster serves monitoring.coreos.com/v1 (PodMonitor, PrometheusRule). The CLI assumes so.
+    monitoring_api: bool = True
 
     @property
     def name(self) -> str:

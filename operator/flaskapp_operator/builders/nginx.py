@@ -6,6 +6,7 @@ from ..templates import render_template
 from .common import (ROLLING_UPDATE, checksum, deployment, drain_before_stop, http_probe, metadata, resources,
                      restricted_container_security, pod_spec, service, tmp_volume)
 from .context import NGINX_PORT, Context
+from .monitoring import ACCESS_LOG_TAG, config_volume, monitoring_configmap, nginx_sidecars
 
 NGINX_USER = 101  # the nginx-unprivileged image's user
 STATIC_VOLUME_MOUNT = "/var/www/static"
@@ -44,6 +45,8 @@ def nginx_conf(ctx: Context) -> str:
         trusted_proxies=n.trusted_proxies, client_max_body_size=n.client_max_body_size,
         # nginx waits a little longer than gunicorn's own worker timeout, so gunicorn's error wins.
         proxy_read_timeout=t.web.timeout_seconds + 5,
+        monitoring=ctx.spec.monitoring.enabled, status_listen=a.nginx_status_listen,
+        access_log_syslog=a.access_log_syslog, access_log_tag=ACCESS_LOG_TAG,
     )
 
 
@@ -92,9 +95,13 @@ def nginx_objects(ctx: Context) -> list[dict]:
     }
     volumes = [{"name": "conf", "configMap": {"name": ctx.child("nginx-conf")}},
                {"name": "static", "emptyDir": {}}, tmp_volume()]
+    sidecars = nginx_sidecars(ctx)
+    if sidecars:
+        volumes.append(config_volume(ctx))
     # The app image is pulled for the static files, hence its pull secrets.
-    pod = pod_spec(ctx, NGINX_USER, [container], volumes, init_containers=init_containers, pull_secrets=True)
+    pod = pod_spec(ctx, NGINX_USER, [container, *sidecars], volumes, init_containers=init_containers,
+                   pull_secrets=True)
     return [configmap,
             deployment(ctx, "nginx", pod, replicas=n.replicas, strategy=ROLLING_UPDATE,
-                       checksum_value=checksum(conf, ctx.spec.image)),
+                       checksum_value=checksum(conf, ctx.spec.image, *monitoring_configmap(ctx))),
             service(ctx, "nginx", 80, "http")]

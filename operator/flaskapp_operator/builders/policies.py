@@ -4,6 +4,8 @@ deny everything, and nothing else in the cluster reaches gunicorn or Redis.
 
     ingress controller -> nginx -> web -> {redis-cache, redis-broker, database}
                                   workers, beat, migrations -> {redis-cache, redis-broker, database}
+    flower -> redis-broker (monitoring)
+    monitoring.scrapeFrom -> each tier's metrics ports (monitoring)
     every tier that resolves names -> DNS
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 from ..naming import COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL, selector_labels
 from .common import metadata
 from .context import NGINX_PORT, REDIS_PORT, Context
+from .monitoring import METRICS_PORTS, enabled as monitoring_enabled, flower_enabled
 
 # DNS wherever the cluster runs it (a kube-system pod, a node-local cache, a host process).
 DNS_EGRESS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
@@ -64,6 +67,14 @@ def _app_egress(ctx: Context) -> list[dict]:
     return rules
 
 
+def _scrapers(ctx: Context, *port_names: str) -> list[dict]:
+    """The metrics ports of a tier, open to monitoring.scrapeFrom only (when monitoring is on)."""
+    if not monitoring_enabled(ctx):
+        return []
+    return [{"from": [dict(peer) for peer in ctx.spec.monitoring.scrape_from],
+             "ports": _tcp(*(METRICS_PORTS[p] for p in port_names))}]
+
+
 def network_policies(ctx: Context) -> list[dict]:
     np = ctx.spec.network_policy
     if not np.enabled:
@@ -73,15 +84,24 @@ def network_policies(ctx: Context) -> list[dict]:
     if np.ingress_from:
         nginx_from = {"from": [dict(peer) for peer in np.ingress_from], **nginx_from}
     policies = [
-        _policy(ctx, "nginx", ingress=[nginx_from],
+        _policy(ctx, "nginx", ingress=[nginx_from, *_scrapers(ctx, "nginx-metrics", "access-metrics")],
                 egress=[DNS_EGRESS, {"to": [_pods(ctx, ["web"])], "ports": _tcp(web_port)}]),
-        _policy(ctx, "web", ingress=[{"from": [_pods(ctx, ["nginx"])], "ports": _tcp(web_port)}],
+        _policy(ctx, "web", ingress=[{"from": [_pods(ctx, ["nginx"])], "ports": _tcp(web_port)},
+                                     *_scrapers(ctx, "statsd-metrics")],
                 egress=_app_egress(ctx)),
     ]
     # Workers, beat and migrations serve nothing: no ingress at all.
     policies += [_policy(ctx, tier, ingress=[], egress=_app_egress(ctx)) for tier in app_tiers(ctx)[1:]]
+    broker_clients = app_tiers(ctx)
+    if flower_enabled(ctx):
+        broker_clients = [*broker_clients, "flower"]
+        broker_egress = ([{"to": [_pods(ctx, ["redis-broker"])], "ports": _tcp(REDIS_PORT)}]
+                         if ctx.spec.redis.mode == "managed" else [{"ports": _tcp(*EXTERNAL_REDIS_PORTS)}])
+        policies.append(_policy(ctx, "flower", ingress=_scrapers(ctx, "celery-metrics"),
+                                egress=[DNS_EGRESS, *broker_egress]))
     if ctx.spec.redis.mode == "managed":
-        redis_from = [{"from": [_pods(ctx, app_tiers(ctx))], "ports": _tcp(REDIS_PORT)}]
-        policies += [_policy(ctx, component, ingress=redis_from, egress=[])
-                     for component in ("redis-cache", "redis-broker")]
+        for component in ("redis-cache", "redis-broker"):
+            clients = broker_clients if component == "redis-broker" else app_tiers(ctx)
+            policies.append(_policy(ctx, component, egress=[], ingress=[
+                {"from": [_pods(ctx, clients)], "ports": _tcp(REDIS_PORT)}, *_scrapers(ctx, "redis-metrics")]))
     return policies

@@ -8,6 +8,7 @@ from .common import (RECREATE, deployment, metadata, pod_spec, pod_template, res
                      service, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
 from .context import REDIS_PORT, Context
+from .monitoring import redis_sidecars
 
 REDIS_USER = 999  # the official image's redis user
 # The password, as a config file: never on a command line (`ps`, the pod spec). Not under /etc/redis,
@@ -46,8 +47,9 @@ def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, 
     }
     auth = {"name": "auth", "secret": {"secretName": ctx.child(REDIS_SECRET_SUFFIX), "defaultMode": 0o440,
                                        "items": [{"key": AUTH_FILE, "path": AUTH_FILE}]}}
+    sidecars = redis_sidecars(ctx, component, ctx.child(REDIS_SECRET_SUFFIX))
     # A persistent broker's data volume comes from its claim template instead.
-    return pod_spec(ctx, REDIS_USER, [container], [auth] if persistent else [tmp_volume("data"), auth])
+    return pod_spec(ctx, REDIS_USER, [container, *sidecars], [auth] if persistent else [tmp_volume("data"), auth])
 
 
 def _stateful_set(ctx: Context, component: str, pod: dict, broker: RedisBroker) -> dict:

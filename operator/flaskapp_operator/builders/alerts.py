@@ -1,0 +1,102 @@
+"""The PrometheusRule of a FlaskApp: alerts on what its users and its queues feel, each with a runbook.
+
+Metric names are those of the exporters the monitoring builder runs (see builders/monitoring.py) and of
+the operator itself (flaskapp_connection_budget_*). Series carry `namespace` (Prometheus Operator), and
+`flaskapp` and `tier` (the PodMonitor's relabelings).
+"""
+
+from __future__ import annotations
+
+from .context import Context
+from .monitoring import celery_queues, flower_enabled
+
+# Objective window and hold times: long enough that one slow deploy or a burst does not page anyone.
+RATE_WINDOW = "5m"
+BROKER_MEMORY_RATIO = 0.8  # noeviction: at maxmemory the broker refuses new tasks
+EVICTION_RATIO = 0.1  # evictions per cache lookup: the cache is too small for its working set
+BUDGET_RATIO = 0.9
+
+
+def _alert(name: str, expr: str, hold: str, severity: str, summary: str, runbook: str, **labels: str) -> dict:
+    return {"alert": name, "expr": expr, "for": hold, "labels": {"severity": severity, **labels},
+            "annotations": {"summary": summary, "description": summary + " ({{ $value | humanize }}).",
+                            "runbook": runbook}}
+
+
+def alert_rules(ctx: Context) -> list[dict]:
+    m = ctx.spec.monitoring
+    app = f'namespace="{ctx.namespace}",flaskapp="{ctx.name}"'
+    nginx = f'{app},tier="nginx"'
+    rules = [
+        _alert("FlaskAppHighErrorRatio",
+               f'sum(rate(nginx_http_response_count_total{{{nginx},status=~"5.."}}[{RATE_WINDOW}])) / '
+               f'sum(rate(nginx_http_response_count_total{{{nginx}}}[{RATE_WINDOW}])) > {m.error_ratio_percent / 100:g}',
+               "5m", "critical",
+               f"More than {m.error_ratio_percent}% of {ctx.name}'s answers are server errors",
+               "Read the web pods' logs (kubectl logs -l app.kubernetes.io/instance=" + ctx.name
+               + ",app.kubernetes.io/component=web -c gunicorn) for tracebacks; 502/504 from nginx mean gunicorn "
+               "is down or slower than its timeout (kubectl get flaskapp " + ctx.name + " shows which tier is not "
+               "ready). Roll back the image if the ratio rose with a deploy."),
+        _alert("FlaskAppSlowResponses",
+               f"histogram_quantile(0.95, sum by (le) (rate(nginx_http_upstream_time_seconds_hist_bucket{{{nginx}}}"
+               f"[{RATE_WINDOW}]))) > {m.latency_objective_ms / 1000:g}",
+               "10m", "warning",
+               f"95% of {ctx.name}'s app responses take longer than the {m.latency_objective_ms} ms objective",
+               "Compare gunicorn_request_duration_seconds (time inside the app) with the upstream time at nginx: "
+               "close values point at the app or the database (slow queries, a pool waiting for connections); "
+               "a large gap means requests queue for a free gunicorn thread - busy threads near workers x threads "
+               "on the dashboard: add replicas or CPU."),
+        _alert("FlaskAppRedisDown", f"redis_up{{{app}}} == 0", "2m", "critical",
+               f"A Redis of {ctx.name} does not answer its exporter",
+               "kubectl describe pod for the tier in the alert's labels: OOMKilled means its memory is too small "
+               "(spec.redis.cache/broker.memory); a broker on a full volume stops writing its append-only file."),
+        _alert("FlaskAppBrokerMemoryHigh",
+               f'redis_memory_used_bytes{{{app},tier="redis-broker"}} / '
+               f'redis_memory_max_bytes{{{app},tier="redis-broker"}} > {BROKER_MEMORY_RATIO:g}',
+               "5m", "warning",
+               f"{ctx.name}'s broker Redis is near maxmemory: at the limit it refuses new tasks (noeviction)",
+               "Queues are growing faster than workers consume them (see the queue alerts) or results are not "
+               "expiring; raise spec.redis.broker.memory or add worker replicas."),
+        _alert("FlaskAppCacheEvictionStorm",
+               f'rate(redis_evicted_keys_total{{{app},tier="redis-cache"}}[{RATE_WINDOW}]) / '
+               f'(rate(redis_keyspace_hits_total{{{app},tier="redis-cache"}}[{RATE_WINDOW}]) + '
+               f'rate(redis_keyspace_misses_total{{{app},tier="redis-cache"}}[{RATE_WINDOW}])) > {EVICTION_RATIO:g}',
+               "10m", "warning",
+               f"{ctx.name}'s cache evicts keys on more than {EVICTION_RATIO:.0%} of lookups: it is too small for what "
+               "the app stores",
+               "Raise spec.redis.cache.memory, or shorten timeouts of large entries (CACHE_DEFAULT_TIMEOUT)."),
+        _alert("FlaskAppConnectionBudgetHigh",
+               f'flaskapp_connection_budget_peak_connections{{flaskapp_namespace="{ctx.namespace}",'
+               f'flaskapp="{ctx.name}"}} / flaskapp_connection_budget_available_connections'
+               f'{{flaskapp_namespace="{ctx.namespace}",flaskapp="{ctx.name}"}} > {BUDGET_RATIO:g}',
+               "5m", "warning",
+               f"{ctx.name}'s worst case uses more than {BUDGET_RATIO:.0%} of the database connections available",
+               "One more autoscaler step or tier may not fit: kubectl get flaskapp " + ctx.name + " -o "
+               "jsonpath='{.status.tuning}' shows each tier's share; raise database.maxConnections or lower "
+               "autoscaling maxima."),
+    ]
+    if flower_enabled(ctx):
+        for queue in celery_queues(ctx):
+            pools = [p.name for p in ctx.spec.worker_pools if queue in (p.queues or ["celery"])]
+            key = f'{app},tier="redis-broker",key="{queue}"'
+            rules.append(_alert(
+                "FlaskAppQueueBacklogGrowing",
+                f"min_over_time(redis_key_size{{{key}}}[15m]) > 0 and deriv(redis_key_size{{{key}}}[15m]) > 0",
+                "15m", "warning", f"Celery queue {queue} of {ctx.name} has grown for 15 minutes",
+                "Workers consume slower than tasks arrive: add replicas or concurrency to the pools consuming "
+                f"it ({', '.join(pools) or 'none'}), or look for tasks that got slower (flower_task_runtime_seconds).",
+                queue=queue))
+            online = (f'sum(flower_worker_online{{{app},worker=~"({"|".join(pools)})@.*"}})' if pools else "vector(0)")
+            rules.append(_alert(
+                "FlaskAppQueueNotConsumed",
+                f"redis_key_size{{{key}}} > 0 unless on() ({online} > 0)",
+                "2m", "critical", f"Celery queue {queue} of {ctx.name} holds tasks and no worker consuming it is online",
+                "kubectl get pods -l app.kubernetes.io/instance=" + ctx.name + " for the pools consuming it ("
+                + (", ".join(pools) or "no pool lists this queue") + "): crash loops, a pool scaled to zero, or "
+                "workers that cannot reach the broker.", queue=queue))
+    return rules
+
+
+def prometheus_rule(ctx: Context, meta: dict) -> dict:
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": meta,
+            "spec": {"groups": [{"name": f"flaskapp.{ctx.namespace}.{ctx.name}", "rules": alert_rules(ctx)}]}}
