@@ -57,7 +57,8 @@ def cmd_crd(_args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_operator  # kopf is imported only when the operator runs
 
-    return run_operator(namespaces=args.namespace or [], liveness=args.liveness)
+    return run_operator(namespaces=args.namespace or [], liveness=args.liveness,
+                        metrics_address=args.metrics_address or None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="namespace to watch (repeatable); all namespaces by default")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                    help="liveness endpoint for the kubelet's probe")
+    p.add_argument("--metrics-address", default="0.0.0.0:8081",
+                   help="host:port of /metrics (Prometheus) and /readyz (the kubelet's readiness probe); "
+                        "empty to disable")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -7,6 +7,7 @@ import logging
 import secrets
 from typing import Optional
 
+from . import metrics
 from .builders.config import REDIS_SECRET_SUFFIX
 from .kube import ApplyRefused, Cluster, Key, NameConflict, autoscaler_minimums, key_of, secret_value
 from .naming import COMPONENT_LABEL, child_name
@@ -130,6 +131,10 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
             cluster.post_event(body, "Warning", verdict.degraded_reason, verdict.degraded_message)
         if _condition_status(previous, "Ready") != "True" and _condition_status(status, "Ready") == "True":
             cluster.post_event(body, "Normal", "Ready", "every component is ready")
+    for kind, _ in applied:
+        metrics.APPLIED.labels(kind).inc()
+    for kind, _ in pruned:
+        metrics.PRUNED.labels(kind).inc()
     if applied or pruned:
         log.info("%s/%s: applied %d, pruned %d objects", namespace, name, len(applied), len(pruned))
     if applied:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -12,6 +13,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from . import metrics
 from .kube import Cluster
 from .reconcile import reconcile
 
@@ -32,7 +34,7 @@ def load_kube_config() -> client.ApiClient:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
+    return metrics.CountingApiClient(configuration)
 
 
 class Reconciler:
@@ -70,13 +72,20 @@ class Reconciler:
         self._lock_users[key] = self._lock_users.get(key, 0) + 1
         try:
             async with lock:
+                started = time.perf_counter()
                 try:
-                    await asyncio.get_running_loop().run_in_executor(self._executor, reconcile, self._cluster,
-                                                                     namespace, name)
+                    status = await asyncio.get_running_loop().run_in_executor(self._executor, reconcile,
+                                                                              self._cluster, namespace, name)
                 except (ApiException, OSError) as exc:  # OSError: refused/reset while the API server restarts
+                    self._observe("error", started)
                     delay = self._failed(key, exc)
                     raise kopf.TemporaryError(f"reconcile failed, retrying in {delay:.0f}s: {exc}",
                                               delay=delay) from exc
+                except Exception:
+                    self._observe("error", started)
+                    raise
+                self._observe("success", started)
+                metrics.APP_STATES.record(namespace, name, status)
                 self._failures.pop(key, None)
         finally:
             # Dropped only when no pass holds or awaits it: a waiter keeps its lock (one pass at a time).
@@ -84,10 +93,24 @@ class Reconciler:
             if self._lock_users[key] == 0:
                 del self._lock_users[key], self._locks[key]
 
+    @staticmethod
+    def _observe(outcome: str, started: float) -> None:
+        metrics.RECONCILES.labels(outcome).inc()
+        metrics.RECONCILE_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def started(self) -> bool:
+        return self._cluster is not None
+
     def retry_delay(self, key: tuple[str, str]) -> float:
         return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, self._failures.get(key, 0) - 1))
 
     def _failed(self, key: tuple[str, str], exc: Exception) -> float:
+        metrics.FAILURES.labels(metrics.failure_reason(exc)).inc()
         self._failures[key] = self._failures.get(key, 0) + 1
         delay = self.retry_delay(key)
         log.warning("reconcile of %s/%s failed (%d in a row), retrying in %.0fs: %s", *key, self._failures[key],
