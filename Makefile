@@ -43,7 +43,7 @@ debs: ## Install the Debian packages the tests run (servers, and the real node's
 	hack/install-debian-packages.sh $(DEBIAN_PACKAGES) $(if $(filter real,$(NODES)),$(NODE_PACKAGES))
 
 .PHONY: tools
-tools: venv ## Build (once, cached by version) etcd, Kubernetes, kwok, helm, CoreDNS, Traefik, the policy engine.
+tools: venv ## Build (once, cached by version) etcd, Kubernetes, kwok, helm, CoreDNS, Traefik, the policy engine, exporters, Prometheus.
 	$(LOCALCLUSTER) build
 
 .PHONY: images

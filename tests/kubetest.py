@@ -117,6 +117,7 @@ class OperatorProcess:
     resync_seconds: float = 5
     proc: Optional[subprocess.Popen] = field(default=None, repr=False)
     health_port: int = field(default_factory=lambda: _free_port())
+    metrics_port: int = field(default_factory=lambda: _free_port())
 
     def healthy(self) -> bool:
         """kopf's liveness endpoint answers (what the kubelet probes in a cluster)."""
@@ -134,9 +135,23 @@ class OperatorProcess:
             env["KUBECONFIG"] = str(self.kubeconfig)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flaskapp_operator.cli", "run", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz"],
+            [sys.executable, "-m", "flaskapp_operator.cli", "run", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
+             "--metrics-address", f"127.0.0.1:{self.metrics_port}"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
+
+    def scrape(self, path: str = "/metrics") -> tuple[int, str]:
+        """An HTTP GET of the operator's metrics endpoint: (status, body); status 0 when nothing answers."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
 
     @property
     def alive(self) -> bool:

@@ -392,7 +392,8 @@ class Monitoring:
                                    default=dict)
     otlp_endpoint: Optional[str] = field(
         "OTLP endpoint of an OpenTelemetry collector (http://collector:4318). Sets the standard OTEL_* variables "
-        "in every app container, so an image with OpenTelemetry's auto-instrumentation sends traces.",
+        "in every app container, so an image with OpenTelemetry's auto-instrumentation sends traces (with or "
+        "without enabled).",
         default=None, pattern=r"^https?://[^\s]+$")
     otlp_protocol: str = field("OTLP transport of otlpEndpoint (OTEL_EXPORTER_OTLP_PROTOCOL).",
                                default="http/protobuf", enum=("http/protobuf", "grpc"))

@@ -42,6 +42,8 @@ def test_golden(name):
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_every_object_validates_against_the_kubernetes_schema(name):
     for obj in render(load_sample(name), **FIXED).objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD's kinds: the integration suite has the API server check them against its CRDs
         kubernetes_validate.validate(obj, KUBERNETES_SCHEMA_VERSION, strict=True)
 
 

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         tools = build.ensure_all()
         if real_nodes_wanted():
             tools.update(build.ensure_node_tools())
+        tools.update(build.build_monitoring_tools())
+        tools["prometheus-operator-crds"] = build.prometheus_operator_crds()
         for name, path in tools.items():
             print(f"{name}: {path}")
         print(f"ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
