@@ -116,7 +116,9 @@ class Stack:
         return Addresses(gunicorn_bind=f"127.0.0.1:{p['gunicorn']}", nginx_listen=f"127.0.0.1:{p['nginx']}",
                          upstream=f"127.0.0.1:{p['gunicorn']}", redis_cache=f"127.0.0.1:{p['redis-cache']}",
                          redis_broker=f"127.0.0.1:{p['redis-broker']}", static_root=str(self.workdir / "static"),
-                         runtime_dir=str(self.workdir / "nginx"), gunicorn_config_dir=str(self.workdir / "gunicorn"))
+                         runtime_dir=str(self.workdir / "nginx"), gunicorn_config_dir=str(self.workdir / "gunicorn"),
+                         statsd=f"127.0.0.1:{p['statsd']}", nginx_status_listen=f"127.0.0.1:{p['nginx-status']}",
+                         access_log_syslog=f"127.0.0.1:{p['access-log']}")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
                user: str | None = None) -> subprocess.Popen:
@@ -131,7 +133,8 @@ class Stack:
 
     def start(self, with_postgres: bool = True, with_celery: bool = True) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres")
+        names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "statsd", "nginx-status",
+                 "access-log")
         self.ports.update(zip(names, free_ports(len(names))))
         self.rendered = render(self.document, redis_password=REDIS_PASSWORD, addresses=self.addresses())
         try:
@@ -143,6 +146,8 @@ class Stack:
             if with_celery:
                 self.start_celery()
             self._start_nginx()
+            if self.rendered.spec.monitoring.enabled:
+                self.start_exporters()
         except BaseException:
             self.stop()
             raise
@@ -249,6 +254,56 @@ class Stack:
             command = [a.replace(image_static, str(EXAMPLE_APP / "static")).replace(volume, str(static))
                        for a in init["command"]]
             subprocess.run(command, check=True, capture_output=True)
+
+    # -- monitoring (spec.monitoring): each exporter sidecar and Flower, as a local process ----------------
+
+    def start_exporters(self) -> None:
+        """Every container with a `*-metrics` port, run from its rendered args with the binary its image
+        holds (built from the same pinned module); only listen ports and the config directory differ."""
+        from localcluster.build import build_monitoring_tools
+        from flaskapp_operator.builders.monitoring import CONFIG_DIR
+
+        binaries = build_monitoring_tools()
+        image_binary = {"statsd-exporter": binaries["statsd_exporter"],
+                        "nginx-exporter": binaries["nginx-prometheus-exporter"],
+                        "access-log-exporter": binaries["prometheus-nginxlog-exporter"],
+                        "redis-exporter": binaries["redis_exporter"], "flower": VENV_BIN / "celery"}
+        config_dir = self.workdir / "monitoring"
+        config_dir.mkdir(exist_ok=True)
+        workloads = [o for o in self.rendered.objects if o["kind"] in ("Deployment", "StatefulSet")]
+        for workload in workloads:
+            tier = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+            for container in workload["spec"]["template"]["spec"]["containers"]:
+                metrics = [p for p in container.get("ports", []) if p["name"].endswith("-metrics")]
+                if not metrics:
+                    continue
+                name = f"{container['name']}-{tier}"
+                port = self.ports[name] = free_ports(1)[0]
+                inside = str(metrics[0]["containerPort"])
+                argv = [str(image_binary[container["name"]]), *container.get("command", [])[1:],
+                        *container.get("args", [])]
+                argv = [(a[:-len(inside)] + str(port) if a.endswith((f"=:{inside}", f"--port={inside}")) else a)
+                        .replace("=:", "=127.0.0.1:").replace(CONFIG_DIR, str(config_dir)) for a in argv]
+                if container["name"] == "access-log-exporter":  # its listen port is in its config file
+                    self._write_monitoring_config(config_dir, port)
+                else:
+                    self._write_monitoring_config(config_dir, None)
+                env = container_env(container, self.rendered.objects, self.secrets())
+                proc = self._spawn(name, argv, env=env, cwd=self.workdir)
+                wait_port(port, proc, log=self.log(name))
+
+    def _write_monitoring_config(self, config_dir: Path, access_log_port: Optional[int]) -> None:
+        data = find(self.rendered.objects, "ConfigMap", "-monitoring")["data"]
+        for key, text in data.items():
+            if access_log_port is not None and key.startswith("nginxlog"):
+                config = yaml.safe_load(text)
+                config["listen"]["port"] = access_log_port
+                text = yaml.safe_dump(config)
+            if access_log_port is not None or not (config_dir / key).exists():
+                (config_dir / key).write_text(text)
+
+    def metrics_url(self, container: str, tier: str) -> str:
+        return f"http://127.0.0.1:{self.ports[f'{container}-{tier}']}/metrics"
 
     def gunicorn_requests(self, path: str) -> int:
         """How many requests for `path` reached gunicorn (its access log, GUNICORN_CMD_ARGS --access-logfile -)."""

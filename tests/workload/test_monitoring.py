@@ -1,0 +1,183 @@
+"""spec.monitoring on real servers: the rendered exporters run beside nginx, gunicorn, both Redis, a
+Celery worker and Flower (loopback), traffic and tasks are sent, and every endpoint is scraped: the
+numbers must move by exactly what was sent. Counts are read independently (gunicorn's access log, the
+requests this test made, Redis itself)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+import yaml
+
+from stack import REDIS_PASSWORD, WORKLOAD_APP, Stack
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text format -> {(name, labels): value}, parsed with the client library's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(requests.get(url, timeout=5).text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and all(dict(ls).get(k) == want for k, want in labels.items()))
+
+
+def wait_for(check, timeout: float = 20, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    document = yaml.safe_load(WORKLOAD_APP.read_text())
+    document["spec"]["monitoring"] = {"enabled": True}
+    workdir = Path(tempfile.mkdtemp(prefix="flaskapp-monitoring-"))
+    workdir.chmod(0o755)
+    s = Stack(workdir, document=copy.deepcopy(document)).start()
+    yield s
+    s.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_gunicorn_and_nginx_metrics_count_every_request(stack):
+    statsd = stack.metrics_url("statsd-exporter", "web")
+    access = stack.metrics_url("access-log-exporter", "nginx")
+    status = stack.metrics_url("nginx-exporter", "nginx")
+    before_app, before_access, before_status = scrape(statsd), scrape(access), scrape(status)
+    gunicorn_before = stack.gunicorn_requests("/uncached") + stack.gunicorn_requests("/missing")
+    sent = {"/uncached": 150, "/missing": 50, "/static/app.css": 40}
+    with requests.Session() as session:
+        for path, n in sent.items():
+            for i in range(n):  # a query of its own each: no micro-cache hit
+                session.get(f"{stack.url}{path}" + (f"?i={i}" if "static" not in path else ""), timeout=10)
+    reached_app = stack.gunicorn_requests("/uncached") + stack.gunicorn_requests("/missing") - gunicorn_before
+    assert reached_app == 200
+
+    def counted():
+        app, acc = scrape(statsd), scrape(access)
+        return (total(app, "gunicorn_requests_total") - total(before_app, "gunicorn_requests_total") >= reached_app
+                and total(acc, "nginx_http_response_count_total") - total(before_access, "nginx_http_response_count_total")
+                >= sum(sent.values())) and (app, acc)
+    app, acc = wait_for(counted) or (scrape(statsd), scrape(access))
+    # statsd is UDP, the access log syslog over UDP: loopback loses nothing at this rate; allow 1 %.
+    grown = total(app, "gunicorn_requests_total") - total(before_app, "gunicorn_requests_total")
+    assert abs(grown - reached_app) <= 0.01 * reached_app, (grown, reached_app)
+    for code, n in (("404", 50),):
+        got = total(app, "gunicorn_responses_total", status=code) - total(before_app, "gunicorn_responses_total", status=code)
+        assert abs(got - n) <= 0.01 * n, (code, got)
+    latency = total(app, "gunicorn_request_duration_seconds_count") - total(before_app, "gunicorn_request_duration_seconds_count")
+    assert abs(latency - reached_app) <= 0.01 * reached_app
+    # /uncached sleeps 50 ms: those requests are above the 0.05 s bucket's bound, the 404s below it.
+    slow = (total(app, "gunicorn_request_duration_seconds_count") - total(app, "gunicorn_request_duration_seconds_bucket", le="0.05")) \
+        - (total(before_app, "gunicorn_request_duration_seconds_count") - total(before_app, "gunicorn_request_duration_seconds_bucket", le="0.05"))
+    assert abs(slow - 150) <= 2, slow
+
+    seen = total(acc, "nginx_http_response_count_total") - total(before_access, "nginx_http_response_count_total")
+    assert abs(seen - sum(sent.values())) <= 0.01 * sum(sent.values()), seen
+    static = total(acc, "nginx_http_response_count_total", cache="-", status="200") \
+        - total(before_access, "nginx_http_response_count_total", cache="-", status="200")
+    assert abs(static - 40) <= 1, static  # answered by nginx alone: no cache outcome, no upstream time
+    upstream = total(acc, "nginx_http_upstream_time_seconds_hist_count") - total(before_access, "nginx_http_upstream_time_seconds_hist_count")
+    assert abs(upstream - 200) <= 2, upstream  # only what reached gunicorn has an upstream time
+
+    stub = scrape(status)
+    assert total(stub, "nginx_up") == 1
+    assert total(stub, "nginx_http_requests_total") - total(before_status, "nginx_http_requests_total") >= sum(sent.values())
+
+
+def test_micro_cache_outcomes_are_labelled(stack):
+    access = stack.metrics_url("access-log-exporter", "nginx")
+    before = scrape(access)
+    with requests.Session() as session:
+        outcomes = [session.get(stack.url + "/hello", timeout=5).headers.get("X-Cache-Status") for _ in range(30)]
+        personal = [session.get(stack.url + "/hello", headers={"X-Api-Key": "k"}, timeout=5) for _ in range(10)]
+    assert all(r.headers.get("X-Cache-Status") == "BYPASS" for r in personal)
+
+    def labelled():
+        after = scrape(access)
+        counts = {c: total(after, "nginx_http_response_count_total", cache=c)
+                  - total(before, "nginx_http_response_count_total", cache=c) for c in ("HIT", "MISS", "BYPASS", "EXPIRED", "UPDATING", "STALE")}
+        return counts if sum(counts.values()) >= 40 else None
+    counts = wait_for(labelled)
+    assert counts, "the access-log exporter saw the requests"
+    for outcome in ("HIT", "MISS"):  # what the clients were told, outcome by outcome
+        assert counts[outcome] == outcomes.count(outcome), (outcome, counts, outcomes)
+    assert counts["BYPASS"] == 10
+
+
+def test_the_access_log_is_json_on_stdout(stack):
+    requests.get(stack.url + "/hello?from=json-log-test", timeout=5)
+
+    def line():
+        for raw in stack.log("nginx").read_text(errors="replace").splitlines():
+            if "json-log-test" in raw:
+                return json.loads(raw)
+    entry = wait_for(line, timeout=5)
+    assert entry and entry["request"].startswith("GET /hello?from=json-log-test") and entry["status"] == "200"
+    assert {"request_time", "upstream_response_time", "cache", "remote_addr"} <= set(entry)
+
+
+def test_queue_backlog_and_celery_task_metrics(stack):
+    broker = stack.metrics_url("redis-exporter", "redis-broker")
+    flower = stack.metrics_url("flower", "flower")
+    assert wait_for(lambda: total(scrape(flower), "flower_worker_online") >= 1, timeout=60), "Flower sees the worker"
+    # No worker: the queue fills and the exporter shows it, as Redis itself counts it.
+    stack.stop_process("celery")
+    ids = requests.post(stack.url + "/tasks?n=25", timeout=10).json()["ids"]
+    queued = redis.Redis(port=stack.ports["redis-broker"], password=REDIS_PASSWORD).llen("celery")
+    assert queued == 25
+    assert wait_for(lambda: total(scrape(broker), "redis_key_size", key="celery") == queued)
+    before = scrape(flower)
+    stack.start_celery()
+    assert wait_for(lambda: all(requests.get(f"{stack.url}/tasks/{i}", timeout=5).json()["state"] == "SUCCESS"
+                                for i in ids), timeout=60)
+    assert wait_for(lambda: total(scrape(broker), "redis_key_size", key="celery") == 0)
+
+    def succeeded():
+        after = scrape(flower)
+        return total(after, "flower_events_total", type="task-succeeded") - \
+            total(before, "flower_events_total", type="task-succeeded") >= 25 and after
+    after = wait_for(succeeded, timeout=30)
+    assert after, "Flower counted the tasks"
+    assert total(after, "flower_events_total", type="task-succeeded") - total(before, "flower_events_total", type="task-succeeded") == 25
+    assert total(after, "flower_task_runtime_seconds_count") - total(before, "flower_task_runtime_seconds_count") == 25
+
+
+def test_cache_evictions_and_memory_are_reported(stack):
+    cache_metrics = stack.metrics_url("redis-exporter", "redis-cache")
+    cache = redis.Redis(port=stack.ports["redis-cache"], password=REDIS_PASSWORD)
+    maxmemory = int(cache.config_get("maxmemory")["maxmemory"])
+    samples = scrape(cache_metrics)
+    assert total(samples, "redis_up") == 1
+    assert total(samples, "redis_memory_max_bytes") == maxmemory == stack.rendered.tuning.redis_cache_maxmemory
+    evicted_before = int(cache.info("stats")["evicted_keys"])
+    value = b"x" * 10_000
+    pipe = cache.pipeline(transaction=False)
+    for i in range(2 * maxmemory // len(value)):  # twice what fits
+        pipe.set(f"fill:{i}", value)
+    pipe.execute()
+    evicted = int(cache.info("stats")["evicted_keys"])
+    assert evicted > evicted_before
+    samples = scrape(cache_metrics)
+    # Redis may evict a few more keys for the commands that follow (the exporter's own): between readings.
+    assert evicted <= total(samples, "redis_evicted_keys_total") <= int(cache.info("stats")["evicted_keys"])
+    assert total(samples, "redis_memory_used_bytes") <= maxmemory * 1.1
+    assert total(samples, "redis_connected_clients") >= 1
