@@ -11,6 +11,7 @@ import base64
 import datetime
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any, Iterable, Optional
@@ -43,7 +44,7 @@ MONITORING_API = "monitoring.coreos.com/v1"
 MONITORING_KINDS: tuple[tuple[str, str, str], ...] = (
     (MONITORING_API, "PodMonitor", "podmonitors"), (MONITORING_API, "PrometheusRule", "prometheusrules"))
 # How long an answer about served APIs is kept: CRDs installed later are picked up within this time.
-DISCOVERY_TTL_SECONDS = 300.0
+DISCOVERY_TTL_SECONDS = float(os.environ.get("FLASKAPP_DISCOVERY_SECONDS", "300"))
 
 Key = tuple[str, str]  # (kind, name)
 # Answers that no retry will change: the object itself is refused (validation, admission, quota).

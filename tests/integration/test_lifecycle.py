@@ -142,7 +142,7 @@ def test_full_sample_lifecycle(kube, operator, namespace):
     wait_ready(kube, namespace, "shop")
     # The pruned tiers left the status too, and nothing is written once the prune is done.
     wait_until(lambda: set(kube.get("flaskapp", "shop", namespace)["status"]["components"]) ==
-               {"web", "nginx", "worker-default", "redis-cache", "redis-broker"}, 30, what="status without beat")
+               {"web", "nginx", "worker-default", "redis-cache", "redis-broker", "flower"}, 30, what="status without beat")
     assert_idle(kube, namespace)
     events = {e["reason"] for e in kube.get("events", namespace=namespace,
                                             selector=None)["items"] if e["involvedObject"]["kind"] == "FlaskApp"}
