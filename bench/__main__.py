@@ -4,7 +4,7 @@ Baseline: `gunicorn app:create_app()` with gunicorn's defaults (one sync worker)
 static files, no cache (Flask-Caching's NullCache), no gzip. Practical limit: a minimal hand-tuned nginx
 serving the same bytes from disk with no proxy. Load: wrk from Debian, the same command for both sides.
 
-Items 1, 2 and 6 take the median of BENCH_ROUNDS interleaved wrk runs of BENCH_SECONDS each.
+Items 1, 2, 6 and 7 take the median of BENCH_ROUNDS interleaved wrk runs of BENCH_SECONDS each.
 Writes a table to stdout, JSON to $BENCH_OUT (build/bench.json) and a PNG of the ratios beside it.
 Every ratio is oriented so that higher is better.
 """
@@ -91,6 +91,33 @@ def http_benchmarks(workdir: Path) -> list[dict]:
     return results
 
 
+def monitoring_benchmarks(workdir: Path) -> list[dict]:
+    """The same stack with spec.monitoring on (exporters beside nginx and gunicorn, the JSON access log on
+    stdout and over syslog, gunicorn's statsd packets) against it off: what monitoring costs."""
+    import yaml
+
+    from stack import WORKLOAD_APP
+
+    document = yaml.safe_load(WORKLOAD_APP.read_text())
+    document["spec"]["monitoring"] = {"enabled": True}
+    off = Stack(workdir / "monitoring-off").start(with_postgres=False, with_celery=False)
+    on = Stack(workdir / "monitoring-on", document=document).start(with_postgres=False, with_celery=False)
+    results = []
+    try:
+        for url in (off.url, on.url):
+            wrk(url + "/static/app.css", 1)
+            wrk(url + "/expensive", 1)
+        for name, path, headers in (("static", "/static/app.css", {"Accept-Encoding": "gzip"}),
+                                    ("cached_endpoint", "/expensive", None)):
+            m = compare({"on": on.url + path, "off": off.url + path}, headers)
+            results.append(entry(f"monitoring_on_vs_off_{name}", m["on"], m["off"], "req/s", m["on"] / m["off"],
+                                 target=0.9, note="baseline: the same stack with monitoring off"))
+    finally:
+        on.stop()
+        off.stop()
+    return results
+
+
 def print_table(results: list[dict]) -> None:
     print(f"\n{'benchmark':40} {'generated':>12} {'baseline':>12} {'unit':>7} {'ratio':>9}  target")
     for r in results:
@@ -139,6 +166,9 @@ def main() -> int:
     results = []
     if os.environ.get("BENCH_ONLY", "all") in ("all", "http"):
         results += http_benchmarks(workdir)
+    if os.environ.get("BENCH_ONLY", "all") in ("all", "http", "monitoring"):
+        print("7. monitoring on vs off", flush=True)
+        results += monitoring_benchmarks(workdir)
     if os.environ.get("BENCH_ONLY", "all") in ("all", "operator"):
         print("5. the operator on the local control plane", flush=True)
         results += operator_benchmark(workdir / "operator", entry)

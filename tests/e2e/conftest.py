@@ -29,6 +29,9 @@ class Target:
     redis_image: Optional[str]
     ingress_class: str
     ingress_url: Optional[str]  # None: no running containers (kwok)
+    # spec.monitoring.images (None: the FlaskApp's defaults) and the Prometheus the suite runs.
+    monitoring_images: Optional[dict] = None
+    prometheus_image: str = "quay.io/prometheus/prometheus:v3.16.0"  # the release of Go module v0.316.0
 
     @property
     def real_pods(self) -> bool:
@@ -40,6 +43,16 @@ KIND = Target(
     example_image=os.environ.get("EXAMPLE_IMG", "ghcr.io/flaskapp-operator/example:0.1.0"),
     postgres_image="postgres:16.6-alpine", nginx_image=None, redis_image=None, ingress_class="nginx",
     ingress_url=os.environ.get("E2E_INGRESS", "http://localhost:8081"))
+
+
+# The exporters built here from the same pinned sources as the images the FlaskApp defaults to.
+LOCAL_MONITORING_IMAGES = {
+    "statsdExporter": images.GO_BINARY_REFS["statsd_exporter"],
+    "nginxExporter": images.GO_BINARY_REFS["nginx-prometheus-exporter"],
+    "nginxLogExporter": images.GO_BINARY_REFS["prometheus-nginxlog-exporter"],
+    "redisExporter": images.GO_BINARY_REFS["redis_exporter"],
+    "flower": images.FLOWER_REF,
+}
 
 
 @pytest.fixture(scope="session")
@@ -60,11 +73,9 @@ def target(kube) -> Target:
     if kube.local is None:
         return KIND
     node = kube.local.node
-    if node is None:
-        return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
-                      images.REDIS_REF, INGRESS_CLASS, None)
+    local = {"monitoring_images": LOCAL_MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"]}
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
-                  images.REDIS_REF, INGRESS_CLASS, node.ingress_url)
+                  images.REDIS_REF, INGRESS_CLASS, node.ingress_url if node else None, **local)
 
 
 @pytest.fixture(scope="session")

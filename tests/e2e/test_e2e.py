@@ -51,6 +51,8 @@ def flaskapp(target, name: str = "shop", **changes) -> dict:
         spec["nginx"]["image"] = target.nginx_image
     if target.redis_image:
         spec["redis"]["image"] = target.redis_image
+    if target.monitoring_images:
+        spec["monitoring"]["images"] = dict(target.monitoring_images)
     for path, value in changes.items():
         node = spec
         *parents, leaf = path.split(".")
@@ -200,7 +202,7 @@ def test_children_and_status(kube, target):
     assert status["url"] == "http://shop.local/" and status["workerPools"] == "1/1"
     assert status["tuning"]["budget"]["feasible"] is True
     names = {d["metadata"]["name"] for d in kube.get("deployments", namespace=ns)["items"]}
-    assert names == {"shop-web", "shop-nginx", "shop-worker-default", "shop-beat", "shop-redis-cache"}
+    assert names == {"shop-web", "shop-nginx", "shop-worker-default", "shop-beat", "shop-redis-cache", "shop-flower"}
     # The broker keeps its volume: a StatefulSet.
     assert [s["metadata"]["name"] for s in kube.get("statefulsets", namespace=ns)["items"]] == ["shop-redis-broker"]
     assert kube.get("ingress", "shop", ns)["spec"]["rules"][0]["host"] == HOST
@@ -458,6 +460,125 @@ def test_network_policies_admit_each_tier_only_from_its_caller(kube, target, rea
     kube.kubectl("delete", "namespace", outside, "--wait=false")
 
 
+# -- monitoring: a real Prometheus scrapes the app and an alert fires -----------------------------------------
+
+
+def scrape_configs(pod_monitor: dict) -> list[dict]:
+    """The scrape jobs the Prometheus Operator generates from a PodMonitor (one per endpoint: pods of its
+    namespace selected by its labels, the named port, the endpoint's relabelings)."""
+    selector = pod_monitor["spec"]["selector"]["matchLabels"]
+    ns = pod_monitor["metadata"]["namespace"]
+    jobs = []
+    for i, endpoint in enumerate(pod_monitor["spec"]["podMetricsEndpoints"]):
+        keep = [{"action": "keep", "source_labels": [f"__meta_kubernetes_pod_label_{k.replace('.', '_').replace('/', '_').replace('-', '_')}"],
+                 "regex": v} for k, v in selector.items()]
+        keep.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                     "regex": endpoint["port"]})
+        keep.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running"})
+        identity = [{"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"target_label": "endpoint", "replacement": endpoint["port"]}]
+        own = [{"source_labels": r["sourceLabels"], "target_label": r["targetLabel"]} for r in endpoint["relabelings"]]
+        jobs.append({"job_name": f"podMonitor/{ns}/{pod_monitor['metadata']['name']}/{i}",
+                     "scrape_interval": endpoint["interval"], "metrics_path": endpoint["path"],
+                     "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [ns]}}],
+                     "relabel_configs": keep + identity + own})
+    return jobs
+
+
+def prometheus_objects(target, app_ns: str, config: dict, rules: dict) -> list[dict]:
+    meta = {"name": "prometheus", "namespace": "monitoring"}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "prometheus", "namespace": app_ns},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "prometheus", "namespace": app_ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "prometheus"},
+         "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+         "data": {"prometheus.yml": yaml.safe_dump(config), "rules.yaml": yaml.safe_dump(rules)}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {**meta, "labels": {"app": "prometheus"}}, "spec": {
+            "serviceAccountName": "prometheus",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "prometheus", "image": target.prometheus_image, "imagePullPolicy": "IfNotPresent",
+                "args": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                         "--web.listen-address=:9090"],
+                "ports": [{"name": "web", "containerPort": 9090}],
+                "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "web"}, "periodSeconds": 2},
+                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                    "readOnlyRootFilesystem": True},
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/prometheus"},
+                                 {"name": "data", "mountPath": "/prometheus"}]}],
+            "volumes": [{"name": "config", "configMap": {"name": "prometheus"}}, {"name": "data", "emptyDir": {}}]}},
+    ]
+
+
+@pytest.mark.order(8)
+def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(kube, target, real_pods):
+    """A real Prometheus in the `monitoring` namespace (the one the metrics ports are open to) with the scrape
+    jobs the Prometheus Operator would make of the rendered PodMonitor, and the rendered PrometheusRule:
+    every exporter is up through the NetworkPolicies, and stopping the worker pool while tasks wait fires
+    FlaskAppQueueNotConsumed end to end."""
+    from flaskapp_operator.render import render
+
+    ns = STATE["ns"]
+    live = kube.get("flaskapp", "shop", ns)
+    rendered = render(live, redis_password="unused").objects
+    pod_monitor = next(o for o in rendered if o["kind"] == "PodMonitor")
+    rule = next(o for o in rendered if o["kind"] == "PrometheusRule")
+    config = {"global": {"evaluation_interval": "10s"}, "rule_files": ["/etc/prometheus/rules.yaml"],
+              "scrape_configs": scrape_configs(pod_monitor)}
+    kube.kubectl("create", "namespace", "monitoring")
+    kube.apply(prometheus_objects(target, ns, config, rule["spec"]))
+    kube.kubectl("wait", "--for=condition=Ready", "pod/prometheus", "-n", "monitoring", "--timeout=120s", timeout=150)
+    ip = kube.get("pod", "prometheus", "monitoring")["status"]["podIP"]
+
+    def api(path, **params):
+        return requests.get(f"http://{ip}:9090/api/v1/{path}", params=params, timeout=10).json()["data"]
+
+    for _ in range(20):
+        get(real_pods, "/hello")
+    pods = kube.get("pods", namespace=ns, selector="app.kubernetes.io/instance=shop")["items"]
+    expected = {(p["metadata"]["labels"]["app.kubernetes.io/component"], port["name"])
+                for p in pods if p["status"].get("phase") == "Running"
+                for c in p["spec"]["containers"] for port in c.get("ports", []) if port["name"].endswith("-metrics")}
+    assert {tier for tier, _ in expected} == {"web", "nginx", "redis-cache", "redis-broker", "flower"}
+
+    def all_up():
+        active = api("targets")["activeTargets"]
+        up = {(t["labels"]["tier"], t["labels"]["endpoint"]) for t in active if t["health"] == "up"}
+        return up if up >= expected and all(t["health"] == "up" for t in active) else None
+    up = wait_until(all_up, 120, interval=2, what="every exporter scraped through the NetworkPolicies")
+    record("prometheus_targets_up", sorted(f"{t}/{p}" for t, p in up))
+    served = wait_until(lambda: api("query", query=f'sum(gunicorn_requests_total{{namespace="{ns}"}})')["result"], 60,
+                        interval=2, what="gunicorn's requests in Prometheus")
+    assert float(served[0]["value"][1]) >= 20
+
+    # The end-to-end alert: no worker for the default queue while tasks wait in it.
+    kube.kubectl("patch", "flaskapp", "shop", "-n", ns, "--type=json",
+                 "-p", '[{"op": "replace", "path": "/spec/workerPools/0/replicas", "value": 0}]')
+    wait_until(lambda: not kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=worker-default")["items"],
+               120, what="the worker pool stopped")
+    stopped = time.monotonic()
+    requests.post(real_pods.ingress_url + "/tasks?n=5", headers={"Host": HOST}, cookies={"c": "1"}, timeout=30)
+
+    def firing():
+        return [a for a in api("alerts")["alerts"]
+                if a["labels"]["alertname"] == "FlaskAppQueueNotConsumed" and a["state"] == "firing"]
+    alerts = wait_until(firing, 300, interval=5, what="FlaskAppQueueNotConsumed firing")
+    record("alert_fired_seconds_after_pool_stopped", round(time.monotonic() - stopped, 1))
+    assert alerts[0]["labels"]["queue"] == "celery" and alerts[0]["labels"]["namespace"] == ns
+    assert "kubectl get pods" in alerts[0]["annotations"]["runbook"]
+
+    kube.kubectl("patch", "flaskapp", "shop", "-n", ns, "--type=json",
+                 "-p", '[{"op": "replace", "path": "/spec/workerPools/0/replicas", "value": 1}]')
+    wait_until(lambda: not firing(), 240, interval=5, what="the alert to resolve once the pool is back")
+    kube.kubectl("delete", "namespace", "monitoring", "--wait=false")
+
+
 # -- failures only real pods show ---------------------------------------------------------------------------
 
 
@@ -469,6 +590,7 @@ def broken_app(target, name: str, **changes) -> dict:
     spec.pop("celeryApp", None)
     spec["beat"] = {"enabled": False}
     spec["ingress"] = {"enabled": False}
+    spec["monitoring"] = {"enabled": False}
     spec["web"] = {**spec["web"], "replicas": 1}
     return app
 

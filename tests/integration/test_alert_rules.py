@@ -122,3 +122,18 @@ def test_alert_fires_when_it_should_and_not_otherwise(promtool, rule, tmp_path, 
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
     result = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_dashboard_query_parses(promtool):
+    """The Grafana dashboard's queries, parsed by Prometheus' own PromQL parser."""
+    import json
+
+    configmap = next(o for o in render(load_sample("full"), **FIXED).objects
+                     if o["kind"] == "ConfigMap" and o["metadata"]["labels"].get("grafana_dashboard") == "1")
+    dashboard = json.loads(next(iter(configmap["data"].values())))
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(queries) >= 12 and {p["title"] for p in dashboard["panels"] if p["type"] == "row"} >= {
+        "nginx", "web (gunicorn)", "celery", "redis", "database connection budget"}
+    for query in queries:
+        result = subprocess.run([promtool, "--experimental", "promql", "format", query], capture_output=True, text=True)
+        assert result.returncode == 0, (query, result.stderr)

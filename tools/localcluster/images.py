@@ -42,6 +42,16 @@ NGINX_REF = f"localhost/debian-{DEBIAN_SUITE}/nginx-light:local"
 REDIS_REF = f"localhost/debian-{DEBIAN_SUITE}/redis-server:local"
 POSTGRES_REF = f"localhost/debian-{DEBIAN_SUITE}/postgresql:local"
 PAUSE_REF = "localhost/flaskapp-localcluster/pause:local"
+FLOWER_REF = f"localhost/debian-{DEBIAN_SUITE}/flower:2.0.1"
+# Go programs built here from their pinned modules (localcluster.build), one binary per image, named
+# after the binary they hold.
+GO_BINARY_REFS = {
+    "statsd_exporter": "localhost/go-build/statsd_exporter:local",
+    "nginx-prometheus-exporter": "localhost/go-build/nginx-prometheus-exporter:local",
+    "prometheus-nginxlog-exporter": "localhost/go-build/prometheus-nginxlog-exporter:local",
+    "redis_exporter": "localhost/go-build/redis_exporter:local",
+    "prometheus": "localhost/go-build/prometheus:local",
+}
 DOCKERFILES = HERE / "dockerfiles"
 
 
@@ -91,6 +101,7 @@ def image_builds() -> list[ImageBuild]:
                    needs=(BASE_REF,), inputs=()),
         ImageBuild(POSTGRES_REF, DOCKERFILES, DOCKERFILES / "postgresql.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=("postgresql-entrypoint.sh",)),
+        ImageBuild(FLOWER_REF, DOCKERFILES, DOCKERFILES / "flower.Dockerfile", (base,), needs=(PYTHON_REF,), inputs=()),
     ]
 
 
@@ -223,6 +234,9 @@ def ensure_images() -> dict[str, Path]:
     from . import build
 
     archives = {PAUSE_REF: single_binary_image(PAUSE_REF, build.build_pause() / "pause", "/pause")}
+    tools = build.build_monitoring_tools()
+    for binary, ref in GO_BINARY_REFS.items():
+        archives[ref] = single_binary_image(ref, tools[binary], f"/{binary}")
     builds = image_builds()
     digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
     for b in builds:
