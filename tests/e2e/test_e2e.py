@@ -307,9 +307,13 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
     with SteadyLoad(real_pods) as load:
         started = time.monotonic()
         kube.apply(flaskapp(target, **{"image": new_image, "web.replicas": 3}), ns)
-        wait_until(lambda: all(c["image"] == new_image for d in ("shop-web", "shop-worker-default", "shop-beat")
-                               for c in kube.get("deployment", d, ns)["spec"]["template"]["spec"]["containers"]),
-                   300, what="new image in every app tier")
+        try:
+            wait_until(lambda: all(c["image"] == new_image for d in ("shop-web", "shop-worker-default", "shop-beat")
+                                   for c in kube.get("deployment", d, ns)["spec"]["template"]["spec"]["containers"][:1]),
+                       300, what="new image in every app tier")
+        except AssertionError:
+            dump(kube, ns)
+            raise
         kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=300s")
         rolled = time.monotonic() - started
     after = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]
@@ -503,7 +507,7 @@ def prometheus_objects(target, app_ns: str, config: dict, rules: dict) -> list[d
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "prometheus", "image": target.prometheus_image, "imagePullPolicy": "IfNotPresent",
-                "args": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                "args": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/data",
                          "--web.listen-address=:9090"],
                 "ports": [{"name": "web", "containerPort": 9090}],
                 "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "web"}, "periodSeconds": 2},
@@ -511,7 +515,7 @@ def prometheus_objects(target, app_ns: str, config: dict, rules: dict) -> list[d
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                                     "readOnlyRootFilesystem": True},
                 "volumeMounts": [{"name": "config", "mountPath": "/etc/prometheus"},
-                                 {"name": "data", "mountPath": "/prometheus"}]}],
+                                 {"name": "data", "mountPath": "/data"}]}],
             "volumes": [{"name": "config", "configMap": {"name": "prometheus"}}, {"name": "data", "emptyDir": {}}]}},
     ]
 
@@ -533,7 +537,12 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
               "scrape_configs": scrape_configs(pod_monitor)}
     kube.kubectl("create", "namespace", "monitoring")
     kube.apply(prometheus_objects(target, ns, config, rule["spec"]))
-    kube.kubectl("wait", "--for=condition=Ready", "pod/prometheus", "-n", "monitoring", "--timeout=120s", timeout=150)
+    ready = kube.kubectl("wait", "--for=condition=Ready", "pod/prometheus", "-n", "monitoring", "--timeout=120s",
+                         check=False, timeout=150)
+    if ready.returncode != 0:
+        print(kube.kubectl("describe", "pod", "prometheus", "-n", "monitoring", check=False).stdout)
+        print(kube.kubectl("logs", "prometheus", "-n", "monitoring", "--tail=40", check=False).stdout)
+    assert ready.returncode == 0, ready.stderr
     ip = kube.get("pod", "prometheus", "monitoring")["status"]["podIP"]
 
     def api(path, **params):

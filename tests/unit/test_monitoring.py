@@ -137,3 +137,14 @@ def test_invalid_monitoring_input_names_the_field(monitoring, field):
     with pytest.raises(SpecError) as err:
         render(full(**monitoring), **FIXED)
     assert field in str(err.value)
+
+
+def test_an_external_redis_has_no_redis_alerts_or_exporters():
+    doc = full()
+    doc["spec"]["redis"] = {"mode": "external", "external": {"secretName": "redis-urls"}}
+    objects = render(doc, **FIXED).objects
+    rules = next(o for o in objects if o["kind"] == "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert rules and not [r for r in rules if "redis_" in r["expr"]]
+    assert {r["alert"] for r in rules} == {"FlaskAppHighErrorRatio", "FlaskAppSlowResponses",
+                                          "FlaskAppConnectionBudgetHigh"}
+    assert "flower" in workloads(objects)  # Celery still measured, from the workers' events

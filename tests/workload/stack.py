@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,7 @@ VENV_BIN = Path(sys.executable).parent
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"),
              key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
 REDIS_PASSWORD = "workload-password"
+LOCAL_POD_NAME = "local-process"  # what a fieldRef to metadata.name resolves to here
 DB_USER = "shop"
 
 
@@ -83,6 +85,12 @@ def container_env(container: dict, objects: list[dict], secrets: dict[str, dict[
                 env[entry["name"]] = all_secrets[ref["name"]][ref["key"]]
             elif not ref.get("optional"):  # the kubelet would not start the container either
                 raise KeyError(f"env {entry['name']}: Secret {ref['name']} has no key {ref['key']!r}")
+        elif entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[entry["name"]] = LOCAL_POD_NAME
+    # $(NAME) of a variable defined earlier is expanded, as the kubelet does ("Define dependent environment
+    # variables"); anything else is left as written.
+    for name, value in env.items():
+        env[name] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
     return env
 
 

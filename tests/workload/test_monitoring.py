@@ -45,10 +45,54 @@ def wait_for(check, timeout: float = 20, interval: float = 0.2):
         time.sleep(interval)
 
 
+class Collector:
+    """An OTLP/HTTP trace receiver: keeps every ExportTraceServiceRequest POSTed to /v1/traces."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        received = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/traces":
+                    received.append(ExportTraceServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def spans(self) -> list[tuple[dict, str]]:
+        """(resource attributes, span name) of everything received."""
+        out = []
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                out += [(attributes, span.name) for scope in resource_spans.scope_spans for span in scope.spans]
+        return out
+
+
 @pytest.fixture(scope="module")
-def stack():
+def collector():
+    c = Collector()
+    yield c
+    c.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stack(collector):
     document = yaml.safe_load(WORKLOAD_APP.read_text())
-    document["spec"]["monitoring"] = {"enabled": True}
+    document["spec"]["monitoring"] = {"enabled": True, "otlpEndpoint": collector.url}
     workdir = Path(tempfile.mkdtemp(prefix="flaskapp-monitoring-"))
     workdir.chmod(0o755)
     s = Stack(workdir, document=copy.deepcopy(document)).start()
@@ -181,3 +225,20 @@ def test_cache_evictions_and_memory_are_reported(stack):
     assert evicted <= total(samples, "redis_evicted_keys_total") <= int(cache.info("stats")["evicted_keys"])
     assert total(samples, "redis_memory_used_bytes") <= maxmemory * 1.1
     assert total(samples, "redis_connected_clients") >= 1
+
+
+def test_web_requests_are_traced_by_endpoint_with_no_app_change(stack, collector):
+    """The example app has OpenTelemetry installed and no tracing code; the rendered gunicorn config starts
+    the auto-instrumentation in each worker, the OTEL_* variables name the service and the pod."""
+    for i in range(5):
+        requests.get(f"{stack.url}/uncached?trace={i}", timeout=5)
+        requests.get(f"{stack.url}/hello", headers={"X-Api-Key": "k"}, timeout=5)
+
+    def traced():
+        names = [name for _, name in collector.spans()]
+        return names.count("GET /uncached") >= 5 and names.count("GET /hello") >= 5
+    assert wait_for(traced, timeout=30), collector.spans()[-5:]
+    attributes = next(a for a, name in collector.spans() if name == "GET /uncached")
+    assert attributes["service.name"] == "shop-web"
+    assert attributes["flaskapp.tier"] == "web" and attributes["flaskapp.name"] == "shop"
+    assert attributes["k8s.namespace.name"] == "workload" and attributes["k8s.pod.name"] == "local-process"

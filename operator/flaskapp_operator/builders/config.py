@@ -38,7 +38,8 @@ def gunicorn_config_path(ctx: Context) -> str:
 
 def gunicorn_config(ctx: Context) -> str:
     """The config file: which peers' forwarded headers gunicorn and the app believe (nginx's)."""
-    return render_template("gunicorn.conf.py.j2", app=ctx.name, trusted_proxies=list(ctx.spec.nginx.trusted_proxies))
+    return render_template("gunicorn.conf.py.j2", app=ctx.name, trusted_proxies=list(ctx.spec.nginx.trusted_proxies),
+                           tracing=bool(ctx.spec.monitoring.otlp_endpoint))
 
 
 def gunicorn_args(ctx: Context) -> str:
