@@ -42,8 +42,11 @@ SCENARIOS = {
     "FlaskAppHighErrorRatio": (  # the full sample's objective: 2 %
         [series("nginx_http_response_count_total", f'{NGINX},status="500"', "0+10x60"),
          series("nginx_http_response_count_total", f'{NGINX},status="200"', "0+90x60")],
-        [series("nginx_http_response_count_total", f'{NGINX},status="500"', "0+1x60"),
-         series("nginx_http_response_count_total", f'{NGINX},status="200"', "0+99x60")],
+        # 10 errors in 100 logged app requests, but 100 logged cache hits stand for 800 (1 in 8 sampled):
+        # 10 in 900, below 2 %.
+        [series("nginx_http_response_count_total", f'{NGINX},status="500",cache="MISS"', "0+10x60"),
+         series("nginx_http_response_count_total", f'{NGINX},status="200",cache="MISS"', "0+90x60"),
+         series("nginx_http_response_count_total", f'{NGINX},status="200",cache="HIT"', "0+100x60")],
         "20m", {}),
     "FlaskAppSlowResponses": (  # objective 300 ms; every response between 0.5 and 1 s, or under 0.1 s
         buckets("nginx_http_upstream_time_seconds_hist", NGINX, {"1": 60}),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -65,6 +66,12 @@ def test_monitors_follow_the_prometheus_operator_crds(kube, operator, namespace)
     live_rule = next(o for o in found if o["kind"] == "PrometheusRule")
     rendered_rule = next(o for o in rendered if o["kind"] == "PrometheusRule")
     assert live_rule["spec"] == rendered_rule["spec"]
+    # The chart's optional ServiceMonitor for the operator passes the same strict check.
+    chart = subprocess.run([kube.helm_bin, "template", "flaskapp-operator", str(ROOT / "charts" / "flaskapp-operator"),
+                            "--kube-version", "1.35.0", "-n", namespace, "--set", "metrics.serviceMonitor.enabled=true",
+                            "--show-only", "templates/servicemonitor.yaml"], capture_output=True, text=True, check=True)
+    assert "kind: ServiceMonitor" in chart.stdout
+    kube.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=chart.stdout)
     # An invalid edit of the same object is refused by the CRD's schema: the validation is real.
     broken = copy.deepcopy(rendered_rule)
     broken["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"

@@ -17,6 +17,14 @@ EVICTION_RATIO = 0.1  # evictions per cache lookup: the cache is too small for i
 BUDGET_RATIO = 0.9
 
 
+def requests_rate(selector: str, hit_sampling: int, window: str = RATE_WINDOW) -> str:
+    """Requests per second through nginx's app routes, the sampled micro-cache hits weighted back (one in
+    `hit_sampling` reaches the access-log exporter)."""
+    counter = "nginx_http_response_count_total"
+    return (f'(sum(rate({counter}{{{selector},cache!="HIT"}}[{window}])) + '
+            f'({hit_sampling} * sum(rate({counter}{{{selector},cache="HIT"}}[{window}])) or vector(0)))')
+
+
 def _alert(name: str, expr: str, hold: str, severity: str, summary: str, runbook: str, **labels: str) -> dict:
     return {"alert": name, "expr": expr, "for": hold, "labels": {"severity": severity, **labels},
             "annotations": {"summary": summary, "description": summary + " ({{ $value | humanize }}).",
@@ -30,7 +38,7 @@ def alert_rules(ctx: Context) -> list[dict]:
     rules = [
         _alert("FlaskAppHighErrorRatio",
                f'sum(rate(nginx_http_response_count_total{{{nginx},status=~"5.."}}[{RATE_WINDOW}])) / '
-               f'sum(rate(nginx_http_response_count_total{{{nginx}}}[{RATE_WINDOW}])) > {m.error_ratio_percent / 100:g}',
+               f"{requests_rate(nginx, m.cache_hit_sampling)} > {m.error_ratio_percent / 100:g}",
                "5m", "critical",
                f"More than {m.error_ratio_percent}% of {ctx.name}'s answers are server errors",
                "Read the web pods' logs (kubectl logs -l app.kubernetes.io/instance=" + ctx.name

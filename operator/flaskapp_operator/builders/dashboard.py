@@ -7,6 +7,7 @@ import json
 
 from .common import checksum
 from .context import Context
+from .alerts import requests_rate
 from .monitoring import flower_enabled
 
 DASHBOARD_LABEL = "grafana_dashboard"
@@ -24,10 +25,18 @@ def _rows(ctx: Context) -> list[tuple[str, list[dict]]]:
     app = f'namespace="{ctx.namespace}",flaskapp="{ctx.name}"'
     nginx = f'{app},tier="nginx"'
     web = f'{app},tier="web"'
+    hits = ctx.spec.monitoring.cache_hit_sampling
     rows = [
         ("nginx", [
-            _panel("Requests by status", {"{{status}}": f"sum by (status) (rate(nginx_http_response_count_total{{{nginx}}}[5m]))"}, "reqps"),
-            _panel("Micro-cache outcome", {"{{cache}}": f"sum by (cache) (rate(nginx_http_response_count_total{{{nginx}}}[5m]))"}, "reqps"),
+            _panel("Requests (all, from stub_status) and app routes", {
+                "all": f"sum(rate(nginx_http_requests_total{{{nginx}}}[5m]))",
+                "app routes": requests_rate(nginx, hits, "5m")}, "reqps"),
+            _panel("Requests that reached the app, by status", {
+                "{{status}}": f'sum by (status) (rate(nginx_http_response_count_total{{{nginx},cache!="HIT"}}[5m]))'}, "reqps"),
+            # One in `hits` cache hits is logged to the exporter: weighted back here.
+            _panel("Micro-cache outcome", {
+                "{{cache}}": f'sum by (cache) (rate(nginx_http_response_count_total{{{nginx},cache!="HIT"}}[5m]))',
+                "HIT": f'{hits} * sum(rate(nginx_http_response_count_total{{{nginx},cache="HIT"}}[5m]))'}, "reqps"),
             _panel("Upstream time p50 / p95 / p99", {
                 f"p{q}": f"histogram_quantile(0.{q}, sum by (le) (rate(nginx_http_upstream_time_seconds_hist_bucket{{{nginx}}}[5m])))"
                 for q in ("50", "95", "99")}, "s"),

@@ -47,6 +47,7 @@ def nginx_conf(ctx: Context) -> str:
         proxy_read_timeout=t.web.timeout_seconds + 5,
         monitoring=ctx.spec.monitoring.enabled, status_listen=a.nginx_status_listen,
         access_log_syslog=a.access_log_syslog, access_log_tag=ACCESS_LOG_TAG,
+        hit_sampling=ctx.spec.monitoring.cache_hit_sampling,
     )
 
 
