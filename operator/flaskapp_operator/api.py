@@ -385,10 +385,10 @@ class Monitoring:
     error_ratio_percent: int = field("Share of 5xx answers (percent) above which an alert fires.", default=5,
                                      minimum=1, maximum=100)
     cache_hit_sampling: int = field(
-        "One in this many micro-cache HITs reaches the access-log exporter (every other request that reaches "
-        "the app always does). A log line per hit costs nginx about as much as serving the hit; the dashboard "
-        "and alerts weight the sampled hits back. 1: every hit (exact counts, at a cost at high rates).",
-        default=8, minimum=1, maximum=1000)
+        "One in this many micro-cache HITs reaches the access-log exporter (every request that reaches the app "
+        "always does). A log line per hit costs nginx about as much as serving the hit; the dashboard and "
+        "alerts weight the sampled hits back. 1: every hit (exact counts, at a cost at high rates).",
+        default=32, minimum=1, maximum=1000)
     scrape_from: list[dict[str, Any]] = field(
         "NetworkPolicyPeers allowed to reach the metrics ports (Prometheus' namespace). Only they can: the "
         "metrics ports are closed to everyone else.", default=DEFAULT_SCRAPERS, max_items=16)
