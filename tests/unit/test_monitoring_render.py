@@ -1,7 +1,7 @@
 """spec.monitoring as rendered: every exporter port is scraped and reachable from the monitoring namespace
 only; nothing changes for apps that leave it off; invalid input is refused by field. The exporters'
-numbers are checked on real servers in tests/workload/test_monitoring.py, the alerts with promtool in
-tests/unit/test_alert_rules.py."""
+numbers are checked on real servers in tests/workload/test_monitoring_exporters.py, the alerts with promtool in
+tests/integration/test_alert_rules.py."""
 
 from __future__ import annotations
 
