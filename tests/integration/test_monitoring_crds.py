@@ -9,7 +9,6 @@ import copy
 import re
 import subprocess
 
-import pytest
 import yaml
 
 from flaskapp_operator.render import render
