@@ -93,6 +93,7 @@ app = yaml.safe_load(open("tests/e2e/shop.yaml"))
 spec = app["spec"]
 spec.update(image=images.EXAMPLE_REF)
 spec["nginx"]["image"], spec["redis"]["image"] = images.NGINX_REF, images.REDIS_REF
+spec["monitoring"]["images"] = images.MONITORING_IMAGES
 spec["ingress"]["className"] = INGRESS_CLASS
 open(f"{sys.argv[1]}/postgres.yaml", "w").write(yaml.safe_dump_all(db))
 open(f"{sys.argv[1]}/shop.yaml", "w").write(yaml.safe_dump(app))

@@ -45,16 +45,6 @@ KIND = Target(
     ingress_url=os.environ.get("E2E_INGRESS", "http://localhost:8081"))
 
 
-# The exporters built here from the same pinned sources as the images the FlaskApp defaults to.
-LOCAL_MONITORING_IMAGES = {
-    "statsdExporter": images.GO_BINARY_REFS["statsd_exporter"],
-    "nginxExporter": images.GO_BINARY_REFS["nginx-prometheus-exporter"],
-    "nginxLogExporter": images.GO_BINARY_REFS["prometheus-nginxlog-exporter"],
-    "redisExporter": images.GO_BINARY_REFS["redis_exporter"],
-    "flower": images.FLOWER_REF,
-}
-
-
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory) -> Kube:
     if os.environ.get("E2E_KUBECONFIG"):
@@ -73,7 +63,7 @@ def target(kube) -> Target:
     if kube.local is None:
         return KIND
     node = kube.local.node
-    local = {"monitoring_images": LOCAL_MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"]}
+    local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"]}
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
                   images.REDIS_REF, INGRESS_CLASS, node.ingress_url if node else None, **local)
 

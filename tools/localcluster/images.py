@@ -52,6 +52,14 @@ GO_BINARY_REFS = {
     "redis_exporter": "localhost/go-build/redis_exporter:local",
     "prometheus": "localhost/go-build/prometheus:local",
 }
+# spec.monitoring.images of a FlaskApp on the local node: the same programs as its default images, built here.
+MONITORING_IMAGES = {
+    "statsdExporter": GO_BINARY_REFS["statsd_exporter"],
+    "nginxExporter": GO_BINARY_REFS["nginx-prometheus-exporter"],
+    "nginxLogExporter": GO_BINARY_REFS["prometheus-nginxlog-exporter"],
+    "redisExporter": GO_BINARY_REFS["redis_exporter"],
+    "flower": FLOWER_REF,
+}
 DOCKERFILES = HERE / "dockerfiles"
 
 
