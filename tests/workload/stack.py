@@ -269,46 +269,35 @@ class Stack:
         """Every container with a `*-metrics` port, run from its rendered args with the binary its image
         holds (built from the same pinned module); only listen ports and the config directory differ."""
         from localcluster.build import build_monitoring_tools
-        from flaskapp_operator.builders.monitoring import CONFIG_DIR
+        from flaskapp_operator.builders.monitoring import ACCESS_LOG_EXPORTER_FILE, CONFIG_DIR
 
         binaries = build_monitoring_tools()
         image_binary = {"statsd-exporter": binaries["statsd_exporter"],
                         "nginx-exporter": binaries["nginx-prometheus-exporter"],
                         "access-log-exporter": binaries["prometheus-nginxlog-exporter"],
                         "redis-exporter": binaries["redis_exporter"], "flower": VENV_BIN / "celery"}
+        exporters = [(f"{c['name']}-{w['metadata']['labels']['app.kubernetes.io/component']}", c, ports[0])
+                     for w in self.rendered.objects if w["kind"] in ("Deployment", "StatefulSet")
+                     for c in w["spec"]["template"]["spec"]["containers"]
+                     if (ports := [p for p in c.get("ports", []) if p["name"].endswith("-metrics")])]
+        self.ports.update(zip((name for name, _, _ in exporters), free_ports(len(exporters))))
+        # The ConfigMap as its volume would mount it; the access-log exporter's listen port is in its file.
         config_dir = self.workdir / "monitoring"
         config_dir.mkdir(exist_ok=True)
-        workloads = [o for o in self.rendered.objects if o["kind"] in ("Deployment", "StatefulSet")]
-        for workload in workloads:
-            tier = workload["metadata"]["labels"]["app.kubernetes.io/component"]
-            for container in workload["spec"]["template"]["spec"]["containers"]:
-                metrics = [p for p in container.get("ports", []) if p["name"].endswith("-metrics")]
-                if not metrics:
-                    continue
-                name = f"{container['name']}-{tier}"
-                port = self.ports[name] = free_ports(1)[0]
-                inside = str(metrics[0]["containerPort"])
-                argv = [str(image_binary[container["name"]]), *container.get("command", [])[1:],
-                        *container.get("args", [])]
-                argv = [(a[:-len(inside)] + str(port) if a.endswith((f"=:{inside}", f"--port={inside}")) else a)
-                        .replace("=:", "=127.0.0.1:").replace(CONFIG_DIR, str(config_dir)) for a in argv]
-                if container["name"] == "access-log-exporter":  # its listen port is in its config file
-                    self._write_monitoring_config(config_dir, port)
-                else:
-                    self._write_monitoring_config(config_dir, None)
-                env = container_env(container, self.rendered.objects, self.secrets())
-                proc = self._spawn(name, argv, env=env, cwd=self.workdir)
-                wait_port(port, proc, log=self.log(name))
-
-    def _write_monitoring_config(self, config_dir: Path, access_log_port: Optional[int]) -> None:
-        data = find(self.rendered.objects, "ConfigMap", "-monitoring")["data"]
-        for key, text in data.items():
-            if access_log_port is not None and key.startswith("nginxlog"):
+        for key, text in find(self.rendered.objects, "ConfigMap", "-monitoring")["data"].items():
+            if key == ACCESS_LOG_EXPORTER_FILE:
                 config = yaml.safe_load(text)
-                config["listen"]["port"] = access_log_port
+                config["listen"]["port"] = self.ports["access-log-exporter-nginx"]
                 text = yaml.safe_dump(config)
-            if access_log_port is not None or not (config_dir / key).exists():
-                (config_dir / key).write_text(text)
+            (config_dir / key).write_text(text)
+        for name, container, metrics in exporters:
+            port, inside = self.ports[name], str(metrics["containerPort"])
+            argv = [str(image_binary[container["name"]]), *container.get("command", [])[1:], *container.get("args", [])]
+            argv = [(a[:-len(inside)] + str(port) if a.endswith((f"=:{inside}", f"--port={inside}")) else a)
+                    .replace("=:", "=127.0.0.1:").replace(CONFIG_DIR, str(config_dir)) for a in argv]
+            env = container_env(container, self.rendered.objects, self.secrets())
+            proc = self._spawn(name, argv, env=env, cwd=self.workdir)
+            wait_port(port, proc, log=self.log(name))
 
     def metrics_url(self, container: str, tier: str) -> str:
         return f"http://127.0.0.1:{self.ports[f'{container}-{tier}']}/metrics"

@@ -47,6 +47,7 @@ def flower_enabled(ctx: Context) -> bool:
 
 def _exporter(name: str, image: str, args: list[str], port_name: str, *, memory: str = "64Mi",
               cpu: str = "10m", mounts: tuple[dict, ...] = (), env: tuple[dict, ...] = ()) -> dict:
+    """A container of `image` run with `args` (its image's entrypoint), serving /metrics on `port_name`."""
     container = {
         "name": name, "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
         "ports": [{"name": port_name, "containerPort": METRICS_PORTS[port_name], "protocol": "TCP"}],
@@ -153,12 +154,12 @@ def flower_objects(ctx: Context) -> list[dict]:
     if not flower_enabled(ctx):
         return []
     broker_env = next(e for e in redis_url_env(ctx) if e["name"] == "CELERY_BROKER_URL")
-    container = _exporter("flower", ctx.spec.monitoring.images.flower, [], "celery-metrics",
-                          memory="256Mi", cpu="50m", env=(broker_env,),
+    container = _exporter("flower", ctx.spec.monitoring.images.flower, ["flower", f"--port={FLOWER_PORT}",
+                                                                         "--address=0.0.0.0", "--db=/tmp/flower",
+                                                                         "--purge_offline_workers=300"],
+                          "celery-metrics", memory="256Mi", cpu="50m", env=(broker_env,),
                           mounts=({"name": "tmp", "mountPath": "/tmp"},))
-    del container["args"]
-    container["command"] = ["celery", "flower", f"--port={FLOWER_PORT}", "--address=0.0.0.0",
-                            "--db=/tmp/flower", "--purge_offline_workers=300"]
+    container["command"] = ["celery"]  # the image's entrypoint varies between Flower images
     container["readinessProbe"] = http_probe("/healthcheck", "celery-metrics", period=15)
     container["livenessProbe"] = http_probe("/healthcheck", "celery-metrics", period=30, failures=4)
     # Flower's image sets HOME; the read-only root filesystem needs it writable for nothing else.
