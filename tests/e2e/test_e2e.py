@@ -586,6 +586,8 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
                  "-p", '[{"op": "replace", "path": "/spec/workerPools/0/replicas", "value": 1}]')
     wait_until(lambda: not firing(), 240, interval=5, what="the alert to resolve once the pool is back")
     kube.kubectl("delete", "namespace", "monitoring", "--wait=false")
+    # The story goes on with a Ready app (the worker's readiness probe pings through the broker each minute).
+    kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=300s", timeout=330)
 
 
 # -- failures only real pods show ---------------------------------------------------------------------------
