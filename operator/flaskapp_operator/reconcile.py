@@ -9,7 +9,8 @@ from typing import Optional
 
 from . import metrics
 from .builders.config import REDIS_SECRET_SUFFIX
-from .kube import ApplyRefused, Cluster, Key, NameConflict, autoscaler_minimums, key_of, secret_value
+from .kube import (DISCOVERY_TTL_SECONDS, MONITORING_API, ApplyRefused, Cluster, Key, NameConflict,
+                   autoscaler_minimums, key_of, secret_value)
 from .naming import COMPONENT_LABEL, child_name
 from .observe import Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
 from .render import Rendered, render
@@ -17,9 +18,9 @@ from .schema import SpecError
 
 log = logging.getLogger(__name__)
 
-MONITORING_API_MISSING = ("exporters, Flower and the dashboard run; no PodMonitor or PrometheusRule: the cluster "
-                          "does not serve monitoring.coreos.com/v1 (install the Prometheus Operator's CRDs; they "
-                          "are picked up within 5 minutes)")
+MONITORING_API_MISSING = (f"exporters, Flower and the dashboard run; no PodMonitor or PrometheusRule: the cluster "
+                          f"does not serve {MONITORING_API} (install the Prometheus Operator's CRDs; they are "
+                          f"picked up within {DISCOVERY_TTL_SECONDS:.0f} s)")
 
 # Tiers that run the app image: held back until the migration Job of the new image has succeeded.
 GATED_COMPONENTS = ("web", "beat")

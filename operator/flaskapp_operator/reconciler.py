@@ -72,19 +72,18 @@ class Reconciler:
         self._lock_users[key] = self._lock_users.get(key, 0) + 1
         try:
             async with lock:
-                started = time.perf_counter()
+                started, outcome = time.perf_counter(), "error"
                 try:
                     status = await asyncio.get_running_loop().run_in_executor(self._executor, reconcile,
                                                                               self._cluster, namespace, name)
+                    outcome = "success"
                 except (ApiException, OSError) as exc:  # OSError: refused/reset while the API server restarts
-                    self._observe("error", started)
                     delay = self._failed(key, exc)
                     raise kopf.TemporaryError(f"reconcile failed, retrying in {delay:.0f}s: {exc}",
                                               delay=delay) from exc
-                except Exception:
-                    self._observe("error", started)
-                    raise
-                self._observe("success", started)
+                finally:
+                    metrics.RECONCILES.labels(outcome).inc()
+                    metrics.RECONCILE_SECONDS.labels(outcome).observe(time.perf_counter() - started)
                 metrics.APP_STATES.record(namespace, name, status)
                 self._failures.pop(key, None)
         finally:
@@ -92,11 +91,6 @@ class Reconciler:
             self._lock_users[key] -= 1
             if self._lock_users[key] == 0:
                 del self._lock_users[key], self._locks[key]
-
-    @staticmethod
-    def _observe(outcome: str, started: float) -> None:
-        metrics.RECONCILES.labels(outcome).inc()
-        metrics.RECONCILE_SECONDS.labels(outcome).observe(time.perf_counter() - started)
 
     @property
     def pending(self) -> int:

@@ -17,7 +17,7 @@ import yaml
 from ..naming import INSTANCE_LABEL, NAME_LABEL
 from .common import (RECREATE, deployment, http_probe, metadata, restricted_container_security, pod_spec,
                      tmp_volume)
-from .config import redis_url_env
+from .config import REDIS_SECRET_SUFFIX, redis_url_env
 from .context import Context
 
 STATSD_METRICS_PORT = 9102  # statsd_exporter's default web port
@@ -90,7 +90,6 @@ def statsd_mapping() -> str:
 def gunicorn_sidecars(ctx: Context) -> list[dict]:
     if not enabled(ctx):
         return []
-    statsd_host, statsd_port = ctx.addresses.statsd.rsplit(":", 1)
     return [_exporter("statsd-exporter", ctx.spec.monitoring.images.statsd_exporter, [
         f"--statsd.listen-udp={ctx.addresses.statsd}", "--statsd.listen-tcp=",
         f"--statsd.mapping-config={CONFIG_DIR}/{STATSD_MAPPING_FILE}",
@@ -133,7 +132,7 @@ def celery_queues(ctx: Context) -> list[str]:
     return sorted({q for pool in ctx.spec.worker_pools for q in (pool.queues or ["celery"])} or {"celery"})
 
 
-def redis_sidecars(ctx: Context, component: str, password_secret: str) -> list[dict]:
+def redis_sidecars(ctx: Context, component: str) -> list[dict]:
     if not enabled(ctx):
         return []
     args = [f"--redis.addr=redis://127.0.0.1:{ctx.addresses.redis_port(component)}",
@@ -141,7 +140,7 @@ def redis_sidecars(ctx: Context, component: str, password_secret: str) -> list[d
     if component == "redis-broker":
         # Celery's Redis transport keeps each queue as a list named after it, in the broker URL's db 0.
         args.append("--check-single-keys=" + ",".join(f"db0={q}" for q in celery_queues(ctx)))
-    password = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": password_secret, "key": "password"}}}
+    password = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": ctx.child(REDIS_SECRET_SUFFIX), "key": "password"}}}
     return [_exporter("redis-exporter", ctx.spec.monitoring.images.redis_exporter, args, "redis-metrics",
                       env=(password,))]
 
@@ -162,7 +161,7 @@ def flower_objects(ctx: Context) -> list[dict]:
     container["command"] = ["celery"]  # the image's entrypoint varies between Flower images
     container["readinessProbe"] = http_probe("/healthcheck", "celery-metrics", period=15)
     container["livenessProbe"] = http_probe("/healthcheck", "celery-metrics", period=30, failures=4)
-    # Flower's image sets HOME; the read-only root filesystem needs it writable for nothing else.
+    # /tmp: the only writable place under the read-only root filesystem (Flower's --db, if ever persistent).
     pod = pod_spec(ctx, EXPORTER_USER, [container], [tmp_volume()])
     # One Flower per app: two would each see every event, and report every task twice.
     return [deployment(ctx, "flower", pod, replicas=1, strategy=RECREATE, versioned=False)]
@@ -196,7 +195,7 @@ def monitor_objects(ctx: Context) -> list[dict]:
     and PrometheusRule only where their CRDs are served (`Context.monitoring_api`)."""
     if not enabled(ctx):
         return []
-    from .alerts import prometheus_rule
+    from .alerts import prometheus_rule  # here, not at the top: both modules build on this one
     from .dashboard import dashboard_configmap
 
     def meta(suffix: str) -> dict:

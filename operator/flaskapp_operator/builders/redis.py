@@ -47,7 +47,7 @@ def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, 
     }
     auth = {"name": "auth", "secret": {"secretName": ctx.child(REDIS_SECRET_SUFFIX), "defaultMode": 0o440,
                                        "items": [{"key": AUTH_FILE, "path": AUTH_FILE}]}}
-    sidecars = redis_sidecars(ctx, component, ctx.child(REDIS_SECRET_SUFFIX))
+    sidecars = redis_sidecars(ctx, component)
     # A persistent broker's data volume comes from its claim template instead.
     return pod_spec(ctx, REDIS_USER, [container, *sidecars], [auth] if persistent else [tmp_volume("data"), auth])
 
