@@ -103,6 +103,126 @@ class Autoscaling:
                                         json="targetCPUUtilizationPercentage")
 
 
+
+# Names the operator gives its own containers, volumes and mounts in the pods it writes: a user's sidecar,
+# volume or mount may not take them (a unit test checks these lists against every rendered pod).
+RESERVED_CONTAINER_NAMES = ("gunicorn", "celery", "beat", "migrate", "nginx", "copy-static", "precompress-static",
+                            "redis", "statsd-exporter", "nginx-exporter", "access-log-exporter", "redis-exporter",
+                            "flower")
+RESERVED_VOLUME_NAMES = ("tmp", "gunicorn-conf", "celery-probe", "monitoring", "conf", "static", "data", "auth")
+RESERVED_MOUNT_PATHS = ("/tmp", "/etc/flaskapp", "/etc/nginx/nginx.conf", "/var/www/static")
+# The labels that select a tier's pods and say who manages them (naming.py).
+RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                   "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "app.kubernetes.io/version")
+RESERVED_ANNOTATION_PREFIX = "flaskapp.dev/"
+POD_LIST_MAX = 16  # bounds each list (and the API server's cost estimate of the rules over it)
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _reserved_mount(path: str) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in RESERVED_MOUNT_PATHS)
+
+
+_MOUNT_CEL = " || ".join(f"m.mountPath == '{r}' || m.mountPath.startsWith('{r}/')" for r in RESERVED_MOUNT_PATHS)
+
+
+@rules(
+    Rule(f"!has(self.labels) || self.labels.all(k, !(k in {_cel_list(RESERVED_LABELS)}))",
+         f"labels must not set the operator's own labels ({', '.join(RESERVED_LABELS)})",
+         lambda p: not set(p.labels) & set(RESERVED_LABELS), ".labels"),
+    Rule(f"!has(self.annotations) || self.annotations.all(k, !k.startsWith('{RESERVED_ANNOTATION_PREFIX}'))",
+         f"annotations must not use the operator's prefix {RESERVED_ANNOTATION_PREFIX}",
+         lambda p: not any(k.startswith(RESERVED_ANNOTATION_PREFIX) for k in p.annotations), ".annotations"),
+    Rule(f"!has(self.volumes) || self.volumes.all(v, !(v.name in {_cel_list(RESERVED_VOLUME_NAMES)}))",
+         f"volume names {', '.join(RESERVED_VOLUME_NAMES)} are the operator's own",
+         lambda p: not {v.get("name") for v in p.volumes} & set(RESERVED_VOLUME_NAMES), ".volumes"),
+    Rule("(!has(self.sidecars) || self.sidecars.all(c, !(c.name in "
+         f"{_cel_list(RESERVED_CONTAINER_NAMES)}))) && (!has(self.initContainers) || self.initContainers.all(c, "
+         f"!(c.name in {_cel_list(RESERVED_CONTAINER_NAMES)})))",
+         f"container names {', '.join(RESERVED_CONTAINER_NAMES)} are the operator's own",
+         lambda p: not {c.get("name") for c in (*p.sidecars, *p.init_containers)} & set(RESERVED_CONTAINER_NAMES),
+         ".sidecars"),
+    Rule(f"!has(self.volumeMounts) || self.volumeMounts.all(m, !({_MOUNT_CEL}))",
+         f"volumeMounts must not use the operator's mount paths ({', '.join(RESERVED_MOUNT_PATHS)})",
+         lambda p: not any(_reserved_mount(m.get("mountPath", "")) for m in p.volume_mounts), ".volumeMounts"),
+)
+@dataclass(frozen=True, kw_only=True)
+class PodOverrides:
+    """What a platform team sets on a tier's pods. In spec.pod: defaults every tier inherits; in a tier's own
+    block: added to (maps, lists by name) or replacing (the rest) those defaults."""
+
+    node_selector: dict[str, str] = field("Node labels the pods must run on (merged with spec.pod's; the tier's "
+                                          "value wins for a key).", default=dict)
+    tolerations: list[dict[str, Any]] = field("Taints the pods tolerate (added to spec.pod's).", default=list,
+                                              max_items=POD_LIST_MAX, kubernetes="Toleration")
+    affinity: Optional[dict[str, Any]] = field("Node and pod (anti-)affinity; replaces spec.pod's.", default=None,
+                                               kubernetes="Affinity")
+    topology_spread_constraints: list[dict[str, Any]] = field(
+        "How the pods spread over nodes and zones; replaces spec.pod's and the default: a soft spread "
+        "(ScheduleAnyway, maxSkew 1) over kubernetes.io/hostname and topology.kubernetes.io/zone for every tier "
+        "that may run more than one pod.", default=list, max_items=POD_LIST_MAX,
+        kubernetes="TopologySpreadConstraint")
+    priority_class_name: Optional[str] = field("PriorityClass of the pods; replaces spec.pod's.", default=None,
+                                               pattern=DNS_SUBDOMAIN, max_length=253)
+    annotations: dict[str, str] = field("Pod annotations (service mesh injection, Vault agent, ...), merged with "
+                                        "spec.pod's.", default=dict)
+    labels: dict[str, str] = field("Pod labels (cost allocation, policies), merged with spec.pod's; the "
+                                   "operator's app.kubernetes.io labels cannot be changed.", default=dict)
+    volumes: list[dict[str, Any]] = field("Extra volumes of the pods (added to spec.pod's; same name: the tier's "
+                                          "wins).", default=list, max_items=POD_LIST_MAX, list_map_key="name",
+                                          kubernetes="Volume")
+    volume_mounts: list[dict[str, Any]] = field(
+        "Extra mounts of the tier's main container (gunicorn, celery, beat, the migration, nginx, redis), added "
+        "to spec.pod's. The root filesystem is read-only: mount a volume where the app writes.", default=list,
+        max_items=POD_LIST_MAX, kubernetes="VolumeMount")
+    init_containers: list[dict[str, Any]] = field(
+        "Containers run to completion before the pod's own (after spec.pod's).", default=list,
+        max_items=POD_LIST_MAX, list_map_key="name", kubernetes="Container")
+    sidecars: list[dict[str, Any]] = field("Containers run beside the main container (after spec.pod's).",
+                                           default=list, max_items=POD_LIST_MAX, list_map_key="name",
+                                           kubernetes="Container")
+    automount_service_account_token: Optional[bool] = field(
+        "Mount the ServiceAccount's token (the app calls the Kubernetes API, with the RBAC you grant the "
+        "ServiceAccount). Default: not mounted.", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebProbe:
+    path: Optional[str] = field("HTTP path (an answer below 400 passes); a TCP connect when unset.", default=None,
+                                pattern=r"^/\S*$", max_length=1024)
+    port: Optional[int] = field("Port; web.port when unset.", default=None, minimum=1, maximum=65535)
+    initial_delay_seconds: int = field("Seconds before the first probe.", default=0, minimum=0, maximum=3600)
+    period_seconds: int = field("Seconds between probes.", default=10, minimum=1, maximum=3600)
+    timeout_seconds: int = field("Seconds a probe may take.", default=1, minimum=1, maximum=3600)
+    failure_threshold: int = field("Consecutive failures that count.", default=3, minimum=1, maximum=1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebLivenessProbe(WebProbe):
+    failure_threshold: int = field("Consecutive failures before the container is restarted.", default=6,
+                                   minimum=1, maximum=1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebStartupProbe(WebProbe):
+    period_seconds: int = field("Seconds between probes.", default=2, minimum=1, maximum=3600)
+    failure_threshold: int = field("Consecutive failures before the container is restarted: period x this is "
+                                   "the time the app gets to import and bind (default 2 min).", default=60,
+                                   minimum=1, maximum=1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebProbes:
+    readiness: WebProbe = field("Readiness: failing pods leave the Service. path defaults to web.healthCheckPath.",
+                                default=WebProbe)
+    liveness: WebLivenessProbe = field("Liveness: failing containers are restarted.", default=WebLivenessProbe)
+    startup: WebStartupProbe = field("Startup: the other probes wait until it passes once.",
+                                     default=WebStartupProbe)
+
+
 _REPLICAS_XOR_AUTOSCALING = Rule(
     "!(has(self.replicas) && has(self.autoscaling))",
     "set either replicas or autoscaling, not both",
@@ -169,6 +289,9 @@ class Web:
     termination_grace_period_seconds: Optional[int] = field(
         "Pod termination grace period; derived from gunicorn.gracefulTimeoutSeconds when unset.",
         default=None, minimum=1, maximum=3600)
+    probes: WebProbes = field("Readiness, liveness and startup probes of gunicorn.", default=WebProbes)
+    pod: PodOverrides = field("Placement, metadata, volumes and extra containers of the web pods.",
+                              default=PodOverrides)
 
 
 @rules(_REPLICAS_XOR_AUTOSCALING)
@@ -190,11 +313,20 @@ class WorkerPool:
     max_tasks_per_child: int = field("Recycle a process after this many tasks (0: never).", default=1000,
                                      minimum=0, maximum=1000000)
     resources: Resources = field("CPU and memory of the worker container.", default=Resources)
+    termination_grace_period_seconds: int = field(
+        "Seconds a stopping worker gets: on SIGTERM Celery stops taking tasks and finishes the running ones "
+        "(warm shutdown); what still runs after this is killed (and, with acksLate, redelivered). Set it "
+        "above your longest task.", default=30, minimum=1, maximum=86400)
+    pod: PodOverrides = field("Placement, metadata, volumes and extra containers of the pool's pods.",
+                              default=PodOverrides)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Beat:
     enabled: bool = field("Run exactly one celery beat (1 replica, Recreate strategy).", default=False)
+    resources: Resources = field("CPU and memory of the beat container.", default=Resources)
+    pod: PodOverrides = field("Placement, metadata, volumes and extra containers of the beat pod.",
+                              default=PodOverrides)
 
 
 @rules(
@@ -229,6 +361,10 @@ class ExternalRedis:
 @rules(
     Rule("self.mode != 'external' || has(self.external)", "redis.external is required when mode is external",
          lambda r: r.mode != "external" or r.external is not None, ".external"),
+    Rule("!has(self.pod.volumeMounts) || self.pod.volumeMounts.all(m, m.mountPath != '/data' && "
+         "!m.mountPath.startsWith('/data/'))", "volumeMounts must not use /data, the Redis data directory",
+         lambda r: not any(m.get("mountPath", "").rstrip("/") == "/data" or m.get("mountPath", "").startswith("/data/")
+                           for m in r.pod.volume_mounts), ".pod.volumeMounts"),
 )
 @dataclass(frozen=True, kw_only=True)
 class Redis:
@@ -241,6 +377,8 @@ class Redis:
     external: Optional[ExternalRedis] = field("An existing Redis, when mode is external.", default=None)
     cache_default_timeout_seconds: int = field("Flask-Caching default timeout (CACHE_DEFAULT_TIMEOUT).",
                                                default=300, minimum=0, maximum=31536000)
+    pod: PodOverrides = field("Placement, metadata, volumes and extra containers of both managed Redis pods.",
+                              default=PodOverrides)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,6 +467,8 @@ class Nginx:
     client_max_body_size: str = field("Largest request body (nginx size syntax).", default="10m",
                                       pattern=SIZE)
     resources: Resources = field("CPU and memory of the nginx container.", default=Resources)
+    pod: PodOverrides = field("Placement, metadata, volumes and extra containers of the nginx pods.",
+                              default=PodOverrides)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,19 +545,67 @@ class Monitoring:
     images: MonitoringImages = field("Exporter images.", default=MonitoringImages)
 
 
+@dataclass(frozen=True, kw_only=True)
+class IngressPath:
+    path: str = field("URL path routed to nginx.", pattern=r"^/\S*$", max_length=1024)
+    path_type: str = field("How path matches (networking.k8s.io/v1 Ingress).", default="Prefix",
+                           enum=("Prefix", "Exact", "ImplementationSpecific"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuerRef:
+    name: str = field("Name of the cert-manager issuer.", pattern=DNS_SUBDOMAIN, max_length=253)
+    kind: str = field("Issuer (in the FlaskApp's namespace) or ClusterIssuer.", default="Issuer",
+                      enum=("Issuer", "ClusterIssuer"))
+    group: str = field("API group of the issuer: cert-manager.io, or an external issuer's.",
+                       default="cert-manager.io", pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+HOST = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
 @rules(
-    Rule("!has(self.tlsSecretName) || has(self.host)", "tlsSecretName needs a host",
-         lambda i: i.tls_secret_name is None or i.host is not None, ".tlsSecretName"),
+    Rule("!has(self.tlsSecretName) || has(self.host) || (has(self.hosts) && size(self.hosts) > 0)",
+         "tlsSecretName needs a host",
+         lambda i: i.tls_secret_name is None or i.host is not None or bool(i.hosts), ".tlsSecretName"),
+    Rule("!has(self.issuerRef) || has(self.host) || (has(self.hosts) && size(self.hosts) > 0)",
+         "issuerRef needs a host: cert-manager issues certificates for named hosts",
+         lambda i: i.issuer_ref is None or i.host is not None or bool(i.hosts), ".issuerRef"),
+    Rule("!has(self.host) || !has(self.hosts) || !(self.host in self.hosts)", "hosts repeats host",
+         lambda i: i.host is None or i.host not in i.hosts, ".hosts"),
 )
 @dataclass(frozen=True, kw_only=True)
 class Ingress:
     enabled: bool = field("Create an Ingress routing to nginx.", default=True)
-    host: Optional[str] = field("Host name; all hosts when unset.", default=None,
-                                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    host: Optional[str] = field("Host name; all hosts when neither host nor hosts is set. The status URL uses "
+                                "it.", default=None, pattern=HOST, max_length=253)
+    hosts: list[str] = field("More host names routed the same way.", default=list, item_pattern=HOST,
+                             item_max_length=253, max_items=32)
+    paths: list[IngressPath] = field("Paths routed to nginx, on every host.",
+                                     default=(IngressPath(path="/", path_type="Prefix"),), min_items=1, max_items=32)
     class_name: Optional[str] = field("IngressClass name.", default=None)
-    tls_secret_name: Optional[str] = field("Secret with the TLS certificate for host.", default=None,
-                                           pattern=DNS_LABEL)
+    tls_secret_name: Optional[str] = field("Secret with the TLS certificate for the hosts. With issuerRef, where "
+                                           "cert-manager stores it (default <name>-tls).", default=None,
+                                           pattern=DNS_SUBDOMAIN, max_length=253)
+    issuer_ref: Optional[IssuerRef] = field(
+        "A cert-manager issuer: the Ingress gets its annotations (cert-manager.io/issuer or cluster-issuer) and "
+        "a TLS section, and cert-manager's ingress-shim issues and renews the certificate.", default=None)
     annotations: dict[str, str] = field("Extra annotations for the Ingress.", default=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceAccount:
+    annotations: dict[str, str] = field(
+        "Annotations of the app's ServiceAccount, e.g. cloud workload identity (eks.amazonaws.com/role-arn, "
+        "iam.gke.io/gcp-service-account, azure.workload.identity/client-id).", default=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppSecurity:
+    run_as_user: int = field("UID of the app containers (the image must run as any non-root user).",
+                             default=10001, minimum=1, maximum=2147483647)
+    run_as_group: int = field("GID of the app containers.", default=10001, minimum=1, maximum=2147483647)
+    fs_group: int = field("Group owning mounted volumes.", default=10001, minimum=1, maximum=2147483647)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -457,6 +645,9 @@ class Migrations:
                                  maximum=86400)
     backoff_limit: int = field("Retries of the Job before the FlaskApp is Degraded.", default=2, minimum=0,
                                maximum=10)
+    resources: Resources = field("CPU and memory of the migration container.", default=Resources)
+    pod: PodOverrides = field("Placement, metadata, volumes and extra containers of the migration Job's pod.",
+                              default=PodOverrides)
 
 
 @rules(
@@ -491,3 +682,12 @@ class FlaskAppSpec:
                                           default=list)
     migrations: Optional[Migrations] = field("Database migrations run before a new image rolls out.",
                                              default=None)
+    pod: PodOverrides = field(
+        "Defaults for every tier's pod block. Placement and metadata (nodeSelector, tolerations, affinity, "
+        "topologySpreadConstraints, priorityClassName, annotations, labels, automountServiceAccountToken) apply "
+        "to every pod; volumes, volumeMounts, initContainers and sidecars to the tiers running the app image "
+        "(web, worker pools, beat, migrations).", default=PodOverrides)
+    service_account: ServiceAccount = field("The ServiceAccount every pod of the app runs as.",
+                                            default=ServiceAccount)
+    security_context: AppSecurity = field("User and groups of the app containers (PSS restricted).",
+                                          default=AppSecurity)

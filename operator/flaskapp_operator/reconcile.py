@@ -37,9 +37,9 @@ def _is_migration(obj: dict) -> bool:
 
 
 def _url(spec_ingress, name: str, namespace: str) -> str:
-    if spec_ingress is not None and spec_ingress.enabled and spec_ingress.host:
-        scheme = "https" if spec_ingress.tls_secret_name else "http"
-        return f"{scheme}://{spec_ingress.host}/"
+    if spec_ingress is not None and spec_ingress.enabled and (spec_ingress.host or spec_ingress.hosts):
+        scheme = "https" if spec_ingress.tls_secret_name or spec_ingress.issuer_ref else "http"
+        return f"{scheme}://{spec_ingress.host or spec_ingress.hosts[0]}/"
     return f"http://{child_name(name, 'nginx')}.{namespace}.svc/"
 
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, NewType
 
 from kubernetes.utils.quantity import parse_quantity
 
+from .kubernetes_types import crd_schema, validation_errors
+
 Quantity = NewType("Quantity", str)
 """A Kubernetes resource quantity ("500m", "1Gi", 2)."""
 
@@ -62,13 +64,15 @@ def field(description: str, *, default: Any = MISSING, json: str | None = None,
           pattern: str | None = None, max_length: int | None = None, min_length: int | None = None,
           min_items: int | None = None, max_items: int | None = None, list_map_key: str | None = None,
           item_pattern: str | None = None, item_max_length: int | None = None,
-          preserve_unknown: bool = False) -> Any:
-    """Declare a model field; a mutable or nested default is given as a factory (a class or `list`)."""
+          preserve_unknown: bool = False, kubernetes: str | None = None) -> Any:
+    """Declare a model field; a mutable or nested default is given as a factory (a class or `list`).
+
+    `kubernetes`: the field (or each item of a list) is that core/v1 type (kubernetes_types.py)."""
     meta = {k: v for k, v in dict(
         description=description, json=json, enum=enum, minimum=minimum, maximum=maximum,
         pattern=pattern, max_length=max_length, min_length=min_length, min_items=min_items,
         max_items=max_items, list_map_key=list_map_key, item_pattern=item_pattern,
-        item_max_length=item_max_length, preserve_unknown=preserve_unknown).items()
+        item_max_length=item_max_length, preserve_unknown=preserve_unknown, kubernetes=kubernetes).items()
         # Not `v not in (None, False)`: 0 == False, which silently dropped every `minimum=0`.
         if v is not None and v is not False}
     if default is MISSING:
@@ -119,6 +123,12 @@ def openapi_schema(cls: type) -> dict[str, Any]:
     for f in dataclasses.fields(cls):
         tp, _optional = _unwrap_optional(hints[f.name])
         prop = _type_schema(tp)
+        if "kubernetes" in f.metadata:
+            kind_schema = crd_schema(f.metadata["kubernetes"])
+            if prop["type"] == "array":
+                prop["items"] = kind_schema
+            else:
+                prop = kind_schema
         prop["description"] = f.metadata["description"]
         _add_bounds(prop, f.metadata)
         if f.default is not MISSING and f.default is not None:
@@ -225,6 +235,12 @@ def _parse_object(cls: type, data: Any, path: str, errors: list[FieldError]) -> 
                 errors.append(FieldError(field_path, "required field is missing"))
             continue
         values[f.name] = _parse_value(tp, data[name], field_path, errors)
+        if "kubernetes" in f.metadata and values[f.name] is not None:
+            value = values[f.name]
+            items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+            for i, item in items:
+                errors.extend(FieldError(p, m) for p, m in validation_errors(
+                    f.metadata["kubernetes"], item, field_path if i is None else f"{field_path}[{i}]"))
         _check_bounds(values[f.name], f.metadata, field_path, errors)
     if len(errors) > before:
         return None
@@ -301,7 +317,8 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], path: str, errors:
             if "item_max_length" in meta and isinstance(item, str) and len(item) > meta["item_max_length"]:
                 errors.append(FieldError(f"{path}[{i}]", f"must be at most {meta['item_max_length']} characters"))
         if "list_map_key" in meta:
-            keys = [getattr(item, meta["list_map_key"], None) for item in value]
+            keys = [item.get(meta["list_map_key"]) if isinstance(item, dict) else getattr(item, meta["list_map_key"], None)
+                    for item in value]
             for dup in sorted({k for k in keys if keys.count(k) > 1}):
                 errors.append(FieldError(path, f"duplicate entries with {meta['list_map_key']} {dup!r}"))
 

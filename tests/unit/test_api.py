@@ -9,6 +9,7 @@ import yaml
 
 from samples import ROOT, load_sample
 from flaskapp_operator.crd import crd, crd_yaml
+from flaskapp_operator.kubernetes_types import crd_schema
 from flaskapp_operator.render import parse_spec
 from flaskapp_operator.schema import SpecError
 
@@ -24,11 +25,22 @@ def test_chart_crd_is_the_same_file():
     assert CHART_CRD_FILE.read_text() == CRD_FILE.read_text(), "chart CRD differs: run `make manifests`"
 
 
+KUBERNETES_SCHEMAS = [crd_schema(kind) for kind in ("Affinity", "Container", "Toleration",
+                                                     "TopologySpreadConstraint", "Volume", "VolumeMount")]
+
+
+def _is_kubernetes_type(schema: dict) -> bool:
+    return {k: v for k, v in schema.items() if k != "description"} in KUBERNETES_SCHEMAS
+
+
 def _walk(schema: dict, path: str = "spec"):
+    """Our own fields: Kubernetes' types are documented by Kubernetes (kubectl explain pod.spec...)."""
     yield path, schema
+    if _is_kubernetes_type(schema):
+        return
     for name, prop in (schema.get("properties") or {}).items():
         yield from _walk(prop, f"{path}.{name}")
-    if "items" in schema:
+    if "items" in schema and not _is_kubernetes_type(schema["items"]):
         yield from _walk(schema["items"], f"{path}[]")
 
 

@@ -120,7 +120,7 @@ def test_the_broker_is_durable_and_the_cache_ephemeral_and_no_password_is_on_a_c
     assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
     cache_args = cache["spec"]["template"]["spec"]["containers"][0]["args"]
     assert cache_args[cache_args.index("--appendonly") + 1] == "no"
-    assert {"emptyDir": {}, "name": "data"} in cache["spec"]["template"]["spec"]["volumes"]
+    assert {"emptyDir": {"sizeLimit": "256Mi"}, "name": "data"} in cache["spec"]["template"]["spec"]["volumes"]
     pdb = next(o for o in objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == "shop-redis-broker")
     assert pdb["spec"]["minAvailable"] == 1
     for workload in (broker, cache):

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 KUBERNETES_VERSION = "v1.35.4"
+KUBE_SCORE_VERSION = "v1.20.0"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.20.2"
@@ -259,6 +260,35 @@ def prometheus_operator_crds(version: str = PROMETHEUS_OPERATOR_VERSION) -> Path
         shutil.copytree(Path(json.loads(download.stdout)["Dir"]) / "example" / "prometheus-operator-crd", staging)
         _install(staging, target)
     return target
+
+
+def _module_files(tool: str, module: str, version: str, files: dict[str, str]) -> Path:
+    """Files published inside a Go module (`go mod download`, checked against the checksum database), cached
+    by version: {name in the cache: path in the module}."""
+    target = tool_dir(tool, version)
+    if all((target / name).exists() for name in files):
+        return target
+    with tempfile.TemporaryDirectory(prefix=f"{tool}-") as tmp:
+        download = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
+                                  cwd=tmp, env=_build_env(), capture_output=True, text=True, check=True)
+        source = Path(json.loads(download.stdout)["Dir"])
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        for name, inside in files.items():
+            shutil.copy(source / inside, staging / name)
+        _install(staging, target)
+    return target
+
+
+def kubernetes_openapi(version: str = KUBERNETES_VERSION) -> Path:
+    """The core/v1 OpenAPI v3 document of the pinned Kubernetes release: the source of the pod field schemas
+    the FlaskApp API embeds (hack/vendor_kubernetes_schemas.py)."""
+    return _module_files("kubernetes-openapi", "k8s.io/kubernetes", version,
+                         {"api__v1_openapi.json": "api/openapi-spec/v3/api__v1_openapi.json"}) / "api__v1_openapi.json"
+
+
+def build_kube_score(version: str = KUBE_SCORE_VERSION) -> Path:
+    return _go_install("kube-score", "github.com/zegl/kube-score/cmd/kube-score", version, "kube-score") / "kube-score"
 
 
 def build_pause() -> Path:

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             tools.update(build.ensure_node_tools())
         tools.update(build.build_monitoring_tools())
         tools["prometheus-operator-crds"] = build.prometheus_operator_crds()
+        tools["kubernetes-openapi"] = build.kubernetes_openapi()
+        tools["kube-score"] = build.build_kube_score()
         for name, path in tools.items():
             print(f"{name}: {path}")
         print(f"ready in {time.monotonic() - started:.1f}s", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .app import beat_objects, migration_objects, web_objects, worker_objects
+from .app import beat_objects, celery_probe_objects, migration_objects, web_objects, worker_objects
 from .availability import availability_objects
 from .config import config_checksums, env_configmap
 from .context import Addresses, AppRef, Context
@@ -23,6 +23,7 @@ def desired_objects(ctx: Context) -> list[dict]:
         *redis_objects(ctx),
         *migration_objects(ctx),
         *web_objects(ctx, checksums),
+        *celery_probe_objects(ctx),
         *worker_objects(ctx, checksums),
         *beat_objects(ctx, checksums),
         *nginx_objects(ctx),

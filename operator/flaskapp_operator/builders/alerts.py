@@ -85,6 +85,8 @@ def alert_rules(ctx: Context) -> list[dict]:
     ]
     if ctx.spec.redis.mode != "managed":  # no exporter beside an external Redis: nothing to alert on
         rules = [r for r in rules if "redis_" not in r["expr"]]
+    elif not ctx.uses_broker:  # no broker runs
+        rules = [r for r in rules if 'tier="redis-broker"' not in r["expr"]]
     if flower_enabled(ctx) and ctx.spec.redis.mode == "managed":  # queue lengths come from the broker's exporter
         for queue in celery_queues(ctx):
             pools = [p.name for p in ctx.spec.worker_pools if queue in (p.queues or ["celery"])]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from ..api import Resources
-from ..naming import labels
+from ..api import Resources, WebProbe
+from ..templates import render_template
 from ..tuning import DEFAULT_POOL_REPLICAS, DEFAULT_WEB_REPLICAS
-from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, drain_before_stop, exec_probe, http_probe,
-                     metadata, resources, restricted_container_security, pod_spec, service, tcp_probe,
-                     tmp_volume)
+from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, drain_before_stop, exec_probe, metadata,
+                     pod_template, resources, restricted_container_security, restricted_pod_security, pod_spec,
+                     service, tmp_volume)
 from .config import GUNICORN_CONFIG_FILE, app_env, app_env_from, gunicorn_config
 from .context import Context
 from .monitoring import config_volume, flower_enabled, gunicorn_sidecars, monitoring_configmap
 
-APP_USER = 10001  # the app image must tolerate an arbitrary non-root user (PSS "restricted")
+CELERY_PROBE_FILE = "celery_probe.py"
+# The worker's consumer touches its heartbeat this often; the probes allow three missed beats.
+WORKER_HEARTBEAT_SECONDS = 5
+# beat ticks at least this often (celery beat --max-interval; its default, 300 s, would make a wedged
+# scheduler wait 15 minutes for its restart).
+BEAT_MAX_INTERVAL_SECONDS = 30
 
 
 def app_pod(ctx: Context, tier: str, container: dict, res: Resources, resource_tier: str, *,
@@ -31,7 +36,9 @@ def app_pod(ctx: Context, tier: str, container: dict, res: Resources, resource_t
     env_from = app_env_from(ctx)
     if env_from:
         main["envFrom"] = env_from
-    pod = pod_spec(ctx, APP_USER, [main], [tmp_volume()], pull_secrets=True)
+    user = spec.security_context
+    pod = pod_spec(ctx, restricted_pod_security(user.run_as_user, user.run_as_group, user.fs_group), [main],
+                   [tmp_volume()], pull_secrets=True)
     pod["restartPolicy"] = restart
     if grace is not None:
         pod["terminationGracePeriodSeconds"] = grace
@@ -44,14 +51,14 @@ def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": metadata(ctx, ctx.child("gunicorn-conf"), "web"), "data": {GUNICORN_CONFIG_FILE: conf}}
     port = web.port
-    readiness = http_probe(web.health_check_path, "http") if web.health_check_path else tcp_probe("http")
+    probes = web.probes
     container = {
         "name": "gunicorn",
         "command": ["gunicorn", ctx.spec.wsgi],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "readinessProbe": readiness,
-        "livenessProbe": tcp_probe("http", period=10, failures=6),
-        "startupProbe": tcp_probe("http", period=2, failures=60),
+        "readinessProbe": _web_probe(probes.readiness, probes.readiness.path or web.health_check_path),
+        "livenessProbe": _web_probe(probes.liveness, probes.liveness.path),
+        "startupProbe": _web_probe(probes.startup, probes.startup.path),
         "lifecycle": drain_before_stop(),
     }
     pod = app_pod(ctx, "web", container, web.resources, "web",
@@ -70,10 +77,42 @@ def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
             service(ctx, "web", port, "http")]
 
 
-def _celery_ping(ctx: Context, node: str) -> dict:
-    # Liveness through the broker: a wedged worker stops answering control messages.
-    command = f'celery --app {ctx.spec.celery_app} inspect ping --destination "{node}@$HOSTNAME" --timeout 10'
-    return exec_probe(["sh", "-c", command], period=60, timeout=20, failures=3)
+def _web_probe(probe: WebProbe, path: str | None) -> dict:
+    port = probe.port or "http"
+    check = {"httpGet": {"path": path, "port": port}} if path else {"tcpSocket": {"port": port}}
+    return {**check, "initialDelaySeconds": probe.initial_delay_seconds, "periodSeconds": probe.period_seconds,
+            "timeoutSeconds": probe.timeout_seconds, "failureThreshold": probe.failure_threshold}
+
+
+def celery_probe_script(ctx: Context) -> str:
+    return render_template("celery_probe.py.j2", state_dir=ctx.addresses.runtime_dir,
+                           interval_seconds=WORKER_HEARTBEAT_SECONDS)
+
+
+def celery_probe_objects(ctx: Context) -> list[dict]:
+    """The probe script every worker and beat runs under (templates/celery_probe.py.j2)."""
+    if not (ctx.spec.worker_pools or ctx.spec.beat.enabled):
+        return []
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(ctx, ctx.child("celery-probe"), "celery"),
+             "data": {CELERY_PROBE_FILE: celery_probe_script(ctx)}}]
+
+
+def _celery_command(ctx: Context, mode: str, args: list[str]) -> list[str]:
+    """Celery under the probe script: the same process (PID 1, so SIGTERM reaches Celery: warm shutdown)."""
+    return ["python3", f"{ctx.addresses.celery_probe_dir}/{CELERY_PROBE_FILE}", mode,
+            "--app", ctx.spec.celery_app, *args]
+
+
+def _heartbeat_probe(ctx: Context, check: str, max_age: int, period: int, failures: int) -> dict:
+    # -S: the check needs the standard library only; skipping site-packages makes it start in milliseconds.
+    return exec_probe(["python3", "-S", f"{ctx.addresses.celery_probe_dir}/{CELERY_PROBE_FILE}", check, str(max_age)],
+                      period=period, timeout=5, failures=failures)
+
+
+def _mount_celery_probe(ctx: Context, pod: dict) -> None:
+    pod["containers"][0]["volumeMounts"].append(
+        {"name": "celery-probe", "mountPath": ctx.addresses.celery_probe_dir, "readOnly": True})
+    pod["volumes"].append({"name": "celery-probe", "configMap": {"name": ctx.child("celery-probe")}})
 
 
 def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
@@ -83,60 +122,68 @@ def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]
         queues = ",".join(pool.queues) or "celery"
         container = {
             "name": "celery",
-            "command": ["celery", "--app", ctx.spec.celery_app, "worker", "--loglevel", "INFO",
+            "command": _celery_command(ctx, "worker", ["worker", "--loglevel", "INFO",
                         "--hostname", f"{pool.name}@%h", "--queues", queues,
                         "--concurrency", str(ctx.tuning.pool_concurrency[pool.name]),
                         "--prefetch-multiplier", str(pool.prefetch_multiplier),
                         *(["--max-tasks-per-child", str(pool.max_tasks_per_child)]
                           if pool.max_tasks_per_child else []),
                         # Task events feed Flower's metrics (Celery docs, "Monitoring and Management").
-                        *(["--task-events"] if flower_enabled(ctx) else [])],
-            "livenessProbe": _celery_ping(ctx, pool.name),
-            "readinessProbe": _celery_ping(ctx, pool.name),
+                        *(["--task-events"] if flower_enabled(ctx) else [])]),
+            # Alive while its event loop turns, or while it waits for the broker; ready when connected.
+            "livenessProbe": _heartbeat_probe(ctx, "live", 3 * WORKER_HEARTBEAT_SECONDS, period=10, failures=3),
+            "readinessProbe": _heartbeat_probe(ctx, "ready", 3 * WORKER_HEARTBEAT_SECONDS, period=5, failures=2),
         }
-        pod = app_pod(ctx, tier, container, pool.resources, "worker")
+        pod = app_pod(ctx, tier, container, pool.resources, "worker",
+                      grace=pool.termination_grace_period_seconds)
+        _mount_celery_probe(ctx, pod)
         replicas = None if pool.autoscaling else (DEFAULT_POOL_REPLICAS if pool.replicas is None
                                                   else pool.replicas)
         objects.append(deployment(ctx, tier, pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                                  checksum_value=config_checksums[tier]))
+                                  checksum_value=checksum(config_checksums[tier], celery_probe_script(ctx))))
     return objects
 
 
 def beat_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     if not ctx.spec.beat.enabled:
         return []
+    max_age = 3 * BEAT_MAX_INTERVAL_SECONDS
     container = {
         "name": "beat",
-        "command": ["celery", "--app", ctx.spec.celery_app, "beat", "--loglevel", "INFO",
-                    "--schedule", "/tmp/celerybeat-schedule", "--pidfile", "/tmp/celerybeat.pid"],
-        "livenessProbe": exec_probe(["sh", "-c", "kill -0 $(cat /tmp/celerybeat.pid)"], period=30, timeout=5),
+        "command": _celery_command(ctx, "beat", [
+            "beat", "--loglevel", "INFO", "--schedule", "/tmp/celerybeat-schedule", "--pidfile", "/tmp/celerybeat.pid",
+            "--max-interval", str(BEAT_MAX_INTERVAL_SECONDS)]),
+        # The first tick comes once the app is imported: the startup probe allows five minutes for that.
+        "startupProbe": _heartbeat_probe(ctx, "live", max_age, period=5, failures=60),
+        "livenessProbe": _heartbeat_probe(ctx, "live", max_age, period=30, failures=2),
     }
-    pod = app_pod(ctx, "beat", container, Resources(), "beat")
+    pod = app_pod(ctx, "beat", container, ctx.spec.beat.resources, "beat")
+    _mount_celery_probe(ctx, pod)
     # Exactly one scheduler: a second beat would send every periodic task twice.
     return [deployment(ctx, "beat", pod, replicas=1, strategy=RECREATE,
-                       checksum_value=config_checksums["beat"])]
+                       checksum_value=checksum(config_checksums["beat"], celery_probe_script(ctx)))]
+
+
+def _migration_template(ctx: Context) -> dict:
+    m = ctx.spec.migrations
+    container = {"name": "migrate", "command": list(m.command)}
+    pod = app_pod(ctx, "migrations", container, m.resources, "migrations", restart="Never")
+    return pod_template(ctx, "migrations", pod, None, versioned=True)
 
 
 def migration_job_name(ctx: Context) -> str:
-    return ctx.child(f"migrate-{migration_hash(ctx)[:10]}")
-
-
-def migration_hash(ctx: Context) -> str:
-    """A new Job for every new image, command or env: Job templates are immutable."""
-    m = ctx.spec.migrations
-    return checksum(ctx.spec.image, list(m.command), app_env(ctx, "migrations"), app_env_from(ctx))
+    """A new Job for every new pod template (image, command, env, resources, pod block): a Job's template
+    is immutable, and a changed one means the migration must run again anyway."""
+    return ctx.child(f"migrate-{checksum(_migration_template(ctx))[:10]}")
 
 
 def migration_objects(ctx: Context) -> list[dict]:
     m = ctx.spec.migrations
     if not m:
         return []
-    container = {"name": "migrate", "command": list(m.command)}
-    pod = app_pod(ctx, "migrations", container, Resources(), "migrations", restart="Never")
     return [{
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": metadata(ctx, migration_job_name(ctx), "migrations"),
         "spec": {"backoffLimit": m.backoff_limit, "activeDeadlineSeconds": m.timeout_seconds,
-                 "template": {"metadata": {"labels": labels(ctx.name, "migrations", ctx.version)},
-                              "spec": pod}},
+                 "template": _migration_template(ctx)},
     }]

@@ -10,6 +10,7 @@ from ..api import Resources
 from ..naming import labels, selector_labels
 from ..tuning import PRE_STOP_DRAIN_SECONDS, effective_requests
 from .context import Context
+from .placement import shape_pod
 
 API_GROUP_ANNOTATION_PREFIX = "flaskapp.dev"
 CONFIG_CHECKSUM = f"{API_GROUP_ANNOTATION_PREFIX}/config-checksum"
@@ -31,18 +32,19 @@ def checksum(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def restricted_pod_security(user: int) -> dict:
+def restricted_pod_security(user: int, group: Optional[int] = None, fs_group: Optional[int] = None) -> dict:
     """Pod Security Standard "restricted" at pod level."""
-    return {"runAsNonRoot": True, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
+    return {"runAsNonRoot": True, "runAsUser": user, "runAsGroup": group or user, "fsGroup": fs_group or user,
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def pod_spec(ctx: Context, user: int, containers: list[dict], volumes: list[dict], *,
+def pod_spec(ctx: Context, security: dict, containers: list[dict], volumes: list[dict], *,
              init_containers: Optional[list[dict]] = None, pull_secrets: bool = False) -> dict:
     """What every pod of a FlaskApp shares: its ServiceAccount without a token (nothing here talks to
-    the API), PSS "restricted" as `user`, and the image pull secrets where the app image is pulled."""
+    the API unless spec.pod says so), a pod `security` context, and the image pull secrets where the app
+    image is pulled."""
     pod: dict = {"automountServiceAccountToken": False, "serviceAccountName": ctx.child(),
-                 "securityContext": restricted_pod_security(user)}
+                 "securityContext": security}
     if init_containers:
         pod["initContainers"] = init_containers
     pod["containers"] = containers
@@ -57,12 +59,23 @@ def restricted_container_security() -> dict:
             "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
 
 
+# Every container the operator writes requests a little node disk (its log, kept at most 50 MiB by the kubelet's
+# rotation; the root filesystem is read-only) and is bounded, so one chatty pod cannot fill a node.
+EPHEMERAL_STORAGE_REQUEST = "64Mi"
+EPHEMERAL_STORAGE_LIMIT = "1Gi"
+
+
+def bounded(requests: dict, limits: Optional[dict] = None) -> dict:
+    """Resources with a memory limit (the request when none is given: memory cannot be throttled, only
+    reclaimed by the OOM killer, so a container may not count on more than it reserved) and node disk."""
+    limits = {"memory": requests["memory"], **(limits or {})}
+    return {"requests": {**requests, "ephemeral-storage": EPHEMERAL_STORAGE_REQUEST},
+            "limits": {**limits, "ephemeral-storage": EPHEMERAL_STORAGE_LIMIT}}
+
+
 def resources(res: Resources, tier: str) -> dict:
-    out: dict = {"requests": effective_requests(res, tier)}
     limits = {k: v for k, v in (("cpu", res.limits.cpu), ("memory", res.limits.memory)) if v}
-    if limits:
-        out["limits"] = limits
-    return out
+    return bounded(effective_requests(res, tier), limits)
 
 
 def tcp_probe(port: int | str, period: int = 10, failures: int = 3) -> dict:
@@ -78,18 +91,23 @@ def exec_probe(command: list[str], period: int, timeout: int, failures: int = 3)
             "failureThreshold": failures}
 
 
-def tmp_volume(name: str = "tmp") -> dict:
-    return {"name": name, "emptyDir": {}}
+# An emptyDir is node disk: each is bounded (the kubelet evicts a pod whose volume outgrows it).
+TMP_SIZE_LIMIT = "256Mi"
+
+
+def tmp_volume(name: str = "tmp", size_limit: str = TMP_SIZE_LIMIT) -> dict:
+    return {"name": name, "emptyDir": {"sizeLimit": size_limit}}
 
 
 def pod_template(ctx: Context, component: str, pod_spec: dict, checksum_value: Optional[str],
-                 versioned: bool) -> dict:
-    """A workload's pod template: its tier's labels and the checksum of the config its pods read."""
+                 versioned: bool, spread: bool = False) -> dict:
+    """A workload's pod template: its tier's labels, the checksum of the config its pods read, and what the
+    FlaskApp's pod blocks add (placement.py)."""
     meta: dict = {"labels": labels(ctx.name, component, ctx.version if versioned else None)}
     if checksum_value:
         # A config change changes the pod template, so the workload rolls its pods.
         meta["annotations"] = {CONFIG_CHECKSUM: checksum_value}
-    return {"metadata": meta, "spec": pod_spec}
+    return shape_pod(ctx, component, {"metadata": meta, "spec": pod_spec}, spread=spread)
 
 
 def deployment(ctx: Context, component: str, pod_spec: dict, *, replicas: Optional[int],
@@ -101,7 +119,9 @@ def deployment(ctx: Context, component: str, pod_spec: dict, *, replicas: Option
         "selector": {"matchLabels": selector_labels(ctx.name, component)},
         "strategy": strategy,
         "revisionHistoryLimit": 5,
-        "template": pod_template(ctx, component, pod_spec, checksum_value, versioned),
+        # More than one pod (or an autoscaler's count): spread them, so one node's loss takes only some.
+        "template": pod_template(ctx, component, pod_spec, checksum_value, versioned,
+                                 spread=replicas is None or replicas > 1),
     }
     if replicas is not None:  # left out under an autoscaler, so the HPA owns the count
         spec = {"replicas": replicas, **spec}

@@ -102,8 +102,9 @@ def redis_secret(ctx: Context) -> dict:
     """Generated once by the operator and then preserved: the password is an input of the renderer."""
     pw = ctx.redis_password
     cache, broker = ctx.addresses.redis_cache, ctx.addresses.redis_broker
-    data = {"password": pw, "auth.conf": f"requirepass {pw}\n", "cache-url": f"redis://:{pw}@{cache}/0",
-            "broker-url": f"redis://:{pw}@{broker}/0", "result-url": f"redis://:{pw}@{broker}/1"}
+    data = {"password": pw, "auth.conf": f"requirepass {pw}\n", "cache-url": f"redis://:{pw}@{cache}/0"}
+    if ctx.uses_broker:
+        data.update({"broker-url": f"redis://:{pw}@{broker}/0", "result-url": f"redis://:{pw}@{broker}/1"})
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(ctx, ctx.child(REDIS_SECRET_SUFFIX), "redis"),
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
@@ -148,9 +149,11 @@ def redis_url_env(ctx: Context) -> list[dict]:
         secret = redis.external.secret_name
         cache_key, broker_key, result_key = (redis.external.cache_url_key, redis.external.broker_url_key,
                                              redis.external.broker_url_key)
-    return [_secret_ref("CACHE_REDIS_URL", secret, cache_key),
-            _secret_ref("CELERY_BROKER_URL", secret, broker_key),
-            _secret_ref("CELERY_RESULT_BACKEND", secret, result_key)]
+    env = [_secret_ref("CACHE_REDIS_URL", secret, cache_key)]
+    if ctx.uses_broker:
+        env += [_secret_ref("CELERY_BROKER_URL", secret, broker_key),
+                _secret_ref("CELERY_RESULT_BACKEND", secret, result_key)]
+    return env
 
 
 def tracing_env(ctx: Context, tier: str) -> list[dict]:

@@ -28,6 +28,7 @@ class Addresses:
     runtime_dir: str = "/tmp"
     mime_types: str = "/etc/nginx/mime.types"
     gunicorn_config_dir: str = "/etc/flaskapp/gunicorn"
+    celery_probe_dir: str = "/etc/flaskapp/celery"
     # Inside a pod, between a server and its exporter sidecar (monitoring).
     statsd: str = "127.0.0.1:9125"  # gunicorn -> statsd_exporter, UDP
     nginx_status_listen: str = "127.0.0.1:8081"  # nginx stub_status, for nginx-prometheus-exporter
@@ -77,6 +78,18 @@ class Context:
     @property
     def version(self) -> Optional[str]:
         return image_version(self.spec.image)
+
+    @property
+    def uses_broker(self) -> bool:
+        """Whether anything consumes or schedules tasks: without worker pools or beat there is no broker."""
+        return bool(self.spec.worker_pools or self.spec.beat.enabled)
+
+    @property
+    def redis_components(self) -> tuple[str, ...]:
+        """The managed Redis instances this app runs."""
+        if self.spec.redis.mode != "managed":
+            return ()
+        return ("redis-cache", "redis-broker") if self.uses_broker else ("redis-cache",)
 
     def child(self, suffix: str = "") -> str:
         return child_name(self.app.name, suffix)

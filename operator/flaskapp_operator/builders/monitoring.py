@@ -15,8 +15,8 @@ from __future__ import annotations
 import yaml
 
 from ..naming import INSTANCE_LABEL, NAME_LABEL
-from .common import (RECREATE, deployment, http_probe, metadata, restricted_container_security, pod_spec,
-                     tmp_volume)
+from .common import (RECREATE, bounded, deployment, http_probe, metadata, restricted_container_security,
+                     restricted_pod_security, pod_spec, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_url_env
 from .context import Context
 
@@ -51,7 +51,7 @@ def _exporter(name: str, image: str, args: list[str], port_name: str, *, memory:
     container = {
         "name": name, "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
         "ports": [{"name": port_name, "containerPort": METRICS_PORTS[port_name], "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+        "resources": bounded({"cpu": cpu, "memory": memory}),
         # Liveness only: an exporter's trouble must not take its server out of the Service (a failed
         # scrape shows as up == 0 in Prometheus instead).
         "livenessProbe": http_probe("/metrics", port_name, period=30, failures=4),
@@ -162,7 +162,7 @@ def flower_objects(ctx: Context) -> list[dict]:
     container["readinessProbe"] = http_probe("/healthcheck", "celery-metrics", period=15)
     container["livenessProbe"] = http_probe("/healthcheck", "celery-metrics", period=30, failures=4)
     # /tmp: the only writable place under the read-only root filesystem (Flower's --db, if ever persistent).
-    pod = pod_spec(ctx, EXPORTER_USER, [container], [tmp_volume()])
+    pod = pod_spec(ctx, restricted_pod_security(EXPORTER_USER), [container], [tmp_volume()])
     # One Flower per app: two would each see every event, and report every task twice.
     return [deployment(ctx, "flower", pod, replicas=1, strategy=RECREATE, versioned=False)]
 

@@ -7,25 +7,53 @@ from .context import Context
 
 
 def service_account(ctx: Context) -> dict:
-    # The app never talks to the Kubernetes API: no token is mounted (see the pod specs).
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(ctx, ctx.child(), "app"),
-            "automountServiceAccountToken": False}
+    # The app never talks to the Kubernetes API unless a pod block says so: no token is mounted by default
+    # (see the pod specs). Annotations carry a cloud workload identity (IRSA, GKE Workload Identity).
+    meta = metadata(ctx, ctx.child(), "app")
+    if ctx.spec.service_account.annotations:
+        meta["annotations"] = dict(sorted(ctx.spec.service_account.annotations.items()))
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False}
+
+
+def ingress_hosts(ctx: Context) -> list[str]:
+    ing = ctx.spec.ingress
+    return [*([ing.host] if ing.host else []), *ing.hosts]
+
+
+def tls_secret_name(ctx: Context) -> str | None:
+    ing = ctx.spec.ingress
+    return ing.tls_secret_name or (ctx.child("tls") if ing.issuer_ref else None)
+
+
+def _issuer_annotations(ctx: Context) -> dict[str, str]:
+    """cert-manager's ingress-shim contract (cert-manager.io/docs/usage/ingress): an issuer annotation on an
+    Ingress with a TLS section makes cert-manager issue and renew a Certificate into its secretName."""
+    ref = ctx.spec.ingress.issuer_ref
+    if ref is None:
+        return {}
+    if ref.group != "cert-manager.io":  # an external issuer: named with its kind and group
+        return {"cert-manager.io/issuer": ref.name, "cert-manager.io/issuer-kind": ref.kind,
+                "cert-manager.io/issuer-group": ref.group}
+    key = "cert-manager.io/cluster-issuer" if ref.kind == "ClusterIssuer" else "cert-manager.io/issuer"
+    return {key: ref.name}
 
 
 def ingress_objects(ctx: Context) -> list[dict]:
     ing = ctx.spec.ingress
     if not ing.enabled:
         return []
-    rule: dict = {"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
-        "service": {"name": ctx.child("nginx"), "port": {"name": "http"}}}}]}}
-    if ing.host:
-        rule = {"host": ing.host, **rule}
-    spec: dict = {"rules": [rule]}
+    backend = {"service": {"name": ctx.child("nginx"), "port": {"name": "http"}}}
+    http = {"paths": [{"path": p.path, "pathType": p.path_type, "backend": backend} for p in ing.paths]}
+    hosts = ingress_hosts(ctx)
+    rules = [{"host": host, "http": http} for host in hosts] or [{"http": http}]
+    spec: dict = {"rules": rules}
     if ing.class_name:
         spec = {"ingressClassName": ing.class_name, **spec}
-    if ing.tls_secret_name:
-        spec["tls"] = [{"hosts": [ing.host], "secretName": ing.tls_secret_name}]
+    secret = tls_secret_name(ctx)
+    if secret:
+        spec["tls"] = [{"hosts": hosts, "secretName": secret}]
     meta = metadata(ctx, ctx.child(), "ingress")
-    if ing.annotations:
-        meta["annotations"] = dict(sorted(ing.annotations.items()))
+    annotations = {**ing.annotations, **_issuer_annotations(ctx)}
+    if annotations:
+        meta["annotations"] = dict(sorted(annotations.items()))
     return [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}]

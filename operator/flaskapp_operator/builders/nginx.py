@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from ..templates import render_template
-from .common import (ROLLING_UPDATE, checksum, deployment, drain_before_stop, http_probe, metadata, resources,
-                     restricted_container_security, pod_spec, service, tmp_volume)
+from .common import (ROLLING_UPDATE, bounded, checksum, deployment, drain_before_stop, http_probe, metadata,
+                     resources, restricted_container_security, restricted_pod_security, pod_spec, service, tmp_volume)
 from .context import NGINX_PORT, Context
 from .monitoring import ACCESS_LOG_TAG, config_volume, monitoring_configmap, nginx_sidecars
 
 NGINX_USER = 101  # the nginx-unprivileged image's user
+# The app's static files, copied (and gzipped beside) at pod start.
+STATIC_SIZE_LIMIT = "1Gi"
+# The micro-cache (max_size=256m in nginx.conf.j2) and the buffers of large bodies nginx spools to disk
+# (client bodies up to client_max_body_size, responses beyond proxy_buffers).
+NGINX_TMP_SIZE_LIMIT = "1Gi"
 STATIC_VOLUME_MOUNT = "/var/www/static"
 # A request carrying any of these (or one of nginx.microCacheBypassHeaders) is personal: it bypasses the
 # micro-cache and its answer is never stored.
@@ -62,7 +67,7 @@ def nginx_objects(ctx: Context) -> list[dict]:
         "image": ctx.spec.image,
         "imagePullPolicy": ctx.spec.image_pull_policy,
         "command": ["cp", "-R", n.static_dir.rstrip("/") + "/.", STATIC_VOLUME_MOUNT + "/"],
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        "resources": bounded({"cpu": "50m", "memory": "64Mi"}),
         "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "static", "mountPath": STATIC_VOLUME_MOUNT}],
     }
@@ -75,7 +80,7 @@ def nginx_objects(ctx: Context) -> list[dict]:
             "image": n.image,
             "imagePullPolicy": "IfNotPresent",
             "command": ["sh", "-c", PRECOMPRESS.format(root=STATIC_VOLUME_MOUNT)],
-            "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+            "resources": bounded({"cpu": "50m", "memory": "32Mi"}),
             "securityContext": restricted_container_security(),
             "volumeMounts": [{"name": "static", "mountPath": STATIC_VOLUME_MOUNT}],
         })
@@ -95,12 +100,12 @@ def nginx_objects(ctx: Context) -> list[dict]:
         ],
     }
     volumes = [{"name": "conf", "configMap": {"name": ctx.child("nginx-conf")}},
-               {"name": "static", "emptyDir": {}}, tmp_volume()]
+               tmp_volume("static", STATIC_SIZE_LIMIT), tmp_volume("tmp", NGINX_TMP_SIZE_LIMIT)]
     sidecars = nginx_sidecars(ctx)
     if sidecars:
         volumes.append(config_volume(ctx))
     # The app image is pulled for the static files, hence its pull secrets.
-    pod = pod_spec(ctx, NGINX_USER, [container, *sidecars], volumes, init_containers=init_containers,
+    pod = pod_spec(ctx, restricted_pod_security(NGINX_USER), [container, *sidecars], volumes, init_containers=init_containers,
                    pull_secrets=True)
     return [configmap,
             deployment(ctx, "nginx", pod, replicas=n.replicas, strategy=ROLLING_UPDATE,

@@ -55,7 +55,7 @@ def _app_egress(ctx: Context) -> list[dict]:
     spec, np = ctx.spec, ctx.spec.network_policy
     rules = [DNS_EGRESS]
     if spec.redis.mode == "managed":
-        rules.append({"to": [_pods(ctx, ["redis-cache", "redis-broker"])], "ports": _tcp(REDIS_PORT)})
+        rules.append({"to": [_pods(ctx, list(ctx.redis_components))], "ports": _tcp(REDIS_PORT)})
     else:
         rules.append({"ports": _tcp(*EXTERNAL_REDIS_PORTS)})
     if spec.database:
@@ -100,7 +100,7 @@ def network_policies(ctx: Context) -> list[dict]:
         policies.append(_policy(ctx, "flower", ingress=_scrapers(ctx, "celery-metrics"),
                                 egress=[DNS_EGRESS, *broker_egress]))
     if ctx.spec.redis.mode == "managed":
-        for component in ("redis-cache", "redis-broker"):
+        for component in ctx.redis_components:
             clients = broker_clients if component == "redis-broker" else app_tiers(ctx)
             policies.append(_policy(ctx, component, egress=[], ingress=[
                 {"from": [_pods(ctx, clients)], "ports": _tcp(REDIS_PORT)}, *_scrapers(ctx, "redis-metrics")]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..api import RedisBroker, RedisInstance
 from ..naming import selector_labels
-from .common import (RECREATE, deployment, metadata, pod_spec, pod_template, restricted_container_security,
-                     service, tcp_probe, tmp_volume)
+from .common import (RECREATE, bounded, deployment, metadata, pod_spec, pod_template, restricted_container_security,
+                     restricted_pod_security, service, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
 from .context import REDIS_PORT, Context
 from .monitoring import redis_sidecars
@@ -37,8 +37,7 @@ def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, 
         "command": ["redis-server", f"{AUTH_DIR}/{AUTH_FILE}"],
         "args": redis_server_args(maxmemory, POLICIES[component], persistent),
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": instance.cpu, "memory": instance.memory},
-                      "limits": {"memory": instance.memory}},
+        "resources": bounded({"cpu": instance.cpu, "memory": instance.memory}),
         "readinessProbe": tcp_probe("redis", period=5),
         "livenessProbe": tcp_probe("redis", period=10, failures=6),
         "securityContext": restricted_container_security(),
@@ -49,7 +48,7 @@ def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, 
                                        "items": [{"key": AUTH_FILE, "path": AUTH_FILE}]}}
     sidecars = redis_sidecars(ctx, component)
     # A persistent broker's data volume comes from its claim template instead.
-    return pod_spec(ctx, REDIS_USER, [container, *sidecars], [auth] if persistent else [tmp_volume("data"), auth])
+    return pod_spec(ctx, restricted_pod_security(REDIS_USER), [container, *sidecars], [auth] if persistent else [tmp_volume("data"), auth])
 
 
 def _stateful_set(ctx: Context, component: str, pod: dict, broker: RedisBroker) -> dict:
@@ -97,6 +96,7 @@ def redis_objects(ctx: Context) -> list[dict]:
     if ctx.spec.redis.mode != "managed":
         return []
     t = ctx.tuning
-    return [redis_secret(ctx),
-            *_instance(ctx, "redis-cache", ctx.spec.redis.cache, t.redis_cache_maxmemory),
-            *_instance(ctx, "redis-broker", ctx.spec.redis.broker, t.redis_broker_maxmemory)]
+    out = [redis_secret(ctx), *_instance(ctx, "redis-cache", ctx.spec.redis.cache, t.redis_cache_maxmemory)]
+    if ctx.uses_broker:
+        out += _instance(ctx, "redis-broker", ctx.spec.redis.broker, t.redis_broker_maxmemory)
+    return out
