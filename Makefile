@@ -81,9 +81,14 @@ bench: venv debs tools ## Benchmarks: generated stack vs naive baseline (writes 
 	$(PY) -m bench
 
 .PHONY: lint
-lint: venv ## Byte-compile everything (syntax) and check that the committed CRD is current.
+lint: venv ## Byte-compile everything, check the committed CRD is current, kube-score the rendered samples and chart.
 	$(PY) -m compileall -q operator tests tools
 	$(PYTEST) -q tests/unit/test_api.py -k committed_crd
+	PY=$(PY) hack/kube-score.sh
+
+.PHONY: kubernetes-schemas
+kubernetes-schemas: venv ## Re-vendor the Kubernetes pod field schemas the API embeds (then `make manifests`).
+	$(PY) hack/vendor_kubernetes_schemas.py
 
 ##@ Local cluster
 

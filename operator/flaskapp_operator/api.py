@@ -139,12 +139,12 @@ _MOUNT_CEL = " || ".join(f"m.mountPath == '{r}' || m.mountPath.startsWith('{r}/'
     Rule(f"!has(self.volumes) || self.volumes.all(v, !(v.name in {_cel_list(RESERVED_VOLUME_NAMES)}))",
          f"volume names {', '.join(RESERVED_VOLUME_NAMES)} are the operator's own",
          lambda p: not {v.get("name") for v in p.volumes} & set(RESERVED_VOLUME_NAMES), ".volumes"),
-    Rule("(!has(self.sidecars) || self.sidecars.all(c, !(c.name in "
-         f"{_cel_list(RESERVED_CONTAINER_NAMES)}))) && (!has(self.initContainers) || self.initContainers.all(c, "
-         f"!(c.name in {_cel_list(RESERVED_CONTAINER_NAMES)})))",
+    Rule(f"!has(self.sidecars) || self.sidecars.all(c, !(c.name in {_cel_list(RESERVED_CONTAINER_NAMES)}))",
          f"container names {', '.join(RESERVED_CONTAINER_NAMES)} are the operator's own",
-         lambda p: not {c.get("name") for c in (*p.sidecars, *p.init_containers)} & set(RESERVED_CONTAINER_NAMES),
-         ".sidecars"),
+         lambda p: not {c.get("name") for c in p.sidecars} & set(RESERVED_CONTAINER_NAMES), ".sidecars"),
+    Rule(f"!has(self.initContainers) || self.initContainers.all(c, !(c.name in {_cel_list(RESERVED_CONTAINER_NAMES)}))",
+         f"container names {', '.join(RESERVED_CONTAINER_NAMES)} are the operator's own",
+         lambda p: not {c.get("name") for c in p.init_containers} & set(RESERVED_CONTAINER_NAMES), ".initContainers"),
     Rule(f"!has(self.volumeMounts) || self.volumeMounts.all(m, !({_MOUNT_CEL}))",
          f"volumeMounts must not use the operator's mount paths ({', '.join(RESERVED_MOUNT_PATHS)})",
          lambda p: not any(_reserved_mount(m.get("mountPath", "")) for m in p.volume_mounts), ".volumeMounts"),
@@ -218,7 +218,9 @@ class WebStartupProbe(WebProbe):
 class WebProbes:
     readiness: WebProbe = field("Readiness: failing pods leave the Service. path defaults to web.healthCheckPath.",
                                 default=WebProbe)
-    liveness: WebLivenessProbe = field("Liveness: failing containers are restarted.", default=WebLivenessProbe)
+    liveness: WebLivenessProbe = field("Liveness: failing containers are restarted. Left out while it would be the "
+                                       "same check as readiness (a busy pod must not be restarted): give it a "
+                                       "path that proves the app is not wedged.", default=WebLivenessProbe)
     startup: WebStartupProbe = field("Startup: the other probes wait until it passes once.",
                                      default=WebStartupProbe)
 

@@ -19,6 +19,9 @@ def kube(tmp_path_factory) -> Kube:
 def crd(kube):
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "crd"))
     kube.wait_crd_established()
+    # The PriorityClass the full sample's web tier names, as a cluster admin would have made it.
+    kube.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "shop-web"},
+                "value": 1000, "description": "The shop's web pods."})
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from kubetest import ROOT, wait_ready, wait_until
+from samples import POD_BLOCK_REJECTED
 
 BASE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
 
@@ -71,6 +72,7 @@ REJECTED = [
     ("cpu-zero", {"web.resources.limits.cpu": "0"}, "spec.web.resources.limits.cpu"),
     ("request-over-limit", {"web.resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
      "spec.web.resources.requests.cpu"),
+    *POD_BLOCK_REJECTED,
 ]
 
 # Valid for the schema, but only the operator can judge them: Degraded, an Event, no rollout.

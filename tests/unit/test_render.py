@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from samples import ROOT, SAMPLES, load_sample
+from flaskapp_operator.api import RESERVED_CONTAINER_NAMES
 from flaskapp_operator.render import render
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -61,12 +62,23 @@ def test_every_pod_is_restricted_with_probes_and_requests(name):
         assert pod["securityContext"]["runAsNonRoot"] is True, pod_name
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, pod_name
         for c in pod.get("initContainers", []) + pod["containers"]:
-            sc = c["securityContext"]
+            sc = c["securityContext"]  # the user's sidecars too: PSS "restricted" is filled in for them
             assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], c["name"]
             assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], c["name"]
+            if c["name"] in RESERVED_CONTAINER_NAMES:  # written by the operator: bounded memory and disk
+                assert c["resources"]["limits"]["memory"], (pod_name, c["name"])
+                assert c["resources"]["requests"]["ephemeral-storage"], (pod_name, c["name"])
+                assert c["resources"]["limits"]["ephemeral-storage"], (pod_name, c["name"])
+        for volume in pod["volumes"]:
+            if "emptyDir" in volume:
+                assert volume["emptyDir"].get("sizeLimit"), (pod_name, volume["name"])
         for c in pod["containers"]:
-            if long_running:  # a Job's pod runs to completion: nothing to probe
-                assert "livenessProbe" in c, (pod_name, c["name"])
+            if long_running and c["name"] in RESERVED_CONTAINER_NAMES:  # a Job's pod runs to completion
+                # gunicorn without a liveness path: readiness only (the same check would restart busy pods).
+                assert "livenessProbe" in c or ("readinessProbe" in c and c["name"] == "gunicorn"), (pod_name, c["name"])
+                if "livenessProbe" in c and "readinessProbe" in c:
+                    handler = lambda p: {k: v for k, v in p.items() if k in ("httpGet", "tcpSocket", "exec")}
+                    assert handler(c["livenessProbe"]) != handler(c["readinessProbe"]), (pod_name, c["name"])
 
 
 def test_labels_owner_references_and_config_checksum():

@@ -52,7 +52,8 @@ rules:
 """
 NODE_COUNT = 4
 # Generous fake capacity: kwok nodes run nothing, and the benchmarks schedule thousands of pods.
-NODE_CAPACITY = {"cpu": "1000", "memory": "4Ti", "pods": "3000"}
+NODE_CAPACITY = {"cpu": "1000", "memory": "4Ti", "pods": "3000", "ephemeral-storage": "100Ti"}
+ZONES = ("zone-a", "zone-b")  # labelled like a cloud's nodes, so zone spreading has something to spread over
 
 
 def free_port() -> int:
@@ -374,7 +375,8 @@ class LocalCluster:
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "annotations": {FAKE_NODE_ANNOTATION: "fake"},
                              "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                                        "kubernetes.io/arch": "amd64", "type": "kwok"}},
+                                        "kubernetes.io/arch": "amd64", "type": "kwok",
+                                        "topology.kubernetes.io/zone": ZONES[i % len(ZONES)]}},
                 "status": {"allocatable": NODE_CAPACITY, "capacity": NODE_CAPACITY},
             })
         manifest = yaml.safe_dump_all(nodes)

@@ -61,6 +61,11 @@ def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
         "startupProbe": _web_probe(probes.startup, probes.startup.path),
         "lifecycle": drain_before_stop(),
     }
+    if _handler(container["livenessProbe"]) == _handler(container["readinessProbe"]):
+        # The same check as readiness would restart pods that are merely busy. Without a liveness path there
+        # is no better one: a TCP connect is answered by the kernel's backlog even when gunicorn is wedged,
+        # and gunicorn's master already replaces workers silent for longer than --timeout.
+        del container["livenessProbe"]
     pod = app_pod(ctx, "web", container, web.resources, "web",
                   grace=ctx.tuning.web.termination_grace_period_seconds)
     pod["containers"][0]["volumeMounts"].append(
@@ -75,6 +80,10 @@ def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
             deployment(ctx, "web", pod, replicas=replicas, strategy=ROLLING_UPDATE,
                        checksum_value=checksum(config_checksums["web"], conf, *monitoring_configmap(ctx))),
             service(ctx, "web", port, "http")]
+
+
+def _handler(probe: dict) -> dict:
+    return {k: v for k, v in probe.items() if k in ("httpGet", "tcpSocket", "exec")}
 
 
 def _web_probe(probe: WebProbe, path: str | None) -> dict:

@@ -160,7 +160,7 @@ def flower_objects(ctx: Context) -> list[dict]:
                           mounts=({"name": "tmp", "mountPath": "/tmp"},))
     container["command"] = ["celery"]  # the image's entrypoint varies between Flower images
     container["readinessProbe"] = http_probe("/healthcheck", "celery-metrics", period=15)
-    container["livenessProbe"] = http_probe("/healthcheck", "celery-metrics", period=30, failures=4)
+    container["livenessProbe"] = {"tcpSocket": {"port": "celery-metrics"}, "periodSeconds": 30, "failureThreshold": 4}
     # /tmp: the only writable place under the read-only root filesystem (Flower's --db, if ever persistent).
     pod = pod_spec(ctx, restricted_pod_security(EXPORTER_USER), [container], [tmp_volume()])
     # One Flower per app: two would each see every event, and report every task twice.

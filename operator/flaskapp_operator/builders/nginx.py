@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..templates import render_template
 from .common import (ROLLING_UPDATE, bounded, checksum, deployment, drain_before_stop, http_probe, metadata,
-                     resources, restricted_container_security, restricted_pod_security, pod_spec, service, tmp_volume)
+                     resources, restricted_container_security, restricted_pod_security, pod_spec, service, tcp_probe,
+                     tmp_volume)
 from .context import NGINX_PORT, Context
 from .monitoring import ACCESS_LOG_TAG, config_volume, monitoring_configmap, nginx_sidecars
 
@@ -90,7 +91,8 @@ def nginx_objects(ctx: Context) -> list[dict]:
         "ports": [{"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}],
         "resources": resources(n.resources, "nginx"),
         "readinessProbe": http_probe("/nginx-health", "http", period=5),
-        "livenessProbe": http_probe("/nginx-health", "http", period=10, failures=6),
+        # Alive while it accepts connections; ready while it answers its health location.
+        "livenessProbe": tcp_probe("http", period=10, failures=6),
         "lifecycle": drain_before_stop(),
         "securityContext": restricted_container_security(),
         "volumeMounts": [

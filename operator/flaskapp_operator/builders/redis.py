@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..api import RedisBroker, RedisInstance
 from ..naming import selector_labels
-from .common import (RECREATE, bounded, deployment, metadata, pod_spec, pod_template, restricted_container_security,
+from .common import (RECREATE, bounded, deployment, exec_probe, metadata, pod_spec, pod_template, restricted_container_security,
                      restricted_pod_security, service, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
 from .context import REDIS_PORT, Context
@@ -38,7 +38,12 @@ def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, 
         "args": redis_server_args(maxmemory, POLICIES[component], persistent),
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
         "resources": bounded({"cpu": instance.cpu, "memory": instance.memory}),
-        "readinessProbe": tcp_probe("redis", period=5),
+        # Ready once it answers PING (not while it loads its append-only file: LOADING); alive while it
+        # accepts connections. redis-cli reads the password from REDISCLI_AUTH, never from its argv.
+        "env": [{"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {"name": ctx.child(REDIS_SECRET_SUFFIX),
+                                                                         "key": "password"}}}],
+        "readinessProbe": exec_probe(["sh", "-c", f"redis-cli -p {REDIS_PORT} ping | grep -q PONG"], period=5,
+                                     timeout=3),
         "livenessProbe": tcp_probe("redis", period=10, failures=6),
         "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR},
