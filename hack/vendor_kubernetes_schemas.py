@@ -35,6 +35,11 @@ SPECIAL = {
     "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": {"type": "object",
                                                         "x-kubernetes-preserve-unknown-fields": True},
 }
+# Bounds Kubernetes enforces in its own validation but does not publish in the OpenAPI document: a container's and
+# a volume's name are DNS labels (at most 63 characters). Declaring them lets the API server bound the cost of the
+# CRD's CEL rules that compare these names; a mount path gets a generous bound for the same reason.
+TIGHTENED = {("Container", "name"): {"maxLength": 63}, ("Volume", "name"): {"maxLength": 63},
+             ("VolumeMount", "mountPath"): {"maxLength": 1024}}
 DROPPED = {"description", "default", "x-kubernetes-patch-strategy", "x-kubernetes-patch-merge-key",
            "x-kubernetes-unions"}
 
@@ -91,8 +96,10 @@ def _default_of(schemas: dict[str, Any], item: dict[str, Any], key: str) -> Any:
 
 def vendor(openapi: dict[str, Any], kubernetes_version: str) -> dict[str, Any]:
     schemas = openapi["components"]["schemas"]
-    return {"kubernetesVersion": kubernetes_version,
-            "schemas": {name: _resolve(schemas, CORE + name, ()) for name in TYPES}}
+    out = {name: _resolve(schemas, CORE + name, ()) for name in TYPES}
+    for (kind, prop), bounds in TIGHTENED.items():
+        out[kind]["properties"][prop].update(bounds)
+    return {"kubernetesVersion": kubernetes_version, "schemas": out}
 
 
 def rendered(openapi_path: Path, kubernetes_version: str) -> str:

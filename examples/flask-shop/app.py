@@ -50,6 +50,13 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@celery_app.task(name="shop.sleep")
+def sleep(seconds: float) -> float:
+    """A long task: a worker's warm shutdown must let it finish."""
+    time.sleep(seconds)
+    return seconds
+
+
 def migrate() -> None:
     """The release step the FlaskApp's migration Job runs: records that it ran, for this image."""
     app = create_app()

@@ -52,7 +52,7 @@ REJECTED = [
     ("static-path", {"nginx.staticUrlPath": "static"}, "spec.nginx.staticUrlPath"),
     ("body-size", {"nginx.clientMaxBodySize": "ten megs"}, "spec.nginx.clientMaxBodySize"),
     ("gzip-level", {"nginx.gzipLevel": 11}, "spec.nginx.gzipLevel"),
-    ("tls-no-host", {"ingress.host": None}, "spec.ingress.tlsSecretName"),
+    ("tls-no-host", {"ingress.host": None, "ingress.hosts": None}, "spec.ingress.tlsSecretName"),
     ("celery-app", {"celeryApp": None}, "spec.celeryApp"),
     ("unknown-field", {"web.gunicron": {"workers": 2}}, "gunicron"),
     ("beat-type", {"beat.enabled": "yes"}, "spec.beat.enabled"),

@@ -62,6 +62,22 @@ def test_crd_is_explained_and_printed(kube, crd):
     assert " ".join(description.split()) in " ".join(explained.split())
 
 
+def test_pod_blocks_are_explained_down_to_kubernetes_own_fields(kube, crd):
+    import dataclasses
+
+    from flaskapp_operator.api import PodOverrides
+    from flaskapp_operator.schema import json_name
+    explained = " ".join(wait_until(lambda: kube.kubectl("explain", "flaskapp.spec.web.pod").stdout, 60,
+                                    what="kubectl explain").split())
+    for f in dataclasses.fields(PodOverrides):
+        assert json_name(f) in explained, json_name(f)
+        assert " ".join(f.metadata["description"].split()) in explained, json_name(f)
+    # Below them, Kubernetes' own schema: the API server knows every field of an affinity or a container.
+    nested = kube.kubectl("explain", "flaskapp.spec.workerPools.pod.affinity.nodeAffinity").stdout
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in nested
+    assert "startupProbe" in kube.kubectl("explain", "flaskapp.spec.pod.sidecars").stdout
+
+
 def test_full_sample_lifecycle(kube, operator, namespace):
     # 2. Every child is created, owned by the FlaskApp, and the FlaskApp becomes Ready.
     kube.apply(SAMPLE, namespace)
@@ -90,6 +106,19 @@ def test_full_sample_lifecycle(kube, operator, namespace):
     wait_until(lambda: kube.get("flaskapp", "shop", namespace)["status"]["webReplicas"] == 2, 60, what="HPA min")
     assert_idle(kube, namespace)
     assert operator.alive
+
+    # Placement (the kwok nodes are labelled with two zones): nginx's strict zone spread puts its two pods in
+    # both zones; the default soft spread puts the two web pods on two nodes. The PriorityClass resolved.
+    def placed(component: str) -> list[dict]:
+        return [p for p in kube.get("pods", namespace=namespace,
+                                    selector=f"app.kubernetes.io/instance=shop,app.kubernetes.io/component={component}")[
+                                        "items"] if p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")]
+    nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in kube.get("nodes")["items"]}
+    nginx_zones = [nodes[p["spec"]["nodeName"]]["topology.kubernetes.io/zone"] for p in placed("nginx")]
+    assert sorted(nginx_zones) == ["zone-a", "zone-b"]
+    web_pods = placed("web")
+    assert len({p["spec"]["nodeName"] for p in web_pods}) == len(web_pods) == 2
+    assert all(p["spec"]["priority"] == 1000 for p in web_pods)
 
     # 3. Spec changes roll out: replicas, a gunicorn setting, the image.
     web_before = deployment(kube, namespace, "shop-web")
@@ -176,7 +205,8 @@ def test_non_canonical_quantities_cause_no_writes(kube, operator, namespace):
     kube.apply(app, namespace)
     kube.kubectl("wait", "--for=condition=Ready", "flaskapp/quantities", "-n", namespace, "--timeout=120s")
     live = kube.get("deployment", "quantities-web", namespace)["spec"]["template"]["spec"]["containers"][0]
-    assert live["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}  # canonical on the server
+    assert live["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi",  # canonical on the server
+                                             "ephemeral-storage": "64Mi"}
     assert_idle(kube, namespace)
 
 

@@ -81,3 +81,20 @@ def test_kube_score_finds_nothing_beyond_the_documented_exceptions():
     result = subprocess.run(["bash", str(ROOT / "hack" / "kube-score.sh")], capture_output=True, text=True,
                             timeout=600, env={**os.environ, "PY": sys.executable})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_vendored_kubernetes_schemas_are_current():
+    """operator/flaskapp_operator/kubernetes_schemas.json is what hack/vendor_kubernetes_schemas.py makes of the
+    pinned Kubernetes release's OpenAPI document (`make kubernetes-schemas`)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from localcluster import build
+
+    spec = importlib.util.spec_from_file_location("vendor", ROOT / "hack" / "vendor_kubernetes_schemas.py")
+    vendor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vendor)
+    committed = (ROOT / "operator" / "flaskapp_operator" / "kubernetes_schemas.json").read_text()
+    assert committed == vendor.rendered(build.kubernetes_openapi(), build.KUBERNETES_VERSION), \
+        "stale: run `make kubernetes-schemas` then `make manifests`"

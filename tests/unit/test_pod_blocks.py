@@ -135,8 +135,8 @@ def test_given_spread_constraints_replace_the_default():
 
 def test_web_probes_follow_the_spec_and_liveness_never_copies_readiness():
     gunicorn = template(objects(load_sample("full")), "shop-web")["spec"]["containers"][0]
-    assert gunicorn["readinessProbe"] == {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": 0,
-                                          "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
+    assert gunicorn["readinessProbe"] == {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10,
+                                          "timeoutSeconds": 2, "failureThreshold": 3}
     assert gunicorn["livenessProbe"]["tcpSocket"] == {"port": "http"}
     assert gunicorn["startupProbe"] == {"tcpSocket": {"port": 8000}, "initialDelaySeconds": 1, "periodSeconds": 2,
                                         "timeoutSeconds": 1, "failureThreshold": 90}

@@ -125,6 +125,7 @@ class Stack:
                          upstream=f"127.0.0.1:{p['gunicorn']}", redis_cache=f"127.0.0.1:{p['redis-cache']}",
                          redis_broker=f"127.0.0.1:{p['redis-broker']}", static_root=str(self.workdir / "static"),
                          runtime_dir=str(self.workdir / "nginx"), gunicorn_config_dir=str(self.workdir / "gunicorn"),
+                         celery_probe_dir=str(self.workdir / "celery"),
                          statsd=f"127.0.0.1:{p['statsd']}", nginx_status_listen=f"127.0.0.1:{p['nginx-status']}",
                          access_log_syslog=f"127.0.0.1:{p['access-log']}")
 
@@ -234,8 +235,26 @@ class Stack:
         proc = self._spawn("gunicorn", self.command_of("-web"), env=self.env_of("-web"), cwd=EXAMPLE_APP)
         wait_port(self.ports["gunicorn"], proc, log=self.log("gunicorn"))
 
-    def start_celery(self) -> None:
-        self._spawn("celery", self.command_of("-worker-default"), env=self.env_of("-worker-default"), cwd=EXAMPLE_APP)
+    def start_celery(self, name: str = "celery", component: str = "-worker-default") -> Path:
+        """A worker (or beat) as its pod runs it: under the rendered probe script (its ConfigMap, as the volume
+        would mount it), with its own directory for the heartbeat files (the pod's /tmp). Returns that directory."""
+        (self.workdir / "celery").mkdir(exist_ok=True)
+        for key, text in find(self.rendered.objects, "ConfigMap", "-celery-probe")["data"].items():
+            (self.workdir / "celery" / key).write_text(text)
+        state = self.workdir / f"{name}-tmp"
+        state.mkdir(exist_ok=True)
+        command = [f"{state}/{a.removeprefix('/tmp/')}" if a.startswith("/tmp/") and not a.startswith(str(self.workdir))
+                   else a for a in self.command_of(component)]  # the pod's /tmp (beat's schedule and pid files)
+        self._spawn(name, command, env={**self.env_of(component), "FLASKAPP_PROBE_DIR": str(state)}, cwd=EXAMPLE_APP)
+        return state
+
+    def probe(self, component: str, probe: str, state: Path, *override: str) -> int:
+        """Run the exec probe `probe` (livenessProbe, ...) of `component`'s container as the kubelet would: its
+        exit code. `override` replaces the probe's trailing arguments (a shorter max age)."""
+        container = find(self.rendered.objects, "Deployment", component)["spec"]["template"]["spec"]["containers"][0]
+        command = container[probe]["exec"]["command"]
+        command = [str(VENV_BIN / command[0]), *command[1:len(command) - len(override)], *override]
+        return subprocess.run(command, env={"FLASKAPP_PROBE_DIR": str(state)}, timeout=30).returncode
 
     def _start_nginx(self) -> None:
         conf = find(self.rendered.objects, "ConfigMap", "-nginx-conf")["data"]["nginx.conf"]

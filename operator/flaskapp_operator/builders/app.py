@@ -89,8 +89,11 @@ def _handler(probe: dict) -> dict:
 def _web_probe(probe: WebProbe, path: str | None) -> dict:
     port = probe.port or "http"
     check = {"httpGet": {"path": path, "port": port}} if path else {"tcpSocket": {"port": port}}
-    return {**check, "initialDelaySeconds": probe.initial_delay_seconds, "periodSeconds": probe.period_seconds,
-            "timeoutSeconds": probe.timeout_seconds, "failureThreshold": probe.failure_threshold}
+    rendered = {**check, "periodSeconds": probe.period_seconds, "timeoutSeconds": probe.timeout_seconds,
+                "failureThreshold": probe.failure_threshold}
+    if probe.initial_delay_seconds:  # 0 is omitted by the API server: written, it would look like drift
+        rendered["initialDelaySeconds"] = probe.initial_delay_seconds
+    return rendered
 
 
 def celery_probe_script(ctx: Context) -> str:
