@@ -46,6 +46,8 @@ def flaskapp(target, name: str = "shop", **changes) -> dict:
     app["metadata"]["name"] = name
     spec = app["spec"]
     spec["image"] = target.example_image
+    for sidecar in spec["web"]["pod"]["sidecars"]:
+        sidecar["image"] = target.example_image
     spec["ingress"]["className"] = target.ingress_class
     if target.nginx_image:
         spec["nginx"]["image"] = target.nginx_image
@@ -206,6 +208,31 @@ def test_children_and_status(kube, target):
     # The broker keeps its volume: a StatefulSet.
     assert [s["metadata"]["name"] for s in kube.get("statefulsets", namespace=ns)["items"]] == ["shop-redis-broker"]
     assert kube.get("ingress", "shop", ns)["spec"]["rules"][0]["host"] == HOST
+
+
+@pytest.mark.order(3)
+def test_web_pods_are_spread_and_share_an_extra_volume_with_a_sidecar(kube, real_pods):
+    ns = STATE["ns"]
+    template = kube.get("deployment", "shop-web", ns)["spec"]["template"]["spec"]
+    assert [c["topologyKey"] for c in template["topologySpreadConstraints"]] == \
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    pods = [p for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]
+            if not p["metadata"].get("deletionTimestamp")]
+    assert len(pods) == 2
+    for pod in pods:  # the soft spread never leaves a pod pending on a cluster with one node and no zones
+        statuses = {c["name"]: c for c in pod["status"]["containerStatuses"]}
+        assert statuses["gunicorn"]["ready"] and statuses["uploads-reader"]["state"].get("running"), statuses
+        name = pod["metadata"]["name"]
+        # What the app writes under its mount, the sidecar reads from its own: one volume, two containers.
+        kube.kubectl("exec", name, "-n", ns, "-c", "gunicorn", "--", "python3", "-c",
+                     f"open('/srv/uploads/hello.txt', 'w').write('{name}')")
+        read = kube.kubectl("exec", name, "-n", ns, "-c", "uploads-reader", "--", "python3", "-c",
+                            "print(open('/uploads/hello.txt').read())").stdout.strip()
+        assert read == name
+        # The sidecar's mount is read-only; the root filesystem of both is too.
+        refused = kube.kubectl("exec", name, "-n", ns, "-c", "uploads-reader", "--", "python3", "-c",
+                               "open('/uploads/x', 'w')", check=False)
+        assert refused.returncode != 0 and "Read-only file system" in refused.stderr
 
 
 @pytest.mark.order(3)
