@@ -556,11 +556,20 @@ class IngressPath:
                            enum=("Prefix", "Exact", "ImplementationSpecific"))
 
 
+CERT_MANAGER_GROUP = "cert-manager.io"
+
+
+@rules(
+    Rule(f"self.group != '{CERT_MANAGER_GROUP}' || self.kind == 'Issuer' || self.kind == 'ClusterIssuer'",
+         "kind must be Issuer or ClusterIssuer for cert-manager.io issuers",
+         lambda r: r.group != CERT_MANAGER_GROUP or r.kind in ("Issuer", "ClusterIssuer"), ".kind"),
+)
 @dataclass(frozen=True, kw_only=True)
 class IssuerRef:
     name: str = field("Name of the cert-manager issuer.", pattern=DNS_SUBDOMAIN, max_length=253)
-    kind: str = field("Issuer (in the FlaskApp's namespace) or ClusterIssuer.", default="Issuer",
-                      enum=("Issuer", "ClusterIssuer"))
+    kind: str = field("Issuer (in the FlaskApp's namespace) or ClusterIssuer; an external issuer's own kind "
+                      "(e.g. AWSPCAClusterIssuer) with its group.", default="Issuer", pattern=r"^[A-Z][A-Za-z0-9]*$",
+                      max_length=63)
     group: str = field("API group of the issuer: cert-manager.io, or an external issuer's.",
                        default="cert-manager.io", pattern=DNS_SUBDOMAIN, max_length=253)
 

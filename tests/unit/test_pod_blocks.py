@@ -200,8 +200,8 @@ def test_ingress_hosts_paths_and_cert_manager_issuer():
     annotations, tls = annotations_and_tls({"name": "ca"})
     assert annotations == {"cert-manager.io/issuer": "ca"}
     assert tls == [{"hosts": ["a.example.com"], "secretName": "hello-tls"}]  # where cert-manager stores it
-    annotations, _ = annotations_and_tls({"name": "pca", "kind": "ClusterIssuer", "group": "awspca.cert-manager.io"})
-    assert annotations == {"cert-manager.io/issuer": "pca", "cert-manager.io/issuer-kind": "ClusterIssuer",
+    annotations, _ = annotations_and_tls({"name": "pca", "kind": "AWSPCAClusterIssuer", "group": "awspca.cert-manager.io"})
+    assert annotations == {"cert-manager.io/issuer": "pca", "cert-manager.io/issuer-kind": "AWSPCAClusterIssuer",
                            "cert-manager.io/issuer-group": "awspca.cert-manager.io"}
     exact = next(o for o in objects(minimal(ingress={"paths": [{"path": "/api", "pathType": "Exact"}]}))
                  if o["kind"] == "Ingress")

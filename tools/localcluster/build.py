@@ -24,6 +24,7 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.35.4"
 KUBE_SCORE_VERSION = "v1.20.0"
+CERT_MANAGER_VERSION = "v1.21.2"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.20.2"
@@ -289,6 +290,37 @@ def kubernetes_openapi(version: str = KUBERNETES_VERSION) -> Path:
 
 def build_kube_score(version: str = KUBE_SCORE_VERSION) -> Path:
     return _go_install("kube-score", "github.com/zegl/kube-score/cmd/kube-score", version, "kube-score") / "kube-score"
+
+
+def cert_manager_crds(version: str = CERT_MANAGER_VERSION) -> Path:
+    """cert-manager's CRDs as it publishes them (its module's deploy/crds)."""
+    files = {f"{name}.yaml": f"deploy/crds/{name}.yaml" for name in (
+        "cert-manager.io_certificates", "cert-manager.io_certificaterequests", "cert-manager.io_issuers",
+        "cert-manager.io_clusterissuers")}
+    return _module_files("cert-manager-crds", "github.com/cert-manager/cert-manager", version, files)
+
+
+def build_cert_manager_shim(version: str = CERT_MANAGER_VERSION) -> Path:
+    """tools/certmanagershim: cert-manager's ingress-shim over one namespace, built against cert-manager's module.
+    Cached by cert-manager's version and the program's own content."""
+    source = Path(__file__).resolve().parents[1] / "certmanagershim" / "main.go"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    target = tool_dir("certmanagershim", f"{version}-{digest}")
+    if (target / "certmanagershim").exists():
+        return target / "certmanagershim"
+    log(f"building certmanagershim against cert-manager {version}")
+    with tempfile.TemporaryDirectory(prefix="certmanagershim-") as tmp:
+        work = Path(tmp)
+        shutil.copy(source, work / "main.go")
+        (work / "go.mod").write_text(f"module localcluster/certmanagershim\n\ngo 1.26\n\n"
+                                     f"require github.com/cert-manager/cert-manager {version}\n")
+        env = dict(_build_env(), GOWORK="off")
+        _go(["mod", "tidy"], work, env)
+        staging = work / "out"
+        staging.mkdir()
+        _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(staging / "certmanagershim"), "."], work, env)
+        _install(staging, target)
+    return target / "certmanagershim"
 
 
 def build_pause() -> Path:

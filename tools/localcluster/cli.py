@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         tools["prometheus-operator-crds"] = build.prometheus_operator_crds()
         tools["kubernetes-openapi"] = build.kubernetes_openapi()
         tools["kube-score"] = build.build_kube_score()
+        tools["cert-manager-crds"] = build.cert_manager_crds()
+        tools["certmanagershim"] = build.build_cert_manager_shim()
         for name, path in tools.items():
             print(f"{name}: {path}")
         print(f"ready in {time.monotonic() - started:.1f}s", file=sys.stderr)

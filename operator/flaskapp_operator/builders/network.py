@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..api import CERT_MANAGER_GROUP
 from .common import metadata
 from .context import Context
 
@@ -31,10 +32,10 @@ def _issuer_annotations(ctx: Context) -> dict[str, str]:
     ref = ctx.spec.ingress.issuer_ref
     if ref is None:
         return {}
-    if ref.group != "cert-manager.io":  # an external issuer: named with its kind and group
+    if ref.group != CERT_MANAGER_GROUP:  # an external issuer: named with its kind and group
         return {"cert-manager.io/issuer": ref.name, "cert-manager.io/issuer-kind": ref.kind,
                 "cert-manager.io/issuer-group": ref.group}
-    key = "cert-manager.io/cluster-issuer" if ref.kind == "ClusterIssuer" else "cert-manager.io/issuer"
+    key = f"{CERT_MANAGER_GROUP}/cluster-issuer" if ref.kind == "ClusterIssuer" else f"{CERT_MANAGER_GROUP}/issuer"
     return {key: ref.name}
 
 
