@@ -135,9 +135,10 @@ def test_given_spread_constraints_replace_the_default():
 
 def test_web_probes_follow_the_spec_and_liveness_never_copies_readiness():
     gunicorn = template(objects(load_sample("full")), "shop-web")["spec"]["containers"][0]
-    assert gunicorn["readinessProbe"] == {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10,
+    assert gunicorn["readinessProbe"] == {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 10,
                                           "timeoutSeconds": 2, "failureThreshold": 3}
-    assert gunicorn["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert gunicorn["livenessProbe"] == {"tcpSocket": {"port": 8000}, "initialDelaySeconds": 5, "periodSeconds": 10,
+                                         "timeoutSeconds": 2, "failureThreshold": 6}
     assert gunicorn["startupProbe"] == {"tcpSocket": {"port": 8000}, "initialDelaySeconds": 1, "periodSeconds": 2,
                                         "timeoutSeconds": 1, "failureThreshold": 90}
     plain = template(objects(minimal()), "hello-web")["spec"]["containers"][0]
@@ -238,3 +239,39 @@ def test_the_parser_refuses_what_the_api_server_refuses_naming_the_field(case, p
     with pytest.raises(SpecError) as err:
         render(patched(load_sample("full"), case, patch), **FIXED)
     assert any(e.path == field or e.path.startswith(field) for e in err.value.errors), err.value
+
+
+def _model_fields(cls, data, used: set, declared: set) -> None:
+    """Every (class, field) of the model reachable from `cls` into `declared`, and those `data` (a list of the
+    objects at that place in the sample) sets into `used`."""
+    import dataclasses
+    import typing
+
+    from flaskapp_operator.schema import _unwrap_optional, json_name
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name, (tp, _) = json_name(f), _unwrap_optional(hints[f.name])
+        declared.add(f"{cls.__name__}.{name}")
+        values = [d[name] for d in data if isinstance(d, dict) and name in d]
+        if values:
+            used.add(f"{cls.__name__}.{name}")
+        if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            _model_fields(typing.get_args(tp)[0], [i for v in values for i in v], used, declared)
+        elif dataclasses.is_dataclass(tp):
+            _model_fields(tp, values, used, declared)
+
+
+def test_the_full_sample_sets_every_field_of_the_api_somewhere():
+    from flaskapp_operator.api import FlaskAppSpec
+
+    used, declared = set(), set()
+    _model_fields(FlaskAppSpec, [load_sample("full")["spec"]], used, declared)
+    # What one sample cannot show beside what it shows: fixed web replicas (the sample autoscales; the minimal
+    # sample has them), an external Redis (the sample runs the managed one), fixed pool sizes (they bypass the
+    # budget the sample demonstrates), a storage class (cluster-specific), and liveness/startup paths (the
+    # example app has one health path, which readiness uses).
+    exclusive = {"Web.replicas", "Redis.external", "ExternalRedis.secretName", "ExternalRedis.cacheUrlKey",
+                 "ExternalRedis.brokerUrlKey", "PoolOverrides.size", "PoolOverrides.maxOverflow",
+                 "RedisBroker.storageClassName", "WebLivenessProbe.path", "WebStartupProbe.path"}
+    assert sorted(declared - used - exclusive) == []
