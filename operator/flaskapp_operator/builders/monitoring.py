@@ -16,7 +16,7 @@ import yaml
 
 from ..naming import INSTANCE_LABEL, NAME_LABEL
 from .common import (RECREATE, bounded, deployment, http_probe, metadata, restricted_container_security,
-                     restricted_pod_security, pod_spec, tmp_volume)
+                     restricted_pod_security, pod_spec, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_url_env
 from .context import Context
 
@@ -160,7 +160,8 @@ def flower_objects(ctx: Context) -> list[dict]:
                           mounts=({"name": "tmp", "mountPath": "/tmp"},))
     container["command"] = ["celery"]  # the image's entrypoint varies between Flower images
     container["readinessProbe"] = http_probe("/healthcheck", "celery-metrics", period=15)
-    container["livenessProbe"] = {"tcpSocket": {"port": "celery-metrics"}, "periodSeconds": 30, "failureThreshold": 4}
+    # Alive while it accepts connections; ready while it answers its health check (a different check).
+    container["livenessProbe"] = tcp_probe("celery-metrics", period=30, failures=4)
     # /tmp: the only writable place under the read-only root filesystem (Flower's --db, if ever persistent).
     pod = pod_spec(ctx, restricted_pod_security(EXPORTER_USER), [container], [tmp_volume()])
     # One Flower per app: two would each see every event, and report every task twice.
