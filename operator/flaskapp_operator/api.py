@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from kubernetes.utils.quantity import parse_quantity
 
+from .naming import OPERATOR_LABELS
 from .schema import IntOrAuto, Quantity, Rule, field, rules
 
 GROUP = "flaskapp.dev"
@@ -111,10 +112,11 @@ RESERVED_CONTAINER_NAMES = ("gunicorn", "celery", "beat", "migrate", "nginx", "c
                             "flower")
 RESERVED_VOLUME_NAMES = ("tmp", "gunicorn-conf", "celery-probe", "monitoring", "conf", "static", "data", "auth")
 RESERVED_MOUNT_PATHS = ("/tmp", "/etc/flaskapp", "/etc/nginx/nginx.conf", "/var/www/static")
-# The labels that select a tier's pods and say who manages them (naming.py).
-RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
-                   "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "app.kubernetes.io/version")
-RESERVED_ANNOTATIONS = ("flaskapp.dev/config-checksum",)
+# The labels that select a tier's pods and say who manages them, and the annotation that rolls pods on a
+# config change.
+RESERVED_LABELS = OPERATOR_LABELS
+CONFIG_CHECKSUM_ANNOTATION = f"{GROUP}/config-checksum"
+RESERVED_ANNOTATIONS = (CONFIG_CHECKSUM_ANNOTATION,)
 POD_LIST_MAX = 16  # bounds each list (and the API server's cost estimate of the rules over it)
 
 

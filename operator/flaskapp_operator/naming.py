@@ -10,6 +10,10 @@ NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+VERSION_LABEL = "app.kubernetes.io/version"
+# Every label the operator sets on its objects and pods: a FlaskApp's pod blocks may not set them.
+OPERATOR_LABELS = (NAME_LABEL, INSTANCE_LABEL, COMPONENT_LABEL, MANAGED_BY_LABEL, PART_OF_LABEL, VERSION_LABEL)
 MANAGED_BY = "flaskapp-operator"
 
 
@@ -30,9 +34,9 @@ def selector_labels(app: str, component: str) -> dict[str, str]:
 
 
 def labels(app: str, component: str, version: str | None = None) -> dict[str, str]:
-    out = {**selector_labels(app, component), MANAGED_BY_LABEL: MANAGED_BY, "app.kubernetes.io/part-of": app}
+    out = {**selector_labels(app, component), MANAGED_BY_LABEL: MANAGED_BY, PART_OF_LABEL: app}
     if version:
-        out["app.kubernetes.io/version"] = version
+        out[VERSION_LABEL] = version
     return out
 
 

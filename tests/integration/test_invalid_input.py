@@ -8,24 +8,13 @@ import pytest
 import yaml
 
 from kubetest import ROOT, wait_ready, wait_until
-from samples import POD_BLOCK_REJECTED
+from samples import POD_BLOCK_REJECTED, patched
 
 BASE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
 
 
 def variant(name: str, patch: dict) -> dict:
-    doc = copy.deepcopy(BASE)
-    doc["metadata"] = {"name": name}
-    for path, value in patch.items():
-        node = doc["spec"]
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return doc
+    return patched(BASE, name, patch)
 
 
 # (case, spec changes, text the API server's rejection must contain: the field path)

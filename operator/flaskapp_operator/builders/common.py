@@ -6,14 +6,12 @@ import hashlib
 import json
 from typing import Any, Optional
 
-from ..api import Resources
+from ..api import CONFIG_CHECKSUM_ANNOTATION, Resources
 from ..naming import labels, selector_labels
 from ..tuning import PRE_STOP_DRAIN_SECONDS, effective_requests
 from .context import Context
 from .placement import shape_pod
 
-API_GROUP_ANNOTATION_PREFIX = "flaskapp.dev"
-CONFIG_CHECKSUM = f"{API_GROUP_ANNOTATION_PREFIX}/config-checksum"
 
 
 def metadata(ctx: Context, name: str, component: str, **extra: Any) -> dict:
@@ -106,7 +104,7 @@ def pod_template(ctx: Context, component: str, pod_spec: dict, checksum_value: O
     meta: dict = {"labels": labels(ctx.name, component, ctx.version if versioned else None)}
     if checksum_value:
         # A config change changes the pod template, so the workload rolls its pods.
-        meta["annotations"] = {CONFIG_CHECKSUM: checksum_value}
+        meta["annotations"] = {CONFIG_CHECKSUM_ANNOTATION: checksum_value}
     return shape_pod(ctx, component, {"metadata": meta, "spec": pod_spec}, spread=spread)
 
 
