@@ -92,6 +92,8 @@ db[1]["spec"]["template"]["spec"]["containers"][0]["image"] = images.POSTGRES_RE
 app = yaml.safe_load(open("tests/e2e/shop.yaml"))
 spec = app["spec"]
 spec.update(image=images.EXAMPLE_REF)
+for sidecar in spec["web"]["pod"]["sidecars"]:  # the web pods' uploads reader runs the example image too
+    sidecar["image"] = images.EXAMPLE_REF
 spec["nginx"]["image"], spec["redis"]["image"] = images.NGINX_REF, images.REDIS_REF
 spec["monitoring"]["images"] = images.MONITORING_IMAGES
 spec["ingress"]["className"] = INGRESS_CLASS
