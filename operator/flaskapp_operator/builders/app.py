@@ -129,6 +129,7 @@ def _mount_celery_probe(ctx: Context, pod: dict) -> None:
 
 def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     objects = []
+    probe_script = celery_probe_script(ctx)  # once per render, not once per pool
     for pool in ctx.spec.worker_pools:
         tier = f"worker-{pool.name}"
         queues = ",".join(pool.queues) or "celery"
@@ -152,7 +153,7 @@ def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]
         replicas = None if pool.autoscaling else (DEFAULT_POOL_REPLICAS if pool.replicas is None
                                                   else pool.replicas)
         objects.append(deployment(ctx, tier, pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                                  checksum_value=checksum(config_checksums[tier], celery_probe_script(ctx))))
+                                  checksum_value=checksum(config_checksums[tier], probe_script)))
     return objects
 
 
