@@ -73,3 +73,12 @@ POD_BLOCK_REJECTED = [
      "spec.workerPools[0].terminationGracePeriodSeconds"),
     ("beat-memory-word", {"beat.resources": {"limits": {"memory": "lots"}}}, "spec.beat.resources.limits.memory"),
 ]
+
+# Invalid connection-budget settings (issue 13), same shape.
+BUDGET_REJECTED = [
+    ("budget-policy-word", {"database.budgetPolicy": "shrink"}, "spec.database.budgetPolicy"),
+    ("minimum-pool-zero", {"database.minimumPoolSize": 0}, "spec.database.minimumPoolSize"),
+    ("priority-unknown-pool", {"database.autoscalingPriority": ["web", "worker-nightly"]},
+     "spec.database.autoscalingPriority"),
+    ("priority-not-a-tier", {"database.autoscalingPriority": ["nginx"]}, "spec.database.autoscalingPriority"),
+]

@@ -415,6 +415,21 @@ class Database:
                                       "(superuser_reserved_connections is 3 by default).", default=5,
                                       minimum=0, maximum=100000)
     pool: PoolOverrides = field("SQLAlchemy pool settings (SQLALCHEMY_ENGINE_OPTIONS).", default=PoolOverrides)
+    budget_policy: str = field(
+        "What the operator does when the worst case (every autoscaler at its maximum during a rolling update) "
+        "does not fit even with the smallest pools: capAutoscaling lowers the autoscalers' maxReplicas to the "
+        "largest values that fit (reported in status.tuning.budget.cappedAutoscalers and the BudgetCapped "
+        "condition); degrade rolls nothing out and reports Degraded.",
+        default="capAutoscaling", enum=("capAutoscaling", "degrade"))
+    minimum_pool_size: int = field(
+        "Smallest SQLAlchemy pool_size per process the budget may shrink a pool to (max_overflow 0) before it "
+        "caps autoscalers. Under gthread a pool smaller than the threads makes requests queue for a connection.",
+        default=1, minimum=1, maximum=1000)
+    autoscaling_priority: list[str] = field(
+        "Tiers (web, worker-<pool>) in the order their autoscaler maxima are kept: the last is capped first. "
+        "Unlisted autoscaled tiers follow: web, then the worker pools in spec order.",
+        default=list, max_items=11, item_pattern=r"^(web|worker-[a-z0-9]([-a-z0-9]*[a-z0-9])?)$",
+        item_max_length=27)
 
 
 @rules(
@@ -669,6 +684,12 @@ class Migrations:
     Rule("((!has(self.workerPools) || size(self.workerPools) == 0) && !self.beat.enabled) || has(self.celeryApp)",
          "celeryApp is required when worker pools or beat are configured",
          lambda s: (not s.worker_pools and not s.beat.enabled) or s.celery_app is not None, ".celeryApp"),
+    Rule("!has(self.database) || !has(self.database.autoscalingPriority) || self.database.autoscalingPriority.all("
+         "t, t == 'web' || (has(self.workerPools) && self.workerPools.exists(p, 'worker-' + p.name == t)))",
+         "database.autoscalingPriority must name tiers of this FlaskApp: web or worker-<pool name>",
+         lambda s: s.database is None or all(
+             t == "web" or t in {f"worker-{p.name}" for p in s.worker_pools} for t in s.database.autoscaling_priority),
+         ".database.autoscalingPriority"),
 )
 @dataclass(frozen=True, kw_only=True)
 class FlaskAppSpec:

@@ -42,6 +42,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(f"error: FlaskApp {doc['metadata']['name']} would be Degraded: "
                   f"{rendered.tuning.budget.message}", file=sys.stderr)
             return EXIT_INFEASIBLE
+        if rendered.tuning.capped:
+            print(f"note: FlaskApp {doc['metadata']['name']}: {rendered.tuning.budget.message}", file=sys.stderr)
         out.extend(rendered.objects)
         if args.tuning:
             print(yaml.safe_dump({"tuning": rendered.tuning.report()}, sort_keys=False), file=sys.stderr)

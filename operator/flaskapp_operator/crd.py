@@ -52,6 +52,8 @@ PRINTER_COLUMNS = [
     {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Where the app is served."},
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
      "priority": 1, "description": "Why it is (not) ready."},
+    {"name": "Capped", "type": "string", "jsonPath": '.status.conditions[?(@.type=="BudgetCapped")].status',
+     "priority": 1, "description": "Whether the connection budget lowered an autoscaler's maxReplicas."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -10,6 +10,7 @@ from typing import Optional
 from .naming import COMPONENT_LABEL, selector_labels
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+BUDGET_CAPPED = "BudgetCapped"  # database.budgetPolicy capAutoscaling lowered an autoscaler's maximum
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,15 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, 
             "observedGeneration": generation, "lastTransitionTime": since}
 
 
+def budget_capped(budget: dict) -> tuple[bool, str, str]:
+    """The BudgetCapped condition from status.tuning.budget."""
+    capped = budget.get("cappedAutoscalers") or []
+    if capped:
+        return (True, "AutoscalersCapped", "the database connection budget lowered maxReplicas: " + ", ".join(
+            f"{c['tier']} {c['requestedMaxReplicas']} -> {c['maxReplicas']}" for c in capped))
+    return False, "WithinBudget", "every autoscaler keeps the maxReplicas of the spec"
+
+
 def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
                  tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = (),
                  pod_events: Optional[dict[str, list[dict]]] = None,
@@ -225,6 +235,9 @@ def build_status(*, app: str, generation: int, verdict: Verdict, deployments: li
 
     conditions = [condition(t, *v, generation=generation, previous=prev_conditions, now=now)
                   for t, v in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))]
+    if tuning is not None and "budget" in tuning:
+        conditions.append(condition(BUDGET_CAPPED, *budget_capped(tuning["budget"]), generation=generation,
+                                    previous=prev_conditions, now=now))
     pools_ready = sum(1 for p in pool_names if comps.get(f"worker-{p}", {}).get("ready"))
     web = comps.get("web", {})
     status = {

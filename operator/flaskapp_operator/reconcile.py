@@ -12,7 +12,7 @@ from .builders.config import REDIS_SECRET_SUFFIX
 from .kube import (DISCOVERY_TTL_SECONDS, MONITORING_API, ApplyRefused, Cluster, Key, NameConflict,
                    autoscaler_minimums, key_of, secret_value)
 from .naming import COMPONENT_LABEL, child_name
-from .observe import Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
+from .observe import BUDGET_CAPPED, Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
 from .render import Rendered, render
 from .schema import SpecError
 
@@ -130,6 +130,8 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
         if verdict.degraded_reason and (previous.get("observedGeneration") != generation
                                         or _condition_reason(previous, "Degraded") != verdict.degraded_reason):
             cluster.post_event(body, "Warning", verdict.degraded_reason, verdict.degraded_message)
+        if _condition_status(previous, BUDGET_CAPPED) != "True" and _condition_status(status, BUDGET_CAPPED) == "True":
+            cluster.post_event(body, "Warning", "BudgetCapped", _condition(status, BUDGET_CAPPED)["message"])
         if _condition_status(previous, "Ready") != "True" and _condition_status(status, "Ready") == "True":
             cluster.post_event(body, "Normal", "Ready", "every component is ready")
     for kind, _ in applied:

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Optional
+from typing import Optional, Sequence
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -31,6 +31,7 @@ PRE_STOP_DRAIN_SECONDS = 5
 DEFAULT_WEB_REPLICAS = 2
 DEFAULT_POOL_REPLICAS = 1
 GEVENT_POOL_DEMAND = 10  # greenlets are cheap; their DB connections are not
+MAX_AUTOSCALER_REPLICAS = 1000  # the API's bound on maxReplicas
 
 
 def effective_requests(resources: Resources, tier: str) -> dict[str, str]:
@@ -90,11 +91,9 @@ def redis_maxmemory(memory: str) -> int:
     return int(parse_quantity(memory) * REDIS_MAXMEMORY_FRACTION)
 
 
-def peak_replicas(replicas: Optional[int], autoscaling: Optional[Autoscaling], default: int) -> int:
-    """Most pods a tier can have at once: the autoscaler's maximum (or the fixed count) plus the
-    rolling-update surge, which Kubernetes rounds up (maxSurge 25%)."""
-    most = autoscaling.max_replicas if autoscaling else (default if replicas is None else replicas)
-    return most + math.ceil(most * SURGE_FRACTION)
+def most_replicas(replicas: Optional[int], autoscaling: Optional[Autoscaling], default: int) -> int:
+    """Most pods a tier runs outside a rollout: the autoscaler's maximum, else the fixed count."""
+    return autoscaling.max_replicas if autoscaling else (default if replicas is None else replicas)
 
 
 @dataclass(frozen=True)
@@ -117,15 +116,26 @@ class TierConnections:
     """One DB-using tier at its worst moment."""
 
     tier: str
-    peak_pods: int
+    most_pods: int  # its replicas, or its autoscaler's maximum as rendered (capped when the budget needs it)
     processes_per_pod: int
     threads_per_process: int
     pool_size: int
     max_overflow: int
+    surges: bool = True  # a RollingUpdate adds maxSurge pods during a rollout; Recreate and Jobs do not
+    autoscaling: Optional[Autoscaling] = None  # what the spec asked for, when an autoscaler drives the tier
+
+    @property
+    def peak_pods(self) -> int:
+        """Most pods at once: the maximum plus the rolling-update surge, which Kubernetes rounds up."""
+        return self.most_pods + (math.ceil(self.most_pods * SURGE_FRACTION) if self.surges else 0)
 
     @property
     def connections_at_peak(self) -> int:
         return self.peak_pods * self.processes_per_pod * (self.pool_size + self.max_overflow)
+
+    @property
+    def capped(self) -> bool:
+        return self.autoscaling is not None and self.most_pods < self.autoscaling.max_replicas
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,9 @@ class Budget:
     peak_connections: int
     feasible: bool
     message: str
+    policy: str = "capAutoscaling"
+    # Per autoscaled tier: its largest maximum that still fits with every other tier as rendered.
+    largest_feasible_max_replicas: tuple[tuple[str, int], ...] = ()
 
     @property
     def available(self) -> int:
@@ -159,6 +172,15 @@ class Tuning:
     def tier(self, name: str) -> TierConnections:
         return next(t for t in self.tiers if t.tier == name)
 
+    @property
+    def capped(self) -> tuple[TierConnections, ...]:
+        """Tiers whose autoscaler maximum the budget lowered."""
+        return tuple(t for t in self.tiers if t.capped)
+
+    def max_replicas(self, tier: str) -> int:
+        """The maximum to render in the tier's autoscaler."""
+        return self.tier(tier).most_pods
+
     def report(self) -> dict:
         """The status.tuning block."""
         out: dict = {
@@ -175,14 +197,23 @@ class Tuning:
             "connections": [
                 {"tier": t.tier, "peakPods": t.peak_pods, "processesPerPod": t.processes_per_pod,
                  "threadsPerProcess": t.threads_per_process, "poolSize": t.pool_size,
-                 "maxOverflow": t.max_overflow, "connectionsAtPeak": t.connections_at_peak}
+                 "maxOverflow": t.max_overflow, "connectionsAtPeak": t.connections_at_peak,
+                 **({"maxReplicas": t.most_pods, "requestedMaxReplicas": t.autoscaling.max_replicas}
+                    if t.autoscaling else {})}
                 for t in self.tiers],
         }
         if self.budget:
             out["budget"] = {"maxConnections": self.budget.max_connections,
                              "reserved": self.budget.reserved, "available": self.budget.available,
                              "peakConnections": self.budget.peak_connections,
-                             "feasible": self.budget.feasible, "message": self.budget.message}
+                             "feasible": self.budget.feasible, "message": self.budget.message,
+                             "policy": self.budget.policy,
+                             "cappedAutoscalers": [
+                                 {"tier": t.tier, "requestedMaxReplicas": t.autoscaling.max_replicas,
+                                  "maxReplicas": t.most_pods} for t in self.capped],
+                             "largestFeasibleMaxReplicas": [
+                                 {"tier": tier, "maxReplicas": most}
+                                 for tier, most in self.budget.largest_feasible_max_replicas]}
         return out
 
 
@@ -238,17 +269,17 @@ def _connection_demands(spec: FlaskAppSpec, web: WebTuning, concurrency: dict[st
     # Under gthread each thread may hold a connection: pool_size >= threads (tuning.md, SQLAlchemy pools).
     web_demand = GEVENT_POOL_DEMAND if web.worker_class == "gevent" else web.threads
     demands = [_Demand(TierConnections(
-        "web", peak_replicas(spec.web.replicas, spec.web.autoscaling, DEFAULT_WEB_REPLICAS),
-        web.workers, web.threads, web_demand, math.ceil(web_demand / 2)))]
+        "web", most_replicas(spec.web.replicas, spec.web.autoscaling, DEFAULT_WEB_REPLICAS),
+        web.workers, web.threads, web_demand, math.ceil(web_demand / 2), autoscaling=spec.web.autoscaling))]
     for pool in spec.worker_pools:
         # A prefork child runs one task at a time: one connection, one spare.
         demands.append(_Demand(TierConnections(
-            f"worker-{pool.name}", peak_replicas(pool.replicas, pool.autoscaling, DEFAULT_POOL_REPLICAS),
-            concurrency[pool.name], 1, 1, 1)))
+            f"worker-{pool.name}", most_replicas(pool.replicas, pool.autoscaling, DEFAULT_POOL_REPLICAS),
+            concurrency[pool.name], 1, 1, 1, autoscaling=pool.autoscaling)))
     if spec.beat.enabled:  # one replica, Recreate: never two at once
-        demands.append(_Demand(TierConnections("beat", 1, 1, 1, 1, 0), shrinkable=False))
+        demands.append(_Demand(TierConnections("beat", 1, 1, 1, 1, 0, surges=False), shrinkable=False))
     if spec.migrations:  # runs while the previous release still serves
-        demands.append(_Demand(TierConnections("migrations", 1, 1, 1, 1, 0), shrinkable=False))
+        demands.append(_Demand(TierConnections("migrations", 1, 1, 1, 1, 0, surges=False), shrinkable=False))
     return demands
 
 
@@ -267,10 +298,67 @@ def _assign(demands: list[_Demand], size_cap: int, overflow_cap: int,
     return tuple(tiers)
 
 
+def _total(tiers: Sequence[TierConnections]) -> int:
+    return sum(t.connections_at_peak for t in tiers)
+
+
+def _with_most(tiers: Sequence[TierConnections], name: str, most: int) -> list[TierConnections]:
+    return [dataclasses.replace(t, most_pods=most) if t.tier == name else t for t in tiers]
+
+
+def _largest_fitting(tiers: Sequence[TierConnections], name: str, low: int, high: int,
+                     available: int) -> Optional[int]:
+    """The largest maximum in [low, high] for tier `name` that keeps the total within `available`, the
+    others unchanged (the total grows with it, so the first fit from the top is the largest)."""
+    return next((m for m in range(high, low - 1, -1) if _total(_with_most(tiers, name, m)) <= available), None)
+
+
+def capping_order(spec: FlaskAppSpec) -> list[str]:
+    """Autoscaled tiers, the one to keep whole longest first: database.autoscalingPriority, then the web tier,
+    then the worker pools in spec order."""
+    autoscaled = (["web"] if spec.web.autoscaling else []) + [
+        f"worker-{p.name}" for p in spec.worker_pools if p.autoscaling]
+    given = [t for t in (spec.database.autoscaling_priority if spec.database else []) if t in autoscaled]
+    return given + [t for t in autoscaled if t not in given]
+
+
+def _cap_autoscalers(tiers: tuple[TierConnections, ...], order: list[str],
+                     available: int) -> Optional[tuple[TierConnections, ...]]:
+    """Lower autoscaler maxima, lowest priority first, until the total fits; then hand what is left back in
+    priority order, so that no capped maximum could be raised by one without breaking the budget. None when
+    even every autoscaler at its minReplicas does not fit."""
+    current = list(tiers)
+    by_name = {t.tier: t for t in tiers}
+    for name in reversed(order):
+        bounds = by_name[name].autoscaling
+        most = _largest_fitting(current, name, bounds.min_replicas, bounds.max_replicas, available)
+        current = _with_most(current, name, most if most is not None else bounds.min_replicas)
+        if most is not None:
+            break
+    if _total(current) > available:
+        return None
+    for name in order:
+        bounds = by_name[name].autoscaling
+        most = next(t.most_pods for t in current if t.tier == name)
+        current = _with_most(current, name, _largest_fitting(current, name, most, bounds.max_replicas, available))
+    return tuple(current)
+
+
+def _largest_feasible(tiers: tuple[TierConnections, ...], available: int) -> tuple[tuple[str, int], ...]:
+    """Per autoscaled tier, the largest maximum (up to the API's 1000) that fits with the others as they are."""
+    out = []
+    for t in tiers:
+        if t.autoscaling is not None:
+            most = _largest_fitting(tiers, t.tier, t.autoscaling.min_replicas, MAX_AUTOSCALER_REPLICAS, available)
+            out.append((t.tier, most if most is not None else 0))
+    return tuple(out)
+
+
 def _fit_budget(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierConnections, ...], Optional[Budget]]:
     """Largest pools that keep the worst-moment total within max_connections - reserved.
 
-    Order of sacrifice: first the overflow (bursts), then pool_size down to 1 for every shrinkable tier.
+    Order of sacrifice: first the overflow (bursts), then pool_size down to database.minimumPoolSize for every
+    shrinkable tier; then (budgetPolicy capAutoscaling) the autoscalers' maxima, lowest priority first.
     """
     db = spec.database
     pool = db.pool if db else None
@@ -281,28 +369,50 @@ def _fit_budget(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierC
         return first, None
     available = db.max_connections - db.reserved_connections
     largest = max(d.wanted.pool_size for d in demands)
+    smallest = min(db.minimum_pool_size, largest)
     candidates = [first] + [_assign(demands, cap, 0, size_override, overflow_override)
-                            for cap in range(largest, 0, -1)]
+                            for cap in range(largest, smallest - 1, -1)]
+
+    def budget(tiers: tuple[TierConnections, ...], feasible: bool, message: str) -> Budget:
+        return Budget(db.max_connections, db.reserved_connections, _total(tiers), feasible, message,
+                      db.budget_policy, _largest_feasible(tiers, available))
+
     for tiers in candidates:
-        total = sum(t.connections_at_peak for t in tiers)
+        total = _total(tiers)
         if total <= available:
-            return tiers, Budget(db.max_connections, db.reserved_connections, total, True,
-                                 f"{total} of {available} connections at peak")
+            return tiers, budget(tiers, True, f"{total} of {available} connections at peak")
     tightest = candidates[-1]
-    total = sum(t.connections_at_peak for t in tightest)
-    return tightest, Budget(db.max_connections, db.reserved_connections, total, False,
-                            _infeasible_message(tightest, total, available, db.max_connections,
-                                                db.reserved_connections, size_override is not None
-                                                or overflow_override is not None))
+    overridden = size_override is not None or overflow_override is not None
+    if db.budget_policy == "capAutoscaling" and (order := capping_order(spec)):
+        capped = _cap_autoscalers(tightest, order, available)
+        if capped is not None:
+            lowered = ", ".join(f"{t.tier} {t.autoscaling.max_replicas} -> {t.most_pods}"
+                                for t in capped if t.capped)
+            return capped, budget(capped, True, f"{_total(capped)} of {available} connections at peak with "
+                                                f"autoscaler maxima capped ({lowered})")
+        tightest = _cap_autoscalers_to_minimum(tightest, order)
+    total = _total(tightest)
+    return tightest, budget(tightest, False, _infeasible_message(
+        tightest, total, available, db.max_connections, db.reserved_connections, overridden, smallest,
+        capped=db.budget_policy == "capAutoscaling" and bool(capping_order(spec))))
+
+
+def _cap_autoscalers_to_minimum(tiers: tuple[TierConnections, ...], order: list[str]) -> tuple[TierConnections, ...]:
+    return tuple(dataclasses.replace(t, most_pods=t.autoscaling.min_replicas) if t.tier in order else t
+                 for t in tiers)
 
 
 def _infeasible_message(tiers: tuple[TierConnections, ...], total: int, available: int,
-                        max_connections: int, reserved: int, overridden: bool) -> str:
+                        max_connections: int, reserved: int, overridden: bool, smallest: int,
+                        capped: bool) -> str:
     parts = ", ".join(f"{t.tier} {t.peak_pods} pods x {t.processes_per_pod} processes x "
                       f"{t.pool_size + t.max_overflow} = {t.connections_at_peak}" for t in tiers)
     pools = ("with the pool overrides in database.pool" if overridden
-             else "even with pool_size 1 and max_overflow 0")
+             else f"even with pool_size {smallest} and max_overflow 0")
+    if capped:
+        pools += " and every autoscaler at its minReplicas"
+    lower = "fixed replicas, autoscaler minima" if capped else "replicas, autoscaler maxima"
     return (f"connection budget exceeded {pools}: peak {total} > {available} "
             f"(maxConnections {max_connections} - reservedConnections {reserved}); {parts}. "
-            f"Lower the autoscaler maxima, gunicorn workers or worker concurrency, or raise "
-            f"database.maxConnections (or put a pooler such as PgBouncer in front).")
+            f"Lower the {lower}, gunicorn workers or worker concurrency, or raise "
+            f"database.maxConnections (or enable database.pooler).")

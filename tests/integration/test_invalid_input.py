@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kubetest import ROOT, wait_ready, wait_until
-from samples import POD_BLOCK_REJECTED, patched
+from samples import BUDGET_REJECTED, POD_BLOCK_REJECTED, patched
 
 BASE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
 
@@ -62,13 +62,15 @@ REJECTED = [
     ("request-over-limit", {"web.resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
      "spec.web.resources.requests.cpu"),
     *POD_BLOCK_REJECTED,
+    *BUDGET_REJECTED,
 ]
 
 # Valid for the schema, but only the operator can judge them: Degraded, an Event, no rollout.
 DEGRADED = [
     ("budget-small", {"database.maxConnections": 20}, "ConnectionBudgetExceeded"),
     ("budget-overrides", {"database.pool": {"size": 10, "maxOverflow": 10}}, "ConnectionBudgetExceeded"),
-    ("budget-huge-hpa", {"web.autoscaling.maxReplicas": 400}, "ConnectionBudgetExceeded"),
+    ("budget-huge-hpa", {"web.autoscaling.maxReplicas": 400, "database.budgetPolicy": "degrade"},
+     "ConnectionBudgetExceeded"),
 ]
 
 
@@ -99,6 +101,28 @@ def test_degraded_with_an_event_and_no_rollout(kube, operator, namespace, case, 
                         selector=f"app.kubernetes.io/instance={case}")["items"]
     assert children == []
     assert operator.alive
+
+
+def test_autoscalers_too_large_for_the_budget_are_capped_and_the_app_rolls_out(kube, operator, namespace):
+    """budgetPolicy capAutoscaling (the default): the HPA the cluster gets has the lowered maximum, the app
+    becomes Ready, and BudgetCapped (condition and Warning event) says what was lowered. Raising the budget
+    gives the spec's maximum back."""
+    kube.apply(variant("capped", {"web.autoscaling.maxReplicas": 400}), namespace)
+    kube.kubectl("wait", "--for=condition=Ready", "flaskapp/capped", "-n", namespace, "--timeout=120s")
+    app = kube.get("flaskapp", "capped", namespace)
+    conds = {c["type"]: c for c in app["status"]["conditions"]}
+    assert conds["BudgetCapped"]["status"] == "True" and "web 400 -> " in conds["BudgetCapped"]["message"]
+    hpa = kube.get("hpa", "capped-web", namespace)
+    capped = next(c for c in app["status"]["tuning"]["budget"]["cappedAutoscalers"] if c["tier"] == "web")
+    assert hpa["spec"]["maxReplicas"] == capped["maxReplicas"] < 400
+    wait_until(lambda: [e for e in kube.get("events", namespace=namespace)["items"]
+                        if e["involvedObject"]["name"] == "capped" and e["reason"] == "BudgetCapped"
+                        and e["type"] == "Warning"], 30, what="a BudgetCapped event")
+    kube.apply(variant("capped", {"web.autoscaling.maxReplicas": 400, "database.maxConnections": 5000}), namespace)
+    wait_until(lambda: kube.get("hpa", "capped-web", namespace)["spec"]["maxReplicas"] == 400, 60,
+               what="the spec's maximum back")
+    wait_until(lambda: {c["type"]: c["status"] for c in kube.get("flaskapp", "capped", namespace)["status"][
+        "conditions"]}.get("BudgetCapped") == "False", 60, what="BudgetCapped False")
 
 
 def test_a_degraded_app_recovers_when_fixed(kube, operator, namespace):

@@ -10,8 +10,11 @@ import re
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+import pytest
 
-from samples import load_sample
+from samples import BUDGET_REJECTED, load_sample, patched
+from flaskapp_operator.observe import Verdict, build_status
+from flaskapp_operator.schema import SpecError
 from flaskapp_operator.render import render
 from flaskapp_operator.tuning import cpu_cores, gunicorn_threads, gunicorn_workers, tune
 from flaskapp_operator.api import Resources, ResourceAmounts
@@ -67,9 +70,14 @@ def specs(draw):
     web = {**draw(scaling), "resources": {"limits": {"cpu": draw(cpu)}},
            "gunicorn": {"workerClass": draw(st.sampled_from(["gthread", "sync", "gevent"]))}}
     db = {"secretName": "db", "maxConnections": draw(st.integers(10, 2000)),
-          "reservedConnections": draw(st.integers(0, 9))}
+          "reservedConnections": draw(st.integers(0, 9)),
+          "budgetPolicy": draw(st.sampled_from(["capAutoscaling", "degrade"])),
+          "minimumPoolSize": draw(st.integers(1, 4))}
     if draw(st.booleans()):
         db["pool"] = {"size": draw(st.integers(1, 20)), "maxOverflow": draw(st.integers(0, 10))}
+    tiers = ["web"] + [f"worker-{p['name']}" for p in pools]
+    db["autoscalingPriority"] = draw(st.permutations(tiers).flatmap(lambda t: st.integers(0, len(t)).map(
+        lambda n: t[:n])))
     spec = {"image": "app:1", "wsgi": "app:app", "celeryApp": "app.celery", "web": web, "workerPools": pools,
             "beat": {"enabled": draw(st.booleans())}, "database": db}
     if draw(st.booleans()):
@@ -91,9 +99,86 @@ def test_peak_connections_fit_the_budget_or_the_app_is_degraded(doc):
         assert recomputed > available
         assert "maxConnections" in budget.message and str(available) in budget.message
         if "pool" not in doc["spec"]["database"]:
-            # Infeasible only when even the smallest pools cannot fit.
+            # Infeasible only when even the smallest acceptable pools cannot fit.
             for tier in rendered.tuning.tiers:
-                assert (tier.pool_size, tier.max_overflow) == (1, 0)
+                assert tier.pool_size <= doc["spec"]["database"]["minimumPoolSize"] and tier.max_overflow == 0
+        if doc["spec"]["database"]["budgetPolicy"] == "capAutoscaling":
+            # ... and even every autoscaler at its minimum.
+            for hpa in (o for o in rendered.objects if o["kind"] == "HorizontalPodAutoscaler"):
+                assert hpa["spec"]["maxReplicas"] == hpa["spec"]["minReplicas"]
+
+
+def requested_autoscaling(doc: dict, component: str) -> dict:
+    spec = doc["spec"]
+    if component == "web":
+        return spec["web"]["autoscaling"]
+    return next(p for p in spec["workerPools"] if f"worker-{p['name']}" == component)["autoscaling"]
+
+
+def requested_max_replicas(doc: dict, hpa: dict) -> int:
+    return requested_autoscaling(doc, hpa["metadata"]["labels"]["app.kubernetes.io/component"])["maxReplicas"]
+
+
+def with_max_replicas(objects: list[dict], changes: dict[str, int]) -> list[dict]:
+    """The rendered objects with some autoscalers' maxReplicas replaced (by component)."""
+    out = []
+    for o in objects:
+        component = o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        if o["kind"] == "HorizontalPodAutoscaler" and component in changes:
+            o = {**o, "spec": {**o["spec"], "maxReplicas": changes[component]}}
+        out.append(o)
+    return out
+
+
+def priority_order(doc: dict) -> list[str]:
+    """Autoscaled tiers, highest priority first, as the API documents database.autoscalingPriority."""
+    spec = doc["spec"]
+    autoscaled = (["web"] if "autoscaling" in spec["web"] else []) + [
+        f"worker-{p['name']}" for p in spec["workerPools"] if "autoscaling" in p]
+    given = [t for t in spec["database"].get("autoscalingPriority", []) if t in autoscaled]
+    return given + [t for t in autoscaled if t not in given]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_capped_autoscalers_fit_and_are_maximal_in_priority_order(doc):
+    """budgetPolicy capAutoscaling: the rendered plan fits; no capped maximum can be raised by one, alone, without
+    breaking the budget; nor even with every lower-priority autoscaler at its minimum (the order is kept)."""
+    doc["spec"]["database"]["budgetPolicy"] = "capAutoscaling"
+    rendered = render(doc, redis_password="pw")
+    assume(rendered.feasible)
+    available = doc["spec"]["database"]["maxConnections"] - doc["spec"]["database"]["reservedConnections"]
+    objects = rendered.objects
+    assert peak_connections_from_objects(objects) <= available
+    hpas = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in objects
+            if o["kind"] == "HorizontalPodAutoscaler"}
+    order = priority_order(doc)
+    assert sorted(order) == sorted(hpas)
+    capped = [c for c in order if hpas[c]["spec"]["maxReplicas"] < requested_max_replicas(doc, hpas[c])]
+    reported = {c["tier"]: c["maxReplicas"] for c in rendered.tuning.report()["budget"]["cappedAutoscalers"]}
+    assert reported == {c: hpas[c]["spec"]["maxReplicas"] for c in capped}
+    for component in capped:
+        assert hpas[component]["spec"]["maxReplicas"] >= hpas[component]["spec"]["minReplicas"]
+        one_more = {component: hpas[component]["spec"]["maxReplicas"] + 1}
+        assert peak_connections_from_objects(with_max_replicas(objects, one_more)) > available
+        lower = order[order.index(component) + 1:]
+        at_minimum = {c: hpas[c]["spec"]["minReplicas"] for c in lower}
+        assert peak_connections_from_objects(with_max_replicas(objects, {**at_minimum, **one_more})) > available
+
+
+def test_the_issues_example_caps_instead_of_degrading():
+    """The full sample with maxConnections 100 fits web maxReplicas 20; at 24 it used to be Degraded."""
+    doc = load_sample("full")
+    doc["spec"]["web"]["autoscaling"]["maxReplicas"] = 24
+    rendered = render(doc, redis_password="pw")
+    assert rendered.feasible
+    report = rendered.tuning.report()["budget"]
+    assert report["cappedAutoscalers"] and all(c["maxReplicas"] < c["requestedMaxReplicas"]
+                                               for c in report["cappedAutoscalers"])
+    assert peak_connections_from_objects(rendered.objects) <= 95
+    doc["spec"]["database"]["budgetPolicy"] = "degrade"
+    degraded = render(doc, redis_password="pw")
+    assert not degraded.feasible and "autoscaler maxima" in degraded.tuning.budget.message
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,6 +191,10 @@ def test_pools_are_as_large_as_the_budget_allows(doc):
     assume(rendered.feasible)
     # Everything below is read from the rendered objects, not from the engine's own figures.
     objects = rendered.objects
+    # Capped autoscalers come with the smallest pools (database.minimumPoolSize): a different promise,
+    # checked by the capping tests.
+    assume(not any(o["spec"]["maxReplicas"] < requested_max_replicas(doc, o) for o in objects
+                   if o["kind"] == "HorizontalPodAutoscaler"))
     env = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-env"))["data"]
     options = json.loads(env["web.SQLALCHEMY_ENGINE_OPTIONS"])
     threads = int(re.search(r"--threads[= ](\d+)", env["web.GUNICORN_CMD_ARGS"]).group(1)) \
@@ -177,3 +266,28 @@ def test_derived_celery_concurrency_obeys_the_memory_limit():
                        "workerPools": [{"name": "p", "resources": {"limits": {"cpu": "16", "memory": "256Mi"}}}]})
     pool = tune(spec).report()["workerPools"][0]
     assert pool["concurrencyBoundBy"] == "memory" and pool["concurrency"] * 96 <= 256
+
+
+@pytest.mark.parametrize("case,patch,field", BUDGET_REJECTED, ids=[c for c, _, _ in BUDGET_REJECTED])
+def test_the_parser_refuses_bad_budget_settings_naming_the_field(case, patch, field):
+    with pytest.raises(SpecError) as err:
+        render(patched(load_sample("full"), case, patch), redis_password="pw")
+    assert any(e.path.startswith(field) for e in err.value.errors), err.value
+
+
+def test_the_budget_capped_condition_names_each_lowered_maximum():
+    def status(max_replicas: int) -> dict:
+        doc = patched(load_sample("full"), "capped", {"web.autoscaling.maxReplicas": max_replicas})
+        tuning = render(doc, redis_password="pw").tuning.report()
+        return build_status(app="capped", generation=1, verdict=Verdict(), deployments=[], pool_names=[],
+                            tuning=tuning, url="http://x/", previous={}, now="2026-01-01T00:00:00Z")
+
+    capped = next(c for c in status(60)["conditions"] if c["type"] == "BudgetCapped")
+    assert capped["status"] == "True" and capped["reason"] == "AutoscalersCapped"
+    assert "web 60 -> " in capped["message"]
+    fits = next(c for c in status(4)["conditions"] if c["type"] == "BudgetCapped")
+    assert fits["status"] == "False" and fits["reason"] == "WithinBudget"
+    without_db = build_status(app="x", generation=1, verdict=Verdict(), deployments=[], pool_names=[],
+                              tuning=render(load_sample("minimal"), redis_password="pw").tuning.report(),
+                              url="http://x/", previous={}, now="2026-01-01T00:00:00Z")
+    assert "BudgetCapped" not in {c["type"] for c in without_db["conditions"]}

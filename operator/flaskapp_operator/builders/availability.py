@@ -19,7 +19,8 @@ def hpa(ctx: Context, component: str, autoscaling: Optional[Autoscaling]) -> lis
         "metadata": metadata(ctx, name, component),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": autoscaling.min_replicas, "maxReplicas": autoscaling.max_replicas,
+            # The spec's maximum, or lower when the connection budget caps it (database.budgetPolicy).
+            "minReplicas": autoscaling.min_replicas, "maxReplicas": ctx.tuning.max_replicas(component),
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                 "type": "Utilization", "averageUtilization": autoscaling.target_cpu_utilization}}}],
         },
