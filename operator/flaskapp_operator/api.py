@@ -400,6 +400,28 @@ class PoolOverrides:
     pre_ping: bool = field("pool_pre_ping: test connections before use.", default=True)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Pooler:
+    enabled: bool = field("Run PgBouncer between the app and the database: the app's DATABASE_URL points at it, "
+                          "and only its server-side pool counts against maxConnections, so the app's processes "
+                          "may together open more client connections than the database allows.", default=False)
+    pool_mode: str = field("transaction: a server connection is held for one transaction (most sharing; session "
+                           "state such as SET, LISTEN, advisory locks and server-side prepared statements is not "
+                           "kept across transactions); session: for the client's whole connection.",
+                           default="transaction", enum=("transaction", "session"))
+    replicas: int = field("PgBouncer pods.", default=2, minimum=1, maximum=20)
+    image: str = field("Image with the pgbouncer binary on its PATH (1.21 or later for preparedStatements).",
+                       default="edoburu/pgbouncer:v1.24.1-p1", pattern=IMAGE_REFERENCE)
+    pool_size: Optional[int] = field(
+        "Server connections per PgBouncer pod (default_pool_size, also its max_db_connections); the largest "
+        "that fits the budget when unset.", default=None, minimum=1, maximum=10000)
+    prepared_statements: bool = field(
+        "Transaction mode: let drivers use server-side prepared statements, tracked by PgBouncer itself "
+        "(max_prepared_statements, PgBouncer 1.21+). Off: psycopg's automatic prepares are turned off.",
+        default=False)
+    resources: Resources = field("CPU and memory of the pgbouncer container.", default=Resources)
+
+
 @rules(
     Rule("self.reservedConnections < self.maxConnections",
          "reservedConnections must be below maxConnections",
@@ -430,6 +452,7 @@ class Database:
         "Unlisted autoscaled tiers follow: web, then the worker pools in spec order.",
         default=list, max_items=11, item_pattern=r"^(web|worker-[a-z0-9]([-a-z0-9]*[a-z0-9])?)$",
         item_max_length=27)
+    pooler: Pooler = field("A PgBouncer tier in front of the database.", default=Pooler)
 
 
 @rules(

@@ -32,7 +32,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = []
     for doc in documents:
         try:
-            rendered = render(doc, redis_password=args.redis_password or secrets.token_urlsafe(24))
+            rendered = render(doc, redis_password=args.redis_password or secrets.token_urlsafe(24),
+                              database_url=args.database_url)
         except SpecError as exc:
             name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc, dict) else "?"
             for error in exc.errors:
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--filename", required=True, help="FlaskApp YAML file, or - for stdin")
     p.add_argument("--redis-password", help="password for the managed Redis Secret (random if unset)")
     p.add_argument("--tuning", action="store_true", help="also print the tuning report on stderr")
+    p.add_argument("--database-url", help="the URL in the database Secret, which configures spec.database.pooler "
+                                          "(the operator reads it from the Secret; a placeholder when unset)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinition")

@@ -214,6 +214,15 @@ class Cluster:
                 live[(kind, item["metadata"]["name"])] = item
         return live
 
+    def get_secret(self, namespace: str, name: str) -> Optional[dict]:
+        """A Secret the user owns (the database URL a pooler needs), or None when it does not exist."""
+        try:
+            return self.resource("v1", "Secret").get(namespace=namespace, name=name).to_dict()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def list_pods(self, namespace: str, app: str) -> list[dict]:
         """The app's pods, read-only: their container states tell why a tier does not become ready."""
         items = self.resource("v1", "Pod").get(namespace=namespace, label_selector=instance_selector(app))

@@ -62,9 +62,11 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     #    their CRDs are served.
     monitoring_api = cluster.monitoring_api()
     password = secret_value(live.get(("Secret", child_name(name, REDIS_SECRET_SUFFIX))), "password")
+    database_url, missing = _pooler_database_url(cluster, namespace, body.get("spec"))
     try:
         rendered: Optional[Rendered] = render(body, redis_password=password or secrets.token_urlsafe(24),
-                                              uid=meta["uid"], monitoring_api=monitoring_api)
+                                              uid=meta["uid"], monitoring_api=monitoring_api,
+                                              database_url=database_url)
     except SpecError as exc:
         rendered = None
         verdict = Verdict("InvalidSpec", str(exc))
@@ -76,7 +78,9 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     if rendered is not None:
         verdict = Verdict()
         desired = rendered.objects
-        if not rendered.feasible:
+        if missing:
+            verdict = Verdict("DatabaseSecretMissing", missing)
+        elif not rendered.feasible:
             verdict = Verdict("ConnectionBudgetExceeded", rendered.tuning.budget.message)
         else:
             to_apply = desired
@@ -145,6 +149,22 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     if pruned:
         cluster.post_event(body, "Normal", "Pruned", "deleted " + ", ".join(f"{k}/{n}" for k, n in pruned))
     return status
+
+
+def _pooler_database_url(cluster: Cluster, namespace: str, spec) -> tuple[Optional[str], Optional[str]]:
+    """The URL in the database Secret when spec.database.pooler is enabled (PgBouncer is configured from it),
+    and why it is missing, if it is. Read before parsing: an invalid spec reads nothing."""
+    db = (spec or {}).get("database") if isinstance(spec, dict) else None
+    if not isinstance(db, dict) or not (db.get("pooler") or {}).get("enabled"):
+        return None, None
+    secret_name, key = db.get("secretName"), db.get("urlKey", "url")
+    if not isinstance(secret_name, str):
+        return None, None  # the parser names the field
+    url = secret_value(cluster.get_secret(namespace, secret_name), key)
+    if url is None:
+        return None, (f"the pooler is configured from the database URL, but Secret {secret_name} has no key {key} "
+                      f"(or does not exist); create it and the rollout resumes")
+    return url, None
 
 
 def _condition(status: dict, ctype: str) -> dict:

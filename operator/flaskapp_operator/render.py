@@ -48,13 +48,16 @@ def app_ref(document: dict) -> AppRef:
 
 
 def render(document: dict, *, redis_password: str, addresses: Optional[Addresses] = None,
-           uid: Optional[str] = None, monitoring_api: bool = True) -> Rendered:
+           uid: Optional[str] = None, monitoring_api: bool = True,
+           database_url: Optional[str] = None) -> Rendered:
     """Everything the operator would apply for `document` (a FlaskApp as a dict).
 
     `redis_password` is an input so that rendering stays pure: the operator passes the one stored in the
     existing Secret, or a new random one the first time. `addresses` replaces Service addresses (the
     workload tests run the same configuration on loopback). `monitoring_api`: whether PodMonitor and
-    PrometheusRule can be created (the operator asks the cluster; offline they are assumed).
+    PrometheusRule can be created (the operator asks the cluster; offline they are assumed). `database_url`:
+    the URL in the database Secret, which configures PgBouncer when spec.database.pooler is enabled (a
+    placeholder when not given).
     """
     ref = app_ref(document)
     if uid:
@@ -63,6 +66,6 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
     tuning = tune(spec)
     ctx = Context(app=ref, spec=spec, tuning=tuning,
                   addresses=addresses or Addresses.in_cluster(ref.name, ref.namespace, spec.web.port),
-                  redis_password=redis_password, monitoring_api=monitoring_api)
+                  redis_password=redis_password, monitoring_api=monitoring_api, database_url=database_url)
     return Rendered(spec=spec, tuning=tuning, objects=desired_objects(ctx),
                     migration_job=migration_job_name(ctx) if spec.migrations else None)

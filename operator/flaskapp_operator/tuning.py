@@ -20,6 +20,7 @@ from .api import Autoscaling, FlaskAppSpec, Resources
 DEFAULT_REQUESTS = {
     "web": ("500m", "512Mi"), "worker": ("500m", "512Mi"), "beat": ("100m", "256Mi"),
     "migrations": ("250m", "256Mi"), "nginx": ("100m", "64Mi"),
+    "pooler": ("100m", "64Mi"),  # PgBouncer: one process, about 2 KiB per client (pgbouncer.org/features.html)
 }
 SURGE_FRACTION = Decimal("0.25")  # the Deployment default maxSurge (25%), which we render explicitly
 REDIS_MAXMEMORY_FRACTION = Decimal("0.75")  # headroom for fragmentation, client and AOF buffers
@@ -32,6 +33,9 @@ DEFAULT_WEB_REPLICAS = 2
 DEFAULT_POOL_REPLICAS = 1
 GEVENT_POOL_DEMAND = 10  # greenlets are cheap; their DB connections are not
 MAX_AUTOSCALER_REPLICAS = 1000  # the API's bound on maxReplicas
+POOLER_TIER = "pooler"
+# Room on PgBouncer's max_client_conn beyond the app's own peak: psql sessions, a one-off job.
+POOLER_SPARE_CLIENTS = 10
 
 
 def effective_requests(resources: Resources, tier: str) -> dict[str, str]:
@@ -123,6 +127,7 @@ class TierConnections:
     max_overflow: int
     surges: bool = True  # a RollingUpdate adds maxSurge pods during a rollout; Recreate and Jobs do not
     autoscaling: Optional[Autoscaling] = None  # what the spec asked for, when an autoscaler drives the tier
+    via_pooler: bool = False  # connects to PgBouncer: its connections are PgBouncer's clients, not the server's
 
     @property
     def peak_pods(self) -> int:
@@ -164,6 +169,7 @@ class Tuning:
     redis_broker_maxmemory: int
     tiers: tuple[TierConnections, ...]
     budget: Optional[Budget]
+    pooler_max_clients: int = 0  # PgBouncer's max_client_conn: every client connection at peak, on one pod
 
     @property
     def feasible(self) -> bool:
@@ -199,9 +205,15 @@ class Tuning:
                  "threadsPerProcess": t.threads_per_process, "poolSize": t.pool_size,
                  "maxOverflow": t.max_overflow, "connectionsAtPeak": t.connections_at_peak,
                  **({"maxReplicas": t.most_pods, "requestedMaxReplicas": t.autoscaling.max_replicas}
-                    if t.autoscaling else {})}
+                    if t.autoscaling else {}), **({"viaPooler": True} if t.via_pooler else {})}
                 for t in self.tiers],
         }
+        if self.pooler_max_clients:
+            pooler = self.tier(POOLER_TIER)
+            out["pooler"] = {"replicas": pooler.most_pods, "peakPods": pooler.peak_pods,
+                             "poolSize": pooler.pool_size, "serverConnectionsAtPeak": pooler.connections_at_peak,
+                             "clientConnectionsAtPeak": sum(t.connections_at_peak for t in self.tiers if t.via_pooler),
+                             "maxClientConnections": self.pooler_max_clients}
         if self.budget:
             out["budget"] = {"maxConnections": self.budget.max_connections,
                              "reserved": self.budget.reserved, "available": self.budget.available,
@@ -224,7 +236,10 @@ def tune(spec: FlaskAppSpec) -> Tuning:
         for p in spec.worker_pools}
     concurrency = {name: count for name, (count, _) in derived.items()}
     demands = _connection_demands(spec, web, concurrency)
-    tiers, budget = _fit_budget(spec, demands)
+    if spec.database and spec.database.pooler.enabled:
+        tiers, budget = _fit_pooler(spec, demands)
+    else:
+        tiers, budget = _fit_budget(spec, demands)
     return Tuning(
         web=web,
         pool_concurrency=concurrency,
@@ -234,6 +249,8 @@ def tune(spec: FlaskAppSpec) -> Tuning:
         redis_broker_maxmemory=redis_maxmemory(spec.redis.broker.memory),
         tiers=tiers,
         budget=budget,
+        pooler_max_clients=(sum(t.connections_at_peak for t in tiers if t.via_pooler) + POOLER_SPARE_CLIENTS
+                            if any(t.via_pooler for t in tiers) else 0),
     )
 
 
@@ -299,7 +316,8 @@ def _assign(demands: list[_Demand], size_cap: int, overflow_cap: int,
 
 
 def _total(tiers: Sequence[TierConnections]) -> int:
-    return sum(t.connections_at_peak for t in tiers)
+    """Server connections at the worst moment (PgBouncer's clients are not the server's)."""
+    return sum(t.connections_at_peak for t in tiers if not t.via_pooler)
 
 
 def _with_most(tiers: Sequence[TierConnections], name: str, most: int) -> list[TierConnections]:
@@ -395,6 +413,32 @@ def _fit_budget(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierC
     return tightest, budget(tightest, False, _infeasible_message(
         tightest, total, available, db.max_connections, db.reserved_connections, overridden, smallest,
         capped=db.budget_policy == "capAutoscaling" and bool(capping_order(spec))))
+
+
+def _fit_pooler(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierConnections, ...], Budget]:
+    """With PgBouncer in front: the app's processes keep the pools they want (or the overrides) as PgBouncer
+    clients; the server sees PgBouncer's pools (default_pool_size, capped by max_db_connections, per pod, at
+    the pooler's peak with its rolling-update surge) and the migration Job, which connects directly (a migration
+    holds session state: advisory locks, long transactions). PgBouncer's config docs (pgbouncer.org/config.html)."""
+    db = spec.database
+    available = db.max_connections - db.reserved_connections
+    clients = [dataclasses.replace(t, via_pooler=t.tier != "migrations")
+               for t in _assign(demands, 10**6, 10**6, db.pool.size, db.pool.max_overflow)]
+    pooler = TierConnections(POOLER_TIER, db.pooler.replicas, 1, 1, 1, 0)
+    room = available - _total(clients)
+    size = db.pooler.pool_size or max(1, room // pooler.peak_pods)
+    tiers = (*clients, dataclasses.replace(pooler, pool_size=size))
+    total = _total(tiers)
+    feasible = total <= available
+    server = tiers[-1]
+    message = (f"{total} of {available} connections at peak: PgBouncer {server.peak_pods} pods x {size}"
+               if feasible else
+               f"connection budget exceeded: peak {total} > {available} (maxConnections {db.max_connections} - "
+               f"reservedConnections {db.reserved_connections}): PgBouncer {server.peak_pods} pods at peak "
+               f"(replicas {server.most_pods} + surge) x poolSize {size} = {server.connections_at_peak}"
+               f"{' + migrations 1' if spec.migrations else ''}. Lower database.pooler.replicas or poolSize, "
+               f"or raise database.maxConnections.")
+    return tiers, Budget(db.max_connections, db.reserved_connections, total, feasible, message, db.budget_policy)
 
 
 def _cap_autoscalers_to_minimum(tiers: tuple[TierConnections, ...], order: list[str]) -> tuple[TierConnections, ...]:

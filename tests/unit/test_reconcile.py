@@ -14,8 +14,8 @@ UID = "00000000-0000-4000-8000-000000000001"
 class MemoryCluster:
     """The reads and writes reconcile() makes, on a dict of live objects."""
 
-    def __init__(self, app: dict, live: dict):
-        self.app, self.live = app, live
+    def __init__(self, app: dict, live: dict, secrets: dict | None = None):
+        self.app, self.live, self.secrets = app, live, secrets or {}
         self.applied: list = []
         self.pruned: list = []
         self.status: dict = {}
@@ -44,6 +44,9 @@ class MemoryCluster:
 
     def list_pods(self, namespace, name):
         return []
+
+    def get_secret(self, namespace, name):
+        return self.secrets.get(name)
 
     def pod_events(self, namespace, names):
         return {}
@@ -80,3 +83,29 @@ def test_a_running_migration_is_never_pruned_and_the_next_one_waits_for_it():
     reconcile(cluster, "ns", "shop")
     assert ("Job", "shop-migrate-earlier") in cluster.pruned
     assert [k for k in cluster.applied if k[0] == "Job"] != []
+
+
+def test_a_pooler_waits_for_the_database_secret_and_then_rolls_out_from_it():
+    import base64
+
+    app = load_sample("full")
+    app["metadata"].update(namespace="ns", uid=UID, generation=1)
+    app["spec"]["database"]["pooler"] = {"enabled": True}
+    cluster = MemoryCluster(app, {})
+    reconcile(cluster, "ns", "shop")
+    degraded = next(c for c in cluster.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "DatabaseSecretMissing" and "shop-db" in degraded["message"]
+    assert cluster.applied == []
+
+    url = "postgresql+psycopg://shop:pw@db.example:5432/shop"
+    cluster.secrets["shop-db"] = {"data": {"url": base64.b64encode(url.encode()).decode()}}
+    reconcile(cluster, "ns", "shop")
+    pooler = cluster.live[("Secret", "shop-pooler")]
+    ini = base64.b64decode(pooler["data"]["pgbouncer.ini"]).decode()
+    assert "shop = host=db.example port=5432 dbname=shop user=shop" in ini
+    assert ("Deployment", "shop-pooler") in cluster.applied
+
+    cluster.secrets["shop-db"] = {"data": {"url": base64.b64encode(b"mysql://shop:pw@db/shop").decode()}}
+    reconcile(cluster, "ns", "shop")
+    degraded = next(c for c in cluster.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "InvalidSpec" and "Secret shop-db key url" in degraded["message"]

@@ -10,6 +10,7 @@ from .monitoring import monitor_objects
 from .network import ingress_objects, service_account
 from .nginx import nginx_objects
 from .policies import network_policies
+from .pooler import pooler_objects
 from .redis import redis_objects
 
 __all__ = ["Addresses", "AppRef", "Context", "desired_objects"]
@@ -21,6 +22,7 @@ def desired_objects(ctx: Context) -> list[dict]:
         service_account(ctx),
         env_configmap(ctx),
         *redis_objects(ctx),
+        *pooler_objects(ctx),
         *migration_objects(ctx),
         *web_objects(ctx, checksums),
         *celery_probe_objects(ctx),

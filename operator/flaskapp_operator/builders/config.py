@@ -15,6 +15,8 @@ from ..templates import render_template
 from ..tuning import TierConnections
 from .common import checksum, metadata
 from .context import Context
+from .pooler import SECRET_SUFFIX as POOLER_SECRET_SUFFIX
+from .pooler import database_url, pooler_secret_checksum
 
 REDIS_SECRET_SUFFIX = "redis"
 
@@ -26,6 +28,13 @@ def engine_options(ctx: Context, tier: TierConnections) -> str:
                "pool_recycle": pool.recycle_seconds if pool else 1800,
                "pool_pre_ping": pool.pre_ping if pool else True,
                "pool_timeout": pool.timeout_seconds if pool else 10}
+    pooler = ctx.spec.database.pooler if ctx.spec.database else None
+    if (tier.via_pooler and pooler.pool_mode == "transaction" and not pooler.prepared_statements
+            and database_url(ctx).driver == "psycopg"):
+        # psycopg 3 prepares a query on the server after 5 runs (prepare_threshold); under transaction pooling the
+        # next transaction may run on another server connection, where it does not exist. psycopg2 never
+        # prepares. (psycopg.org/psycopg3/docs/advanced/prepare.html, "Using prepared statements with PgBouncer")
+        options["connect_args"] = {"prepare_threshold": None}
     return json.dumps(options, sort_keys=True)
 
 
@@ -76,7 +85,8 @@ def tier_settings(ctx: Context) -> dict[str, dict[str, str]]:
     if ctx.spec.migrations:
         out["migrations"] = {}
     for tier in t.tiers:
-        out[tier.tier]["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(ctx, tier)
+        if tier.tier in out:  # not PgBouncer's own pool
+            out[tier.tier]["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(ctx, tier)
     return out
 
 
@@ -124,7 +134,7 @@ def app_env(ctx: Context, tier: str) -> list[dict]:
     env = [_config_ref(k, configmap, k) for k in shared_settings(ctx)]
     env += [_config_ref(k, configmap, f"{tier}.{k}") for k in tier_settings(ctx).get(tier, {})]
     if ctx.spec.database:
-        env.append(_secret_ref("DATABASE_URL", ctx.spec.database.secret_name, ctx.spec.database.url_key))
+        env.append(database_url_env(ctx, tier))
     env += redis_url_env(ctx)
     env += tracing_env(ctx, tier)
     user = {e.name: e for e in ctx.spec.env}
@@ -137,6 +147,15 @@ def app_env(ctx: Context, tier: str) -> list[dict]:
             entry["valueFrom"] = e.value_from
         env.append(entry)
     return env
+
+
+def database_url_env(ctx: Context, tier: str) -> dict:
+    """DATABASE_URL: PgBouncer's when a pooler runs (the migration Job keeps the server's: it may hold session
+    state, such as an advisory lock, across transactions), else the server's from the user's Secret."""
+    db = ctx.spec.database
+    if db.pooler.enabled and tier != "migrations":
+        return _secret_ref("DATABASE_URL", ctx.child(POOLER_SECRET_SUFFIX), "url")
+    return _secret_ref("DATABASE_URL", db.secret_name, db.url_key)
 
 
 def redis_url_env(ctx: Context) -> list[dict]:
@@ -204,5 +223,8 @@ def config_checksums(ctx: Context) -> dict[str, str]:
         env = app_env(ctx, tier)
         read = {e["name"]: data.get(e["valueFrom"]["configMapKeyRef"]["key"])
                 for e in env if "configMapKeyRef" in e.get("valueFrom", {})}
-        out[tier] = checksum(read, env, app_env_from(ctx), redis_password_checksum(ctx))
+        parts = [read, env, app_env_from(ctx), redis_password_checksum(ctx)]
+        if pooled := pooler_secret_checksum(ctx):  # only when a pooler runs: other apps' pods keep their checksum
+            parts.append(pooled)
+        out[tier] = checksum(*parts)
     return out

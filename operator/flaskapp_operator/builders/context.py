@@ -10,6 +10,7 @@ from ..naming import child_name, image_version
 from ..tuning import Tuning
 
 REDIS_PORT = 6379
+POOLER_PORT = 6432  # PgBouncer's default
 NGINX_PORT = 8080  # the unprivileged nginx image cannot bind below 1024
 STATIC_ROOT = "/var/www/static"
 
@@ -29,6 +30,9 @@ class Addresses:
     mime_types: str = "/etc/nginx/mime.types"
     gunicorn_config_dir: str = "/etc/flaskapp/gunicorn"
     celery_probe_dir: str = "/etc/flaskapp/celery"
+    pooler: str = "127.0.0.1:6432"  # where the app finds PgBouncer (spec.database.pooler)
+    pooler_listen_port: int = 6432
+    pooler_config_dir: str = "/etc/flaskapp/pgbouncer"
     # Inside a pod, between a server and its exporter sidecar (monitoring).
     statsd: str = "127.0.0.1:9125"  # gunicorn -> statsd_exporter, UDP
     nginx_status_listen: str = "127.0.0.1:8081"  # nginx stub_status, for nginx-prometheus-exporter
@@ -46,7 +50,7 @@ class Addresses:
 
         return cls(gunicorn_bind=f"0.0.0.0:{web_port}", nginx_listen=str(NGINX_PORT),
                    upstream=svc("web", web_port), redis_cache=svc("redis-cache", REDIS_PORT),
-                   redis_broker=svc("redis-broker", REDIS_PORT))
+                   redis_broker=svc("redis-broker", REDIS_PORT), pooler=svc("pooler", POOLER_PORT))
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class Context:
     redis_password: str
     # Whether the cluster serves monitoring.coreos.com/v1 (PodMonitor, PrometheusRule). The CLI assumes so.
     monitoring_api: bool = True
+    # The database URL from the user's Secret, which configures PgBouncer (spec.database.pooler); read by the
+    # operator, given to the CLI with --database-url.
+    database_url: Optional[str] = None
 
     @property
     def name(self) -> str:

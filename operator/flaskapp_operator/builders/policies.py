@@ -4,6 +4,7 @@ deny everything, and nothing else in the cluster reaches gunicorn or Redis.
 
     ingress controller -> nginx -> web -> {redis-cache, redis-broker, database}
                                   workers, beat, migrations -> {redis-cache, redis-broker, database}
+    with a pooler: web, workers, beat -> pooler -> database (migrations still -> database)
     flower -> redis-broker (monitoring)
     monitoring.scrapeFrom -> each tier's metrics ports (monitoring)
     every tier that resolves names -> DNS
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 from ..naming import COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL, selector_labels
 from .common import metadata
-from .context import NGINX_PORT, REDIS_PORT, Context
+from ..tuning import POOLER_TIER
+from .context import NGINX_PORT, POOLER_PORT, REDIS_PORT, Context
 from .monitoring import METRICS_PORTS, enabled as monitoring_enabled, flower_enabled
 
 # DNS wherever the cluster runs it (a kube-system pod, a node-local cache, a host process).
@@ -25,7 +27,20 @@ EXTERNAL_REDIS_PORTS = (6379, 6380)
 def app_tiers(ctx: Context) -> list[str]:
     """The tiers that run the app's code, hence talk to Redis and the database: exactly the tiers the
     connection budget counts (web first)."""
-    return [t.tier for t in ctx.tuning.tiers]
+    return [t.tier for t in ctx.tuning.tiers if t.tier != POOLER_TIER]
+
+
+def _pooled(ctx: Context, tier: str) -> bool:
+    """Whether `tier` reaches the database through PgBouncer (builders/config.py, database_url_env)."""
+    return bool(ctx.spec.database and ctx.spec.database.pooler.enabled and tier != "migrations")
+
+
+def _database_egress(ctx: Context) -> dict:
+    np = ctx.spec.network_policy
+    rule: dict = {"ports": _tcp(np.database_port)}
+    if np.database_to:
+        rule = {"to": [dict(peer) for peer in np.database_to], **rule}
+    return rule
 
 
 def _pods(ctx: Context, components: list[str]) -> dict:
@@ -51,18 +66,17 @@ def _policy(ctx: Context, component: str, ingress: list[dict], egress: list[dict
             "metadata": metadata(ctx, ctx.child(component), component), "spec": spec}
 
 
-def _app_egress(ctx: Context) -> list[dict]:
+def _app_egress(ctx: Context, tier: str) -> list[dict]:
     spec, np = ctx.spec, ctx.spec.network_policy
     rules = [DNS_EGRESS]
     if spec.redis.mode == "managed":
         rules.append({"to": [_pods(ctx, list(ctx.redis_components))], "ports": _tcp(REDIS_PORT)})
     else:
         rules.append({"ports": _tcp(*EXTERNAL_REDIS_PORTS)})
-    if spec.database:
-        rule: dict = {"ports": _tcp(np.database_port)}
-        if np.database_to:
-            rule = {"to": [dict(peer) for peer in np.database_to], **rule}
-        rules.append(rule)
+    if _pooled(ctx, tier):
+        rules.append({"to": [_pods(ctx, [POOLER_TIER])], "ports": _tcp(POOLER_PORT)})
+    elif spec.database:
+        rules.append(_database_egress(ctx))
     rules.extend(dict(extra) for extra in np.extra_egress)
     return rules
 
@@ -88,10 +102,13 @@ def network_policies(ctx: Context) -> list[dict]:
                 egress=[DNS_EGRESS, {"to": [_pods(ctx, ["web"])], "ports": _tcp(web_port)}]),
         _policy(ctx, "web", ingress=[{"from": [_pods(ctx, ["nginx"])], "ports": _tcp(web_port)},
                                      *_scrapers(ctx, "statsd-metrics")],
-                egress=_app_egress(ctx)),
+                egress=_app_egress(ctx, "web")),
     ]
     # Workers, beat and migrations serve nothing: no ingress at all.
-    policies += [_policy(ctx, tier, ingress=[], egress=_app_egress(ctx)) for tier in app_tiers(ctx)[1:]]
+    policies += [_policy(ctx, tier, ingress=[], egress=_app_egress(ctx, tier)) for tier in app_tiers(ctx)[1:]]
+    if pooled := [t for t in app_tiers(ctx) if _pooled(ctx, t)]:
+        policies.append(_policy(ctx, POOLER_TIER, ingress=[{"from": [_pods(ctx, pooled)], "ports": _tcp(POOLER_PORT)}],
+                                egress=[DNS_EGRESS, _database_egress(ctx)]))
     broker_clients = app_tiers(ctx)
     if flower_enabled(ctx):
         broker_clients = [*broker_clients, "flower"]

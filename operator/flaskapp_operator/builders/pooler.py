@@ -1,0 +1,139 @@
+"""PgBouncer between the app and its database (spec.database.pooler): a Deployment, a Service, a PDB and a
+Secret holding its config, its auth file and the URL the app connects to.
+
+The pooler needs the database's user and password, which live in the user's Secret: the operator reads it
+and passes the URL in (`Context.database_url`), so rendering stays pure."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from ..schema import FieldError, SpecError
+from ..templates import render_template
+from ..tuning import POOLER_TIER
+from .availability import pdb
+from .common import (ROLLING_UPDATE, checksum, deployment, drain_before_stop, metadata, pod_spec, resources,
+                     restricted_container_security, restricted_pod_security, service, tcp_probe)
+from .context import POOLER_PORT, Context
+
+POOLER_USER = 70  # the postgres user of Alpine-based PgBouncer images; the image needs no write access
+CONFIG_DIR = "/etc/flaskapp/pgbouncer"
+SECRET_SUFFIX = "pooler"
+# libpq parameters about the client's TLS to the server: they now apply between PgBouncer and the server.
+TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword")
+# Placeholder for `flaskapp-operator render` without --database-url: the operator reads the real one.
+PLACEHOLDER_URL = "postgresql://USER:PASSWORD@DATABASE_HOST:5432/DATABASE"
+SERVER_LIFETIME_SECONDS = 3600  # PgBouncer's default; below most NAT and load balancer idle cut-offs
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    scheme: str
+    user: str
+    password: str
+    host: str
+    port: int
+    dbname: str
+    query: tuple[tuple[str, str], ...]
+
+    @property
+    def driver(self) -> str:
+        """SQLAlchemy's driver name: postgresql+psycopg -> psycopg; plain postgresql -> psycopg2 (its default)."""
+        return self.scheme.partition("+")[2] or "psycopg2"
+
+
+def parse_database_url(url: str, where: str) -> DatabaseUrl:
+    """A PostgreSQL URL as SQLAlchemy and libpq read it; errors name the Secret key it came from."""
+    parts = urlsplit(url)
+    problems = []
+    if parts.scheme.partition("+")[0] not in ("postgresql", "postgres"):
+        problems.append("the pooler speaks PostgreSQL: the URL must start with postgresql:// (or postgresql+driver://)")
+    if not parts.hostname:
+        problems.append("the URL has no host")
+    if not parts.username:
+        problems.append("the URL has no user: PgBouncer logs in to the server as that user")
+    if not parts.path.strip("/"):
+        problems.append("the URL has no database name")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        problems.append("the URL's port is not a number")
+        port = 5432
+    if problems:
+        raise SpecError([FieldError(where, "; ".join(problems))])
+    return DatabaseUrl(parts.scheme, unquote(parts.username), unquote(parts.password or ""), parts.hostname, port,
+                       unquote(parts.path.strip("/")), tuple(parse_qsl(parts.query)))
+
+
+def pooler_url(ctx: Context, db: DatabaseUrl) -> str:
+    """The URL the app connects to: same driver, user, password and database, at the pooler's Service; the TLS
+    parameters stay with PgBouncer (server_tls_sslmode), the rest are passed on."""
+    host = ctx.addresses.pooler
+    query = urlencode([(k, v) for k, v in db.query if k not in TLS_PARAMETERS])
+    userinfo = f"{quote(db.user, safe='')}:{quote(db.password, safe='')}"
+    return urlunsplit((db.scheme, f"{userinfo}@{host}", "/" + quote(db.dbname, safe=""), query, ""))
+
+
+def _quoted(value: str) -> str:
+    """A double-quoted auth_file field: a double quote is written twice (pgbouncer.org/config.html#auth_file)."""
+    return '"' + value.replace('"', '""') + '"'
+
+
+def pooler_files(ctx: Context, db: DatabaseUrl) -> dict[str, str]:
+    pooler = ctx.spec.database.pooler
+    tier = ctx.tuning.tier(POOLER_TIER)
+    sslmode = dict(db.query).get("sslmode", "prefer")  # libpq's default
+    ini = render_template(
+        "pgbouncer.ini.j2", app=ctx.name, database=db.dbname, host=db.host, port=db.port, dbname=db.dbname,
+        user=db.user, port_listen=ctx.addresses.pooler_listen_port,
+        auth_file=f"{ctx.addresses.pooler_config_dir}/userlist.txt",
+        pool_mode=pooler.pool_mode, pool_size=tier.pool_size, max_clients=ctx.tuning.pooler_max_clients,
+        prepared_statements=pooler.prepared_statements, server_sslmode=sslmode,
+        server_lifetime=SERVER_LIFETIME_SECONDS)
+    return {"pgbouncer.ini": ini, "userlist.txt": f"{_quoted(db.user)} {_quoted(db.password)}\n",
+            "url": pooler_url(ctx, db)}
+
+
+def database_url(ctx: Context) -> DatabaseUrl:
+    db = ctx.spec.database
+    return parse_database_url(ctx.database_url or PLACEHOLDER_URL, f"Secret {db.secret_name} key {db.url_key}")
+
+
+def pooler_secret_checksum(ctx: Context) -> Optional[str]:
+    """What app pods must restart for: the URL they were started with (a rotated password)."""
+    if not (ctx.spec.database and ctx.spec.database.pooler.enabled):
+        return None
+    return checksum(pooler_files(ctx, database_url(ctx)))
+
+
+def pooler_objects(ctx: Context) -> list[dict]:
+    if not (ctx.spec.database and ctx.spec.database.pooler.enabled):
+        return []
+    pooler = ctx.spec.database.pooler
+    files = pooler_files(ctx, database_url(ctx))
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": metadata(ctx, ctx.child(SECRET_SUFFIX), POOLER_TIER), "data": {k: base64.b64encode(v.encode()).decode() for k, v in files.items()}}
+    container = {
+        "name": "pgbouncer",
+        "image": pooler.image,
+        "command": ["pgbouncer", f"{ctx.addresses.pooler_config_dir}/pgbouncer.ini"],
+        "ports": [{"name": "postgres", "containerPort": POOLER_PORT, "protocol": "TCP"}],
+        "resources": resources(pooler.resources, "pooler"),
+        "readinessProbe": tcp_probe("postgres", period=5),
+        "livenessProbe": tcp_probe("postgres", period=10, failures=6),
+        # Endpoints drop the pod first; then SIGTERM (PgBouncer closes; clients' pre-ping reconnects elsewhere).
+        "lifecycle": drain_before_stop(),
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [{"name": "config", "mountPath": ctx.addresses.pooler_config_dir, "readOnly": True}],
+    }
+    volume = {"name": "config", "secret": {"secretName": ctx.child(SECRET_SUFFIX), "defaultMode": 0o440}}
+    pod = pod_spec(ctx, restricted_pod_security(POOLER_USER, fs_group=POOLER_USER), [container], [volume])
+    workload = deployment(ctx, POOLER_TIER, pod, replicas=pooler.replicas, strategy=ROLLING_UPDATE,
+                          checksum_value=checksum(files), versioned=False)
+    return [secret, workload, service(ctx, POOLER_TIER, POOLER_PORT, "postgres", port_name="postgres"),
+            pdb(ctx, POOLER_TIER)]
+
+
