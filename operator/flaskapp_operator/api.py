@@ -417,7 +417,8 @@ class Pooler:
         "that fits the budget when unset.", default=None, minimum=1, maximum=10000)
     prepared_statements: bool = field(
         "Transaction mode: let drivers use server-side prepared statements, tracked by PgBouncer itself "
-        "(max_prepared_statements, PgBouncer 1.21+). Off: psycopg's automatic prepares are turned off.",
+        "(max_prepared_statements, PgBouncer 1.21+). Off: psycopg's automatic prepares are turned off "
+        "(connect_args prepare_threshold None; a plain postgresql:// URL is psycopg 3, SQLAlchemy 2.1's default).",
         default=False)
     resources: Resources = field("CPU and memory of the pgbouncer container.", default=Resources)
 

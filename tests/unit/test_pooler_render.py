@@ -93,9 +93,11 @@ def test_transaction_mode_turns_psycopg_prepares_off_and_session_mode_keeps_them
     assert "connect_args" not in json.loads(env["migrations.SQLALCHEMY_ENGINE_OPTIONS"])  # direct
     for patch, url in (({"database.pooler": {"enabled": True, "poolMode": "session"}}, URL),
                        ({"database.pooler": {"enabled": True, "preparedStatements": True}}, URL),
-                       ({}, "postgresql://shop:pw@db/shop")):  # psycopg2 never prepares
+                       ({}, "postgresql+psycopg2://shop:pw@db/shop")):  # psycopg2 never prepares
         env = by_key(pooled(patch, url).objects)[("ConfigMap", "shop-env")]["data"]
         assert "connect_args" not in json.loads(env["web.SQLALCHEMY_ENGINE_OPTIONS"])
+    plain = by_key(pooled({}, "postgresql://shop:pw@db/shop").objects)[("ConfigMap", "shop-env")]["data"]
+    assert "connect_args" in json.loads(plain["web.SQLALCHEMY_ENGINE_OPTIONS"])  # SQLAlchemy 2.1: psycopg
     prepared = ini(pooled({"database.pooler": {"enabled": True, "preparedStatements": True}}).objects)
     assert prepared["pgbouncer"]["max_prepared_statements"] == "200"
 

@@ -127,7 +127,8 @@ class Stack:
                          runtime_dir=str(self.workdir / "nginx"), gunicorn_config_dir=str(self.workdir / "gunicorn"),
                          celery_probe_dir=str(self.workdir / "celery"),
                          statsd=f"127.0.0.1:{p['statsd']}", nginx_status_listen=f"127.0.0.1:{p['nginx-status']}",
-                         access_log_syslog=f"127.0.0.1:{p['access-log']}")
+                         access_log_syslog=f"127.0.0.1:{p['access-log']}", pooler=f"127.0.0.1:{p['pooler']}",
+                         pooler_listen_port=p["pooler"], pooler_config_dir=str(self.workdir / "pgbouncer"))
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
                user: str | None = None) -> subprocess.Popen:
@@ -143,14 +144,17 @@ class Stack:
     def start(self, with_postgres: bool = True, with_celery: bool = True) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
         names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "statsd", "nginx-status",
-                 "access-log")
+                 "access-log", "pooler")
         self.ports.update(zip(names, free_ports(len(names))))
-        self.rendered = render(self.document, redis_password=REDIS_PASSWORD, addresses=self.addresses())
+        self.rendered = render(self.document, redis_password=REDIS_PASSWORD, addresses=self.addresses(),
+                               database_url=self.database_url)
         try:
             self._start_redis("redis-cache")
             self._start_redis("redis-broker")
             if with_postgres:
                 self._start_postgres()
+            if self.pooled:
+                self.start_pooler()
             self.start_gunicorn()
             if with_celery:
                 self.start_celery()
@@ -212,6 +216,23 @@ class Stack:
             time.sleep(0.2)
         subprocess.run(psql + ["-c", f"create user {DB_USER} password '{DB_USER}'",
                                "-c", f"create database {DB_USER} owner {DB_USER}"], check=True, capture_output=True)
+
+    @property
+    def pooled(self) -> bool:
+        return bool(self.rendered.spec.database and self.rendered.spec.database.pooler.enabled)
+
+    def start_pooler(self) -> None:
+        """PgBouncer as its pod runs it: the rendered command, its Secret's files where the volume would mount
+        them (readable by the user it runs as: PgBouncer refuses to run as root)."""
+        container = find(self.rendered.objects, "Deployment", "-pooler")["spec"]["template"]["spec"]["containers"][0]
+        config = self.workdir / "pgbouncer"
+        config.mkdir(exist_ok=True)
+        secret = find(self.rendered.objects, "Secret", "-pooler")
+        for key, value in secret["data"].items():
+            (config / key).write_bytes(base64.b64decode(value))
+            (config / key).chmod(0o644)
+        proc = self._spawn("pooler", container["command"], user="postgres")
+        wait_port(self.ports["pooler"], proc, log=self.log("pooler"))
 
     def secrets(self) -> dict[str, dict[str, str]]:
         db = self.document["spec"]["database"]

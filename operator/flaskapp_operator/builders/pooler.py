@@ -41,8 +41,9 @@ class DatabaseUrl:
 
     @property
     def driver(self) -> str:
-        """SQLAlchemy's driver name: postgresql+psycopg -> psycopg; plain postgresql -> psycopg2 (its default)."""
-        return self.scheme.partition("+")[2] or "psycopg2"
+        """SQLAlchemy's driver name: postgresql+<driver>; plain postgresql is psycopg (3), SQLAlchemy's default
+        since 2.1 (psycopg2 before: such apps name it, postgresql+psycopg2://)."""
+        return self.scheme.partition("+")[2] or "psycopg"
 
 
 def parse_database_url(url: str, where: str) -> DatabaseUrl:
