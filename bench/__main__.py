@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "workload"), str(ROOT / "tests"), str(ROOT / "tools")]
 
 from bench.http import (baseline_gunicorn, json_bytes, limit_nginx, slow_clients, wrk)  # noqa: E402
+from bench.budget import budget_benchmark  # noqa: E402
 from bench.operator_bench import operator_benchmark  # noqa: E402
 from stack import Stack  # noqa: E402
 
@@ -126,6 +127,11 @@ def print_table(results: list[dict]) -> None:
 
 
 def meets_target(r: dict) -> bool | None:
+    if "target_errors" in r:
+        if r["errors"] > r["target_errors"]:
+            return False
+        if "target" not in r:
+            return True
     if "target" in r:
         return r["ratio"] >= r["target"]
     if "target_reduction" in r:
@@ -169,6 +175,9 @@ def main() -> int:
     if os.environ.get("BENCH_ONLY", "all") in ("all", "http", "monitoring"):
         print("7. monitoring on vs off", flush=True)
         results += monitoring_benchmarks(workdir)
+    if os.environ.get("BENCH_ONLY", "all") in ("all", "budget"):
+        print("8. the connection budget and the pooler against PostgreSQL max_connections 100", flush=True)
+        results += budget_benchmark(workdir / "budget", entry, max(DURATION, 10))
     if os.environ.get("BENCH_ONLY", "all") in ("all", "operator"):
         print("5. the operator on the local control plane", flush=True)
         results += operator_benchmark(workdir / "operator", entry)

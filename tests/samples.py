@@ -82,3 +82,15 @@ BUDGET_REJECTED = [
      "spec.database.autoscalingPriority"),
     ("priority-not-a-tier", {"database.autoscalingPriority": ["nginx"]}, "spec.database.autoscalingPriority"),
 ]
+
+# Invalid queue-length autoscaling (issue 13), same shape.
+KEDA_REJECTED = [
+    ("scale-to-zero-on-cpu", {"workerPools.1.autoscaling": {"minReplicas": 0, "maxReplicas": 3}},
+     "spec.workerPools[1].autoscaling.minReplicas"),
+    ("queue-length-zero", {"workerPools.1.autoscaling": {"maxReplicas": 3, "queueLength": 0}},
+     "spec.workerPools[1].autoscaling.queueLength"),
+    ("queue-length-external-redis", {"workerPools.1.autoscaling": {"maxReplicas": 3, "queueLength": 5},
+                                     "redis.mode": "external", "redis.external": {"secretName": "redis"}},
+     "spec.workerPools"),
+    ("web-queue-length", {"web.autoscaling.queueLength": 5}, "queueLength"),
+]

@@ -105,6 +105,26 @@ class Autoscaling:
 
 
 
+@rules(
+    *Autoscaling.__rules__,  # type: ignore[attr-defined]
+    Rule("self.minReplicas >= 1 || has(self.queueLength)",
+         "minReplicas 0 (scale to zero) needs queueLength: a CPU autoscaler cannot wake a pool that has no pods",
+         lambda a: a.min_replicas >= 1 or a.queue_length is not None, ".minReplicas"),
+)
+@dataclass(frozen=True, kw_only=True)
+class PoolAutoscaling(Autoscaling):
+    min_replicas: int = field("Fewest replicas; 0 (scale to zero) with queueLength.", default=1,
+                              minimum=0, maximum=1000, json="minReplicas")
+    queue_length: Optional[int] = field(
+        "Queued tasks per pod to aim for: scale on the backlog of the pool's queues (the broker's Redis lists) with a "
+        "KEDA ScaledObject instead of a CPU HorizontalPodAutoscaler. Needs KEDA installed (keda.sh CRDs) and the "
+        "managed broker.", default=None, minimum=1, maximum=100000, json="queueLength")
+    cooldown_seconds: int = field("With queueLength: seconds after the queues were last active before scaling to "
+                                  "minReplicas (KEDA cooldownPeriod).", default=300, minimum=0, maximum=86400)
+    polling_seconds: int = field("With queueLength: how often KEDA reads the queue lengths (pollingInterval).",
+                                 default=15, minimum=1, maximum=3600)
+
+
 # Names the operator gives its own containers, volumes and mounts in the pods it writes: a user's sidecar,
 # volume or mount may not take them (a unit test checks these lists against every rendered pod).
 RESERVED_CONTAINER_NAMES = ("gunicorn", "celery", "beat", "migrate", "nginx", "copy-static", "precompress-static",
@@ -310,8 +330,9 @@ class WorkerPool:
                                    'or a number.', default="auto", minimum=1, maximum=64)
     replicas: Optional[int] = field("Fixed number of pods (default 1). Mutually exclusive with "
                                     "autoscaling.", default=None, minimum=0, maximum=1000)
-    autoscaling: Optional[Autoscaling] = field("Run a HorizontalPodAutoscaler instead of fixed replicas.",
-                                               default=None)
+    autoscaling: Optional[PoolAutoscaling] = field(
+        "Run an autoscaler instead of fixed replicas: on CPU (a HorizontalPodAutoscaler), or on the queues' backlog "
+        "(queueLength: a KEDA ScaledObject).", default=None)
     prefetch_multiplier: int = field("Messages each process reserves; 1 for long tasks with acksLate.",
                                      default=1, minimum=1, maximum=1024)
     acks_late: bool = field("Acknowledge after the task ran (idempotent tasks): a lost worker's task is "
@@ -708,6 +729,11 @@ class Migrations:
     Rule("((!has(self.workerPools) || size(self.workerPools) == 0) && !self.beat.enabled) || has(self.celeryApp)",
          "celeryApp is required when worker pools or beat are configured",
          lambda s: (not s.worker_pools and not s.beat.enabled) or s.celery_app is not None, ".celeryApp"),
+    Rule("self.redis.mode == 'managed' || !has(self.workerPools) || "
+         "self.workerPools.all(p, !has(p.autoscaling) || !has(p.autoscaling.queueLength))",
+         "workerPools[].autoscaling.queueLength needs the managed broker (redis.mode managed): KEDA reads its lists",
+         lambda s: s.redis.mode == "managed" or all(p.autoscaling is None or p.autoscaling.queue_length is None
+                                                   for p in s.worker_pools), ".workerPools"),
     Rule("!has(self.database) || !has(self.database.autoscalingPriority) || self.database.autoscalingPriority.all("
          "t, t == 'web' || (has(self.workerPools) && self.workerPools.exists(p, 'worker-' + p.name == t)))",
          "database.autoscalingPriority must name tiers of this FlaskApp: web or worker-<pool name>",

@@ -43,6 +43,10 @@ CHILD_KINDS: tuple[tuple[str, str, str], ...] = (
 MONITORING_API = "monitoring.coreos.com/v1"
 MONITORING_KINDS: tuple[tuple[str, str, str], ...] = (
     (MONITORING_API, "PodMonitor", "podmonitors"), (MONITORING_API, "PrometheusRule", "prometheusrules"))
+# Rendered only where KEDA is installed: queue-length autoscaling of worker pools.
+KEDA_API = "keda.sh/v1alpha1"
+KEDA_KINDS: tuple[tuple[str, str, str], ...] = (
+    (KEDA_API, "ScaledObject", "scaledobjects"), (KEDA_API, "TriggerAuthentication", "triggerauthentications"))
 # How long an answer about served APIs is kept: CRDs installed later are picked up within this time.
 DISCOVERY_TTL_SECONDS = float(os.environ.get("FLASKAPP_DISCOVERY_SECONDS", "300"))
 
@@ -156,26 +160,39 @@ class Cluster:
         self._resources: dict[tuple[str, str], Any] = {}
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
-        self._monitoring_api: Optional[tuple[float, bool]] = None  # (when asked, answer)
+        self._discovered: dict[str, tuple[float, bool]] = {}  # optional API -> (when asked, served)
 
     def monitoring_api(self) -> bool:
         """Whether PodMonitor and PrometheusRule are served; asked at most every DISCOVERY_TTL_SECONDS."""
+        return self._serves(MONITORING_API, MONITORING_KINDS)
+
+    def keda_api(self) -> bool:
+        """Whether KEDA's ScaledObject and TriggerAuthentication are served (same cache)."""
+        return self._serves(KEDA_API, KEDA_KINDS)
+
+    def optional_kinds(self) -> tuple[tuple[str, str, str], ...]:
+        """The kinds of optional APIs the cluster serves now, which the renderer may produce."""
+        return ((MONITORING_KINDS if self.monitoring_api() else ()) + (KEDA_KINDS if self.keda_api() else ()))
+
+    def _serves(self, api_version: str, kinds: tuple[tuple[str, str, str], ...]) -> bool:
         with self._lock:
-            if self._monitoring_api and time.monotonic() - self._monitoring_api[0] < DISCOVERY_TTL_SECONDS:
-                return self._monitoring_api[1]
-        group, version = MONITORING_API.split("/")
+            known = self._discovered.get(api_version)
+            if known and time.monotonic() - known[0] < DISCOVERY_TTL_SECONDS:
+                return known[1]
+        group, version = api_version.split("/")
         try:
             served = {r.kind for r in self.custom.get_api_resources(group, version).resources}
         except ApiException as exc:
             if exc.status != 404:
                 raise
             served = set()
-        answer = all(kind in served for _, kind, _ in MONITORING_KINDS)
+        answer = all(kind in served for _, kind, _ in kinds)
         with self._lock:
-            if self._monitoring_api and self._monitoring_api[1] != answer:
+            known = self._discovered.get(api_version)
+            if known and known[1] != answer:
                 self._dynamic = None  # discovery again: the kinds came or went
                 self._resources.clear()
-            self._monitoring_api = (time.monotonic(), answer)
+            self._discovered[api_version] = (time.monotonic(), answer)
         return answer
 
     def resource(self, api_version: str, kind: str) -> Any:
@@ -205,7 +222,7 @@ class Cluster:
 
     def list_children(self, namespace: str, app: str) -> dict[Key, dict]:
         live: dict[Key, dict] = {}
-        kinds = CHILD_KINDS + (MONITORING_KINDS if self.monitoring_api() else ())
+        kinds = CHILD_KINDS + self.optional_kinds()
         for api_version, kind, _plural in kinds:
             items = self.resource(api_version, kind).get(namespace=namespace,
                                                          label_selector=instance_selector(app))

@@ -9,7 +9,8 @@ from typing import Optional
 
 from . import metrics
 from .builders.config import REDIS_SECRET_SUFFIX
-from .kube import (DISCOVERY_TTL_SECONDS, MONITORING_API, ApplyRefused, Cluster, Key, NameConflict,
+from .builders.availability import queue_scaled as queue_scaled_pool
+from .kube import (DISCOVERY_TTL_SECONDS, KEDA_API, MONITORING_API, ApplyRefused, Cluster, Key, NameConflict,
                    autoscaler_minimums, key_of, secret_value)
 from .naming import COMPONENT_LABEL, child_name
 from .observe import BUDGET_CAPPED, Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
@@ -63,10 +64,11 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     monitoring_api = cluster.monitoring_api()
     password = secret_value(live.get(("Secret", child_name(name, REDIS_SECRET_SUFFIX))), "password")
     database_url, missing = _pooler_database_url(cluster, namespace, body.get("spec"))
+    keda_api = cluster.keda_api()
     try:
         rendered: Optional[Rendered] = render(body, redis_password=password or secrets.token_urlsafe(24),
                                               uid=meta["uid"], monitoring_api=monitoring_api,
-                                              database_url=database_url)
+                                              database_url=database_url, keda_api=keda_api)
     except SpecError as exc:
         rendered = None
         verdict = Verdict("InvalidSpec", str(exc))
@@ -78,8 +80,14 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     if rendered is not None:
         verdict = Verdict()
         desired = rendered.objects
+        queue_scaled = [p.name for p in rendered.spec.worker_pools if queue_scaled_pool(p)]
         if missing:
             verdict = Verdict("DatabaseSecretMissing", missing)
+        elif queue_scaled and not keda_api:
+            verdict = Verdict("KedaNotInstalled", f"worker pools {', '.join(queue_scaled)} scale on queue length "
+                              f"(autoscaling.queueLength), which needs KEDA: the cluster does not serve {KEDA_API} "
+                              f"ScaledObject. Install KEDA (picked up within {DISCOVERY_TTL_SECONDS:.0f} s) or remove "
+                              f"queueLength to scale on CPU; nothing was rolled out")
         elif not rendered.feasible:
             verdict = Verdict("ConnectionBudgetExceeded", rendered.tuning.budget.message)
         else:

@@ -49,7 +49,7 @@ def app_ref(document: dict) -> AppRef:
 
 def render(document: dict, *, redis_password: str, addresses: Optional[Addresses] = None,
            uid: Optional[str] = None, monitoring_api: bool = True,
-           database_url: Optional[str] = None) -> Rendered:
+           database_url: Optional[str] = None, keda_api: bool = True) -> Rendered:
     """Everything the operator would apply for `document` (a FlaskApp as a dict).
 
     `redis_password` is an input so that rendering stays pure: the operator passes the one stored in the
@@ -57,7 +57,7 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
     workload tests run the same configuration on loopback). `monitoring_api`: whether PodMonitor and
     PrometheusRule can be created (the operator asks the cluster; offline they are assumed). `database_url`:
     the URL in the database Secret, which configures PgBouncer when spec.database.pooler is enabled (a
-    placeholder when not given).
+    placeholder when not given). `keda_api`: whether KEDA's ScaledObject is served (queue-length autoscaling).
     """
     ref = app_ref(document)
     if uid:
@@ -66,6 +66,7 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
     tuning = tune(spec)
     ctx = Context(app=ref, spec=spec, tuning=tuning,
                   addresses=addresses or Addresses.in_cluster(ref.name, ref.namespace, spec.web.port),
-                  redis_password=redis_password, monitoring_api=monitoring_api, database_url=database_url)
+                  redis_password=redis_password, monitoring_api=monitoring_api, database_url=database_url,
+                  keda_api=keda_api)
     return Rendered(spec=spec, tuning=tuning, objects=desired_objects(ctx),
                     migration_job=migration_job_name(ctx) if spec.migrations else None)

@@ -16,6 +16,7 @@ class MemoryCluster:
 
     def __init__(self, app: dict, live: dict, secrets: dict | None = None):
         self.app, self.live, self.secrets = app, live, secrets or {}
+        self.keda = False
         self.applied: list = []
         self.pruned: list = []
         self.status: dict = {}
@@ -28,6 +29,9 @@ class MemoryCluster:
 
     def monitoring_api(self):
         return False
+
+    def keda_api(self):
+        return self.keda
 
     def apply(self, desired, live, owner_uid):
         for obj in desired:
@@ -109,3 +113,18 @@ def test_a_pooler_waits_for_the_database_secret_and_then_rolls_out_from_it():
     reconcile(cluster, "ns", "shop")
     degraded = next(c for c in cluster.status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "InvalidSpec" and "Secret shop-db key url" in degraded["message"]
+
+
+def test_queue_length_autoscaling_without_keda_is_degraded_with_nothing_applied():
+    app = load_sample("full")
+    app["metadata"].update(namespace="ns", uid=UID, generation=1)
+    app["spec"]["workerPools"][1]["autoscaling"] = {"minReplicas": 0, "maxReplicas": 4, "queueLength": 10}
+    cluster = MemoryCluster(app, {})
+    reconcile(cluster, "ns", "shop")
+    degraded = next(c for c in cluster.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "KedaNotInstalled"
+    assert "reports" in degraded["message"] and "keda.sh/v1alpha1" in degraded["message"]
+    assert cluster.applied == []
+    cluster.keda = True
+    reconcile(cluster, "ns", "shop")
+    assert ("ScaledObject", "shop-worker-reports") in cluster.applied

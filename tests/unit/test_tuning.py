@@ -37,7 +37,10 @@ def peak_connections_from_objects(objects: list[dict]) -> int:
             pods = 1
         else:
             hpa = by_name.get(("HorizontalPodAutoscaler", obj["metadata"]["name"]))
-            most = hpa["spec"]["maxReplicas"] if hpa else obj["spec"]["replicas"]
+            keda = by_name.get(("ScaledObject", obj["metadata"]["name"]))
+            assert not (hpa and keda), "two autoscalers on one Deployment"
+            most = (hpa["spec"]["maxReplicas"] if hpa else keda["spec"]["maxReplicaCount"] if keda
+                    else obj["spec"]["replicas"])
             strategy = obj["spec"]["strategy"]
             surge = math.ceil(most * 0.25) if strategy["type"] == "RollingUpdate" else 0
             assert strategy["type"] == "Recreate" or strategy["rollingUpdate"]["maxSurge"] == "25%"
@@ -58,10 +61,14 @@ scaling = st.one_of(
     st.builds(lambda lo, extra: {"autoscaling": {"minReplicas": lo, "maxReplicas": lo + extra}},
               st.integers(1, 10), st.integers(0, 30)),
 )
-pool = st.builds(
-    lambda i, conc, sc, c: {"name": f"pool{i}", "concurrency": conc, **sc,
-                            "resources": {"requests": {"cpu": c}}},
-    st.integers(0, 1000), st.one_of(st.just("auto"), st.integers(1, 16)), scaling, cpu)
+def _pool(i, conc, sc, c, queue_length):
+    if queue_length and "autoscaling" in sc:  # KEDA on the queue's length instead of CPU
+        sc = {"autoscaling": {**sc["autoscaling"], "queueLength": queue_length}}
+    return {"name": f"pool{i}", "concurrency": conc, **sc, "resources": {"requests": {"cpu": c}}}
+
+
+pool = st.builds(_pool, st.integers(0, 1000), st.one_of(st.just("auto"), st.integers(1, 16)), scaling, cpu,
+                 st.one_of(st.none(), st.integers(1, 50)))
 
 
 @st.composite
@@ -104,8 +111,8 @@ def test_peak_connections_fit_the_budget_or_the_app_is_degraded(doc):
                 assert tier.pool_size <= doc["spec"]["database"]["minimumPoolSize"] and tier.max_overflow == 0
         if doc["spec"]["database"]["budgetPolicy"] == "capAutoscaling":
             # ... and even every autoscaler at its minimum.
-            for hpa in (o for o in rendered.objects if o["kind"] == "HorizontalPodAutoscaler"):
-                assert hpa["spec"]["maxReplicas"] == hpa["spec"]["minReplicas"]
+            for scaler in autoscalers(rendered.objects).values():
+                assert max_of(scaler) == min_of(scaler)
 
 
 def requested_autoscaling(doc: dict, component: str) -> dict:
@@ -115,17 +122,35 @@ def requested_autoscaling(doc: dict, component: str) -> dict:
     return next(p for p in spec["workerPools"] if f"worker-{p['name']}" == component)["autoscaling"]
 
 
+# Where each autoscaler kind keeps its bounds.
+MAX_FIELD = {"HorizontalPodAutoscaler": "maxReplicas", "ScaledObject": "maxReplicaCount"}
+MIN_FIELD = {"HorizontalPodAutoscaler": "minReplicas", "ScaledObject": "minReplicaCount"}
+
+
+def autoscalers(objects: list[dict]) -> dict[str, dict]:
+    """HPAs and KEDA ScaledObjects by component."""
+    return {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in objects if o["kind"] in MAX_FIELD}
+
+
+def max_of(autoscaler: dict) -> int:
+    return autoscaler["spec"][MAX_FIELD[autoscaler["kind"]]]
+
+
+def min_of(autoscaler: dict) -> int:
+    return autoscaler["spec"][MIN_FIELD[autoscaler["kind"]]]
+
+
 def requested_max_replicas(doc: dict, hpa: dict) -> int:
     return requested_autoscaling(doc, hpa["metadata"]["labels"]["app.kubernetes.io/component"])["maxReplicas"]
 
 
 def with_max_replicas(objects: list[dict], changes: dict[str, int]) -> list[dict]:
-    """The rendered objects with some autoscalers' maxReplicas replaced (by component)."""
+    """The rendered objects with some autoscalers' maximum replaced (by component)."""
     out = []
     for o in objects:
         component = o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
-        if o["kind"] == "HorizontalPodAutoscaler" and component in changes:
-            o = {**o, "spec": {**o["spec"], "maxReplicas": changes[component]}}
+        if o["kind"] in MAX_FIELD and component in changes:
+            o = {**o, "spec": {**o["spec"], MAX_FIELD[o["kind"]]: changes[component]}}
         out.append(o)
     return out
 
@@ -150,19 +175,18 @@ def test_capped_autoscalers_fit_and_are_maximal_in_priority_order(doc):
     available = doc["spec"]["database"]["maxConnections"] - doc["spec"]["database"]["reservedConnections"]
     objects = rendered.objects
     assert peak_connections_from_objects(objects) <= available
-    hpas = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in objects
-            if o["kind"] == "HorizontalPodAutoscaler"}
+    hpas = autoscalers(objects)
     order = priority_order(doc)
     assert sorted(order) == sorted(hpas)
-    capped = [c for c in order if hpas[c]["spec"]["maxReplicas"] < requested_max_replicas(doc, hpas[c])]
+    capped = [c for c in order if max_of(hpas[c]) < requested_max_replicas(doc, hpas[c])]
     reported = {c["tier"]: c["maxReplicas"] for c in rendered.tuning.report()["budget"]["cappedAutoscalers"]}
-    assert reported == {c: hpas[c]["spec"]["maxReplicas"] for c in capped}
+    assert reported == {c: max_of(hpas[c]) for c in capped}
     for component in capped:
-        assert hpas[component]["spec"]["maxReplicas"] >= hpas[component]["spec"]["minReplicas"]
-        one_more = {component: hpas[component]["spec"]["maxReplicas"] + 1}
+        assert max_of(hpas[component]) >= min_of(hpas[component])
+        one_more = {component: max_of(hpas[component]) + 1}
         assert peak_connections_from_objects(with_max_replicas(objects, one_more)) > available
         lower = order[order.index(component) + 1:]
-        at_minimum = {c: hpas[c]["spec"]["minReplicas"] for c in lower}
+        at_minimum = {c: min_of(hpas[c]) for c in lower}
         assert peak_connections_from_objects(with_max_replicas(objects, {**at_minimum, **one_more})) > available
 
 
@@ -193,8 +217,7 @@ def test_pools_are_as_large_as_the_budget_allows(doc):
     objects = rendered.objects
     # Capped autoscalers come with the smallest pools (database.minimumPoolSize): a different promise,
     # checked by the capping tests.
-    assume(not any(o["spec"]["maxReplicas"] < requested_max_replicas(doc, o) for o in objects
-                   if o["kind"] == "HorizontalPodAutoscaler"))
+    assume(not any(max_of(o) < requested_max_replicas(doc, o) for o in autoscalers(objects).values()))
     env = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-env"))["data"]
     options = json.loads(env["web.SQLALCHEMY_ENGINE_OPTIONS"])
     threads = int(re.search(r"--threads[= ](\d+)", env["web.GUNICORN_CMD_ARGS"]).group(1)) \

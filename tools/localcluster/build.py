@@ -25,6 +25,7 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.35.4"
 KUBE_SCORE_VERSION = "v1.20.0"
 CERT_MANAGER_VERSION = "v1.21.2"
+KEDA_VERSION = "v2.21.0"  # whose ScaledObject and TriggerAuthentication schemas the rendered objects must pass
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.20.2"
@@ -298,6 +299,13 @@ def cert_manager_crds(version: str = CERT_MANAGER_VERSION) -> Path:
         "cert-manager.io_certificates", "cert-manager.io_certificaterequests", "cert-manager.io_issuers",
         "cert-manager.io_clusterissuers")}
     return _module_files("cert-manager-crds", "github.com/cert-manager/cert-manager", version, files)
+
+
+def keda_crds(version: str = KEDA_VERSION) -> Path:
+    """KEDA's CRDs as it publishes them (its module's config/crd/bases)."""
+    files = {f"{name}.yaml": f"config/crd/bases/{name}.yaml" for name in (
+        "keda.sh_scaledobjects", "keda.sh_triggerauthentications")}
+    return _module_files("keda-crds", "github.com/kedacore/keda/v2", version, files)
 
 
 def build_cert_manager_shim(version: str = CERT_MANAGER_VERSION) -> Path:

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         tools["kubernetes-openapi"] = build.kubernetes_openapi()
         tools["kube-score"] = build.build_kube_score()
         tools["cert-manager-crds"] = build.cert_manager_crds()
+        tools["keda-crds"] = build.keda_crds()
         tools["certmanagershim"] = build.build_cert_manager_shim()
         for name, path in tools.items():
             print(f"{name}: {path}")

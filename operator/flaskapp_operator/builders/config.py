@@ -14,11 +14,10 @@ from ..naming import child_name
 from ..templates import render_template
 from ..tuning import TierConnections
 from .common import checksum, metadata
-from .context import Context
+from .context import REDIS_SECRET_SUFFIX, Context
 from .pooler import SECRET_SUFFIX as POOLER_SECRET_SUFFIX
 from .pooler import database_url, pooler_secret_checksum
 
-REDIS_SECRET_SUFFIX = "redis"
 
 
 def engine_options(ctx: Context, tier: TierConnections) -> str:

@@ -11,6 +11,7 @@ from ..tuning import Tuning
 
 REDIS_PORT = 6379
 POOLER_PORT = 6432  # PgBouncer's default
+REDIS_SECRET_SUFFIX = "redis"  # the managed Redis' password and URLs
 NGINX_PORT = 8080  # the unprivileged nginx image cannot bind below 1024
 STATIC_ROOT = "/var/www/static"
 
@@ -70,6 +71,8 @@ class Context:
     redis_password: str
     # Whether the cluster serves monitoring.coreos.com/v1 (PodMonitor, PrometheusRule). The CLI assumes so.
     monitoring_api: bool = True
+    # Whether the cluster serves keda.sh/v1alpha1 (ScaledObject): queue-length autoscaling. The CLI assumes so.
+    keda_api: bool = True
     # The database URL from the user's Secret, which configures PgBouncer (spec.database.pooler); read by the
     # operator, given to the CLI with --database-url.
     database_url: Optional[str] = None

@@ -1,0 +1,135 @@
+"""Item 8: what the connection budget pays. One web tier at its autoscaler's maximum (16 pods of 4 gunicorn
+workers x 4 threads, run as 64 workers of one gunicorn), real PostgreSQL with max_connections = 100, wrk with
+one connection per thread, every request one short transaction (/db?sleep=0.005):
+
+- unconstrained: max_connections = 1000, the operator's pool options (pre-ping, recycle, timeout) with
+  SQLAlchemy's default sizes (5 + 10 per process): the reference, what the tier does with no connection limit;
+- naive: SQLAlchemy's defaults (5 + 10 per process, no pre-ping) against max_connections = 100 ("sorry, too
+  many clients already");
+- budget: the pools the operator renders for that FlaskApp (no pooler);
+- pooler: the operator's PgBouncer tier (1 replica) with the pools it renders behind it.
+
+Errors are non-2xx answers; connection errors are the gunicorn log's "too many clients". Throughput and p99
+latency as wrk reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from flaskapp_operator.render import render
+from stack import EXAMPLE_APP, WORKLOAD_APP, Stack, container_env, find, free_ports, wait_port
+
+PODS = 16  # the autoscaler's maximum
+WORKERS, THREADS = 4, 4
+MAX_CONNECTIONS = 100
+UNCONSTRAINED_MAX_CONNECTIONS = 1000
+SQLALCHEMY_DEFAULTS = "{}"  # create_engine's own pool: pool_size 5, max_overflow 10, no pre-ping
+SQLALCHEMY_DEFAULT_SIZES = {"pool_size": 5, "max_overflow": 10}
+TRANSACTION = "/db?sleep=0.005"
+
+
+def _document(max_connections: int, pooler: bool) -> dict:
+    doc = yaml.safe_load(WORKLOAD_APP.read_text())
+    spec = doc["spec"]
+    spec["web"] = {"autoscaling": {"minReplicas": 2, "maxReplicas": PODS},
+                   "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                   "gunicorn": {"workerClass": "gthread", "workers": WORKERS, "threads": THREADS}}
+    spec.pop("workerPools", None)
+    spec["database"] = {"secretName": "shop-db", "maxConnections": max_connections, "reservedConnections": 3,
+                        "pooler": {"enabled": pooler, "replicas": 1}}
+    return doc
+
+
+def wrk_latency(url: str, seconds: float, connections: int) -> dict:
+    """req/s of 2xx answers, the count of the others, and p99 latency in ms (wrk --latency)."""
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--timeout=20s",
+                          "--latency", url], capture_output=True, text=True, check=True).stdout
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    value, unit = re.search(r"requests in ([\d.]+)(m?s)", out).groups()
+    measured = float(value) / (1000 if unit == "ms" else 1)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors += sum(int(g) for g in socket_errors.groups()) if socket_errors else 0
+    p99_value, p99_unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
+    p99_ms = float(p99_value) * {"us": 0.001, "ms": 1, "s": 1000}[p99_unit]
+    return {"rps": (total - (int(bad.group(1)) if bad else 0)) / measured, "errors": errors, "p99_ms": p99_ms,
+            "requests": total}
+
+
+def _scenario(workdir: Path, name: str, seconds: float) -> dict:
+    pooled = name == "pooler"
+    max_connections = UNCONSTRAINED_MAX_CONNECTIONS if name == "unconstrained" else MAX_CONNECTIONS
+    stack = Stack(workdir / name, document=_document(max_connections, pooled))
+    stack.workdir.mkdir(parents=True, exist_ok=True)
+    stack.workdir.chmod(0o755)
+    names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "statsd", "nginx-status", "access-log",
+             "pooler")
+    stack.ports.update(zip(names, free_ports(len(names))))
+    stack.rendered = render(stack.document, redis_password="bench", addresses=stack.addresses(),
+                            database_url=stack.database_url)
+    try:
+        stack._start_postgres()
+        if pooled:
+            stack.start_pooler()
+        container = find(stack.rendered.objects, "Deployment", "-web")["spec"]["template"]["spec"]["containers"][0]
+        env = container_env(container, stack.rendered.objects, stack.secrets())
+        # Every pod of the tier at once: one gunicorn with all their workers (pools are per process).
+        env["GUNICORN_CMD_ARGS"] = env["GUNICORN_CMD_ARGS"].replace(f"--workers={WORKERS}", f"--workers={PODS * WORKERS}")
+        env["WEB_CONCURRENCY"] = str(PODS * WORKERS)
+        env["CACHE_TYPE"] = "NullCache"
+        if name == "naive":
+            env["SQLALCHEMY_ENGINE_OPTIONS"] = SQLALCHEMY_DEFAULTS
+        elif name == "unconstrained":
+            env["SQLALCHEMY_ENGINE_OPTIONS"] = json.dumps(
+                {**json.loads(env["SQLALCHEMY_ENGINE_OPTIONS"]), **SQLALCHEMY_DEFAULT_SIZES})
+        (stack.workdir / "gunicorn").mkdir(exist_ok=True)
+        for key, text in find(stack.rendered.objects, "ConfigMap", "-gunicorn-conf")["data"].items():
+            (stack.workdir / "gunicorn" / key).write_text(text)
+        proc = stack._spawn("gunicorn", stack.command_of("-web"), env=env, cwd=EXAMPLE_APP)
+        wait_port(stack.ports["gunicorn"], proc, log=stack.log("gunicorn"))
+        url = stack.gunicorn_url + TRANSACTION
+        _wait_workers(stack, PODS * WORKERS)
+        wrk_latency(url, 2, PODS * WORKERS * THREADS)  # warm: imports, first connections
+        result = wrk_latency(url, seconds, PODS * WORKERS * THREADS)
+        result["too_many_clients"] = stack.log("gunicorn").read_text(errors="replace").count("too many clients")
+        return result
+    finally:
+        stack.stop()
+
+
+def _wait_workers(stack: Stack, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(stack.gunicorn_worker_pids()) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gunicorn did not start {count} workers")
+        time.sleep(0.2)
+
+
+def budget_benchmark(workdir: Path, entry: Callable[..., dict], seconds: float) -> list[dict]:
+    results = {name: _scenario(workdir, name, seconds) for name in ("unconstrained", "naive", "budget", "pooler")}
+    for name, r in results.items():
+        print(f"   {name:14} {r['rps']:8.1f} req/s  p99 {r['p99_ms']:8.1f} ms  errors {r['errors']:6d}  "
+              f"'too many clients' {r['too_many_clients']}", flush=True)
+    ref = results["unconstrained"]
+    out = []
+    for name in ("naive", "budget", "pooler"):
+        r = results[name]
+        extra = {"errors": r["errors"], "too_many_clients": r["too_many_clients"], "p99_ms": round(r["p99_ms"], 1),
+                 "baseline_p99_ms": round(ref["p99_ms"], 1),
+                 "note": f"baseline: pools of 5 + 10 per process with max_connections {UNCONSTRAINED_MAX_CONNECTIONS}; "
+                         f"{PODS} pods x {WORKERS} workers x {THREADS} threads against max_connections {MAX_CONNECTIONS}"}
+        if name == "pooler":
+            extra["target"] = 0.9
+        if name in ("budget", "pooler"):
+            extra["target_errors"] = 0
+        out.append(entry(f"db_{name}_vs_unconstrained", r["rps"], ref["rps"], "req/s", r["rps"] / ref["rps"], **extra))
+    return out

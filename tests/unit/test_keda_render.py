@@ -1,0 +1,57 @@
+"""Queue-length autoscaling of worker pools: a KEDA ScaledObject (Redis list trigger per queue) instead of a CPU
+HPA, counted by the connection budget at its maxReplicaCount; Degraded where KEDA is not installed."""
+
+from __future__ import annotations
+
+import pytest
+
+from samples import KEDA_REJECTED, load_sample, patched
+from flaskapp_operator.render import render
+from flaskapp_operator.schema import SpecError
+
+QUEUED = {"workerPools.1.autoscaling": {"minReplicas": 0, "maxReplicas": 6, "queueLength": 20, "cooldownSeconds": 60}}
+
+
+def by_key(objects):
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def test_a_queue_scaled_pool_gets_a_scaled_object_per_queue_and_no_hpa():
+    objects = by_key(render(patched(load_sample("full"), "shop", QUEUED), redis_password="pw").objects)
+    scaled = objects[("ScaledObject", "shop-worker-reports")]
+    assert ("HorizontalPodAutoscaler", "shop-worker-reports") not in objects
+    assert ("HorizontalPodAutoscaler", "shop-web") in objects  # the web keeps its CPU autoscaler
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop-worker-reports"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == (0, 6, 60)
+    assert [t["metadata"]["listName"] for t in spec["triggers"]] == ["reports"]  # the pool's queues
+    trigger = spec["triggers"][0]
+    assert trigger["type"] == "redis" and trigger["metadata"]["listLength"] == "20"
+    assert trigger["metadata"]["address"] == "shop-redis-broker.default.svc:6379"
+    assert all(isinstance(v, str) for v in trigger["metadata"].values())  # KEDA's schema: a map of strings
+    auth = objects[("TriggerAuthentication", trigger["authenticationRef"]["name"])]
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "shop-redis", "key": "password"}]
+    # Under an autoscaler the Deployment leaves replicas to it (KEDA's HPA, and KEDA itself at zero).
+    assert "replicas" not in objects[("Deployment", "shop-worker-reports")]["spec"]
+
+
+def test_the_budget_counts_and_caps_the_scaled_objects_maximum():
+    doc = patched(load_sample("full"), "shop", {**QUEUED, "workerPools.1.autoscaling.maxReplicas": 400})
+    r = render(doc, redis_password="pw")
+    scaled = by_key(r.objects)[("ScaledObject", "shop-worker-reports")]
+    capped = {c["tier"]: c for c in r.tuning.report()["budget"]["cappedAutoscalers"]}
+    assert scaled["spec"]["maxReplicaCount"] == capped["worker-reports"]["maxReplicas"] < 400
+    assert r.feasible
+
+
+def test_without_keda_nothing_falls_back_to_cpu():
+    objects = by_key(render(patched(load_sample("full"), "shop", QUEUED), redis_password="pw", keda_api=False).objects)
+    assert not [k for k in objects if k[0] in ("ScaledObject", "TriggerAuthentication")]
+    assert ("HorizontalPodAutoscaler", "shop-worker-reports") not in objects
+
+
+@pytest.mark.parametrize("case,patch,field", KEDA_REJECTED, ids=[c for c, _, _ in KEDA_REJECTED])
+def test_the_parser_refuses_bad_queue_scaling_naming_the_field(case, patch, field):
+    with pytest.raises(SpecError) as err:
+        render(patched(load_sample("full"), case, patch), redis_password="pw")
+    assert any(field in e.path or field in e.message for e in err.value.errors), err.value
