@@ -129,8 +129,9 @@ class PoolAutoscaling(Autoscaling):
 # volume or mount may not take them (a unit test checks these lists against every rendered pod).
 RESERVED_CONTAINER_NAMES = ("gunicorn", "celery", "beat", "migrate", "nginx", "copy-static", "precompress-static",
                             "redis", "statsd-exporter", "nginx-exporter", "access-log-exporter", "redis-exporter",
-                            "flower")
-RESERVED_VOLUME_NAMES = ("tmp", "gunicorn-conf", "celery-probe", "monitoring", "conf", "static", "data", "auth")
+                            "flower", "pgbouncer")
+RESERVED_VOLUME_NAMES = ("tmp", "gunicorn-conf", "celery-probe", "monitoring", "conf", "static", "data", "auth",
+                         "pgbouncer")
 RESERVED_MOUNT_PATHS = ("/tmp", "/etc/flaskapp", "/etc/nginx/nginx.conf", "/var/www/static")
 # The labels that select a tier's pods and say who manages them, and the annotation that rolls pods on a
 # config change.

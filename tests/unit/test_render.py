@@ -43,7 +43,7 @@ def test_golden(name):
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_every_object_validates_against_the_kubernetes_schema(name):
     for obj in render(load_sample(name), **FIXED).objects:
-        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+        if obj["apiVersion"].startswith(("monitoring.coreos.com/", "keda.sh/")):
             continue  # a CRD's kinds: the integration suite has the API server check them against its CRDs
         kubernetes_validate.validate(obj, KUBERNETES_SCHEMA_VERSION, strict=True)
 
@@ -74,8 +74,10 @@ def test_every_pod_is_restricted_with_probes_and_requests(name):
                 assert volume["emptyDir"].get("sizeLimit"), (pod_name, volume["name"])
         for c in pod["containers"]:
             if long_running and c["name"] in RESERVED_CONTAINER_NAMES:  # a Job's pod runs to completion
-                # gunicorn without a liveness path: readiness only (the same check would restart busy pods).
-                assert "livenessProbe" in c or ("readinessProbe" in c and c["name"] == "gunicorn"), (pod_name, c["name"])
+                # gunicorn without a liveness path: readiness only (the same check would restart busy pods);
+                # PgBouncer: readiness only (a TCP liveness would repeat it; it exits on fatal errors).
+                assert "livenessProbe" in c or ("readinessProbe" in c and c["name"] in ("gunicorn", "pgbouncer")), \
+                    (pod_name, c["name"])
                 if "livenessProbe" in c and "readinessProbe" in c:
                     handler = lambda p: {k: v for k, v in p.items() if k in ("httpGet", "tcpSocket", "exec")}
                     assert handler(c["livenessProbe"]) != handler(c["readinessProbe"]), (pod_name, c["name"])

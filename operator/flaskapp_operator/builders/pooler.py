@@ -123,14 +123,15 @@ def pooler_objects(ctx: Context) -> list[dict]:
         "command": ["pgbouncer", f"{ctx.addresses.pooler_config_dir}/pgbouncer.ini"],
         "ports": [{"name": "postgres", "containerPort": POOLER_PORT, "protocol": "TCP"}],
         "resources": resources(pooler.resources, "pooler"),
+        # Ready once it listens. No liveness probe: a TCP check could only repeat readiness (the kernel answers
+        # a listening socket), and PgBouncer exits on what it cannot recover from, which the kubelet restarts.
         "readinessProbe": tcp_probe("postgres", period=5),
-        "livenessProbe": tcp_probe("postgres", period=10, failures=6),
         # Endpoints drop the pod first; then SIGTERM (PgBouncer closes; clients' pre-ping reconnects elsewhere).
         "lifecycle": drain_before_stop(),
         "securityContext": restricted_container_security(),
-        "volumeMounts": [{"name": "config", "mountPath": ctx.addresses.pooler_config_dir, "readOnly": True}],
+        "volumeMounts": [{"name": "pgbouncer", "mountPath": ctx.addresses.pooler_config_dir, "readOnly": True}],
     }
-    volume = {"name": "config", "secret": {"secretName": ctx.child(SECRET_SUFFIX), "defaultMode": 0o440}}
+    volume = {"name": "pgbouncer", "secret": {"secretName": ctx.child(SECRET_SUFFIX), "defaultMode": 0o440}}
     pod = pod_spec(ctx, restricted_pod_security(POOLER_USER, fs_group=POOLER_USER), [container], [volume])
     workload = deployment(ctx, POOLER_TIER, pod, replicas=pooler.replicas, strategy=ROLLING_UPDATE,
                           checksum_value=checksum(files), versioned=False)
