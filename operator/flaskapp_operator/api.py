@@ -370,6 +370,16 @@ class RedisInstance:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RedisCache(RedisInstance):
+    engine: str = field("redis: a Redis with maxmemory-policy allkeys-lru (Flask-Caching RedisCache); memcached: a "
+                        "memcached instead (MemcachedCache, CACHE_MEMCACHED_SERVERS; the app needs a memcache client "
+                        "library such as pylibmc or python-memcached). Managed mode only.",
+                        default="redis", enum=("redis", "memcached"))
+    memcached_image: str = field("Image of memcached when engine is memcached.", default="memcached:1.6.38-alpine",
+                                 pattern=IMAGE_REFERENCE)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RedisBroker(RedisInstance):
     persistent: bool = field("Keep queued tasks across restarts: an append-only file (fsync every second) on a "
                              "PersistentVolumeClaim, in a StatefulSet with a PodDisruptionBudget. Off: the "
@@ -387,6 +397,9 @@ class ExternalRedis:
 
 
 @rules(
+    Rule("self.mode == 'managed' || !has(self.cache.engine) || self.cache.engine == 'redis'",
+         "cache.engine memcached runs a managed memcached: it needs mode managed",
+         lambda r: r.mode == "managed" or r.cache.engine == "redis", ".cache.engine"),
     Rule("self.mode != 'external' || has(self.external)", "redis.external is required when mode is external",
          lambda r: r.mode != "external" or r.external is not None, ".external"),
     Rule("!has(self.pod.volumeMounts) || self.pod.volumeMounts.all(m, m.mountPath != '/data' && "
@@ -399,7 +412,7 @@ class Redis:
     mode: str = field("managed: the operator runs a cache and a broker instance; external: URLs come "
                       "from a Secret.", default="managed", enum=("managed", "external"))
     image: str = field("Image of the managed instances.", default="redis:7.4.2-alpine", pattern=IMAGE_REFERENCE)
-    cache: RedisInstance = field("The cache instance (maxmemory-policy allkeys-lru).", default=RedisInstance)
+    cache: RedisCache = field("The cache instance (maxmemory-policy allkeys-lru), or a memcached.", default=RedisCache)
     broker: RedisBroker = field("The Celery broker instance (maxmemory-policy noeviction: evicting "
                                 "queued messages loses tasks), durable by default.", default=RedisBroker)
     external: Optional[ExternalRedis] = field("An existing Redis, when mode is external.", default=None)

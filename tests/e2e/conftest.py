@@ -32,6 +32,7 @@ class Target:
     # spec.monitoring.images (None: the FlaskApp's defaults) and the Prometheus the suite runs.
     monitoring_images: Optional[dict] = None
     prometheus_image: str = "quay.io/prometheus/prometheus:v3.16.0"  # the release of Go module v0.316.0
+    pooler_image: Optional[str] = None  # spec.database.pooler.image (None: the FlaskApp's default)
 
     @property
     def real_pods(self) -> bool:
@@ -63,7 +64,8 @@ def target(kube) -> Target:
     if kube.local is None:
         return KIND
     node = kube.local.node
-    local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"]}
+    local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"],
+             "pooler_image": images.PGBOUNCER_REF}
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
                   images.REDIS_REF, INGRESS_CLASS, node.ingress_url if node else None, **local)
 

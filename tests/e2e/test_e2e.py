@@ -466,6 +466,74 @@ def test_queued_tasks_survive_a_broker_restart_on_its_volume(kube, real_pods):
     wait_until(lambda: conditions(kube, ns)["Ready"]["status"] == "True", 180, what="FlaskApp Ready again")
 
 
+# -- the pooler ---------------------------------------------------------------------------------------------
+
+# Run in a web pod: 36 requests from 12 threads at once to its own gunicorn (3 workers x 4 threads), each holding a
+# database connection 0.3 s; prints the status codes.
+POOL_LOAD = """
+import concurrent.futures, json, urllib.request
+def one(_):
+    try:
+        return urllib.request.urlopen("http://127.0.0.1:8000/db?sleep=0.3", timeout=60).status
+    except Exception as exc:
+        return str(exc)
+with concurrent.futures.ThreadPoolExecutor(12) as pool:
+    print(json.dumps(list(pool.map(one, range(36)))))
+"""
+
+
+@pytest.mark.order(4)
+def test_pgbouncer_serves_more_clients_than_its_server_pool(kube, target, real_pods):
+    """spec.database.pooler on real pods: the web tier's processes (2 pods x 3 workers x 4 threads, pools of 4 + 2)
+    go through PgBouncer, whose server pool is what the budget allows (maxConnections 12 - 2 reserved, 1 replica
+    + 1 surge pod: 5 each); PostgreSQL never sees more than that from it, and every request is answered."""
+    ns = STATE["ns"]
+    kube.kubectl("create", "secret", "generic", "orders-db", "-n", ns,
+                 "--from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop")
+    app = flaskapp(target, "orders")
+    spec = app["spec"]
+    for key in ("workerPools", "beat", "migrations", "monitoring", "celeryApp"):
+        spec.pop(key, None)
+    spec["web"] = {"replicas": 2, "gunicorn": {"workerClass": "gthread", "workers": 3, "threads": 4},
+                   "resources": {"requests": {"cpu": "100m", "memory": "384Mi"}}, "healthCheckPath": "/healthz"}
+    spec["nginx"]["replicas"] = 1
+    spec["ingress"] = {"enabled": False}
+    spec["database"] = {"secretName": "orders-db", "maxConnections": 12, "reservedConnections": 2,
+                        "pooler": {"enabled": True, "replicas": 1,
+                                   **({"image": target.pooler_image} if target.pooler_image else {})}}
+    kube.apply(app, ns)
+    result = kube.kubectl("wait", "--for=condition=Ready", "flaskapp/orders", "-n", ns, "--timeout=300s", check=False,
+                          timeout=330)
+    if result.returncode != 0:
+        dump(kube, ns)
+    assert result.returncode == 0, result.stderr
+    status = kube.get("flaskapp", "orders", ns)["status"]["tuning"]
+    ini = base64.b64decode(kube.get("secret", "orders-pooler", ns)["data"]["pgbouncer.ini"]).decode()
+    per_pod = int(next(line.split("=")[1] for line in ini.splitlines() if line.startswith("max_db_connections")))
+    assert per_pod == status["pooler"]["poolSize"] and 2 * per_pod <= 10
+    pooler_ip = kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=pooler,"
+                                                        "app.kubernetes.io/instance=orders")["items"][0]["status"]["podIP"]
+    web = kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web,"
+                                                  "app.kubernetes.io/instance=orders")["items"][0]["metadata"]["name"]
+
+    def server_connections() -> int:
+        out = kube.kubectl("exec", "-n", "e2e-db", "deploy/postgres", "--", "psql", "-U", "shop", "-tAc",
+                           f"select count(*) from pg_stat_activity where client_addr = '{pooler_ip}'", check=False)
+        return int(out.stdout.strip() or 0)
+
+    load = subprocess.Popen([kube.kubectl_bin, "exec", web, "-n", ns, "-c", "gunicorn", "--", "python3", "-c",
+                             POOL_LOAD], stdout=subprocess.PIPE, text=True, env=kube.env())
+    peak = 0
+    while load.poll() is None:
+        peak = max(peak, server_connections())
+    codes = json.loads(load.stdout.read())
+    record("pooler", {"requests": len(codes), "ok": codes.count(200), "server_connections_peak": peak,
+                      "pool_per_pod": per_pod})
+    assert codes == [200] * 36, codes
+    assert 1 <= peak <= per_pod, peak
+    kube.kubectl("delete", "flaskapp", "orders", "-n", ns, "--wait=true", "--timeout=120s")
+
+
 # -- network policy -----------------------------------------------------------------------------------------
 
 # Connects to host:port for up to 30 s: the policy engine admits a new pod once its address is in the

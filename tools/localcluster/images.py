@@ -41,6 +41,7 @@ EXAMPLE_REF = "localhost/flaskapp-operator/example:local"
 NGINX_REF = f"localhost/debian-{DEBIAN_SUITE}/nginx-light:local"
 REDIS_REF = f"localhost/debian-{DEBIAN_SUITE}/redis-server:local"
 POSTGRES_REF = f"localhost/debian-{DEBIAN_SUITE}/postgresql:local"
+PGBOUNCER_REF = f"localhost/debian-{DEBIAN_SUITE}/pgbouncer:local"
 PAUSE_REF = "localhost/flaskapp-localcluster/pause:local"
 FLOWER_REF = f"localhost/debian-{DEBIAN_SUITE}/flower:2.0.1"
 # Go programs built here from their pinned modules (localcluster.build), one binary per image, named
@@ -109,6 +110,8 @@ def image_builds() -> list[ImageBuild]:
                    needs=(BASE_REF,), inputs=()),
         ImageBuild(POSTGRES_REF, DOCKERFILES, DOCKERFILES / "postgresql.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=("postgresql-entrypoint.sh",)),
+        ImageBuild(PGBOUNCER_REF, DOCKERFILES, DOCKERFILES / "pgbouncer.Dockerfile", (("BASE_IMAGE", BASE_REF),),
+                   needs=(BASE_REF,), inputs=()),
         ImageBuild(FLOWER_REF, DOCKERFILES, DOCKERFILES / "flower.Dockerfile", (base,), needs=(PYTHON_REF,), inputs=()),
     ]
 

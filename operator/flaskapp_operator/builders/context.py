@@ -12,6 +12,8 @@ from ..tuning import Tuning
 REDIS_PORT = 6379
 POOLER_PORT = 6432  # PgBouncer's default
 REDIS_SECRET_SUFFIX = "redis"  # the managed Redis' password and URLs
+MEMCACHED_PORT = 11211
+MEMCACHED_COMPONENT = "memcached"
 NGINX_PORT = 8080  # the unprivileged nginx image cannot bind below 1024
 STATIC_ROOT = "/var/www/static"
 
@@ -99,7 +101,13 @@ class Context:
         """The managed Redis instances this app runs."""
         if self.spec.redis.mode != "managed":
             return ()
-        return ("redis-cache", "redis-broker") if self.uses_broker else ("redis-cache",)
+        cache = ("redis-cache",) if self.spec.redis.cache.engine == "redis" else ()
+        return cache + (("redis-broker",) if self.uses_broker else ())
+
+    @property
+    def memcached(self) -> bool:
+        """Whether the cache is a managed memcached (spec.redis.cache.engine)."""
+        return self.spec.redis.mode == "managed" and self.spec.redis.cache.engine == "memcached"
 
     def child(self, suffix: str = "") -> str:
         return child_name(self.app.name, suffix)
