@@ -94,3 +94,10 @@ KEDA_REJECTED = [
      "spec.workerPools"),
     ("web-queue-length", {"web.autoscaling.queueLength": 5}, "queueLength"),
 ]
+
+# Invalid cache engine settings (issue 13), same shape.
+MEMCACHED_REJECTED = [
+    ("memcached-external", {"redis.cache.engine": "memcached", "redis.mode": "external",
+                            "redis.external": {"secretName": "redis"}}, "spec.redis.cache.engine"),
+    ("cache-engine-word", {"redis.cache.engine": "valkey"}, "spec.redis.cache.engine"),
+]

@@ -41,7 +41,7 @@ celery_app = make_celery()
 CONTRACT = ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "SQLALCHEMY_ENGINE_OPTIONS", "DATABASE_URL", "CACHE_TYPE",
             "CACHE_REDIS_URL", "CACHE_DEFAULT_TIMEOUT", "CACHE_KEY_PREFIX", "CELERY_BROKER_URL",
             "CELERY_RESULT_BACKEND", "CELERY_WORKER_CONCURRENCY", "CELERY_WORKER_PREFETCH_MULTIPLIER",
-            "CELERY_TASK_ACKS_LATE", "CELERY_WORKER_MAX_TASKS_PER_CHILD", "CDN_URL")
+            "CELERY_TASK_ACKS_LATE", "CELERY_WORKER_MAX_TASKS_PER_CHILD", "CDN_URL", "CACHE_MEMCACHED_SERVERS")
 SECRET_VALUED = ("DATABASE_URL", "CACHE_REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
 
 
@@ -76,6 +76,8 @@ def create_app() -> Flask:
         if "DATABASE_URL" in os.environ else {},
         CACHE_TYPE=os.environ.get("CACHE_TYPE", "SimpleCache"),
         CACHE_REDIS_URL=os.environ.get("CACHE_REDIS_URL"),
+        # A comma-separated host:port list in the env; Flask-Caching wants a list.
+        CACHE_MEMCACHED_SERVERS=[s for s in os.environ.get("CACHE_MEMCACHED_SERVERS", "").split(",") if s],
         CACHE_DEFAULT_TIMEOUT=int(os.environ.get("CACHE_DEFAULT_TIMEOUT", "300")),
         CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX", "shop:"),
         CDN_URL=os.environ.get("CDN_URL", ""),

@@ -129,7 +129,7 @@ class PoolAutoscaling(Autoscaling):
 # volume or mount may not take them (a unit test checks these lists against every rendered pod).
 RESERVED_CONTAINER_NAMES = ("gunicorn", "celery", "beat", "migrate", "nginx", "copy-static", "precompress-static",
                             "redis", "statsd-exporter", "nginx-exporter", "access-log-exporter", "redis-exporter",
-                            "flower", "pgbouncer")
+                            "flower", "pgbouncer", "memcached")
 RESERVED_VOLUME_NAMES = ("tmp", "gunicorn-conf", "celery-probe", "monitoring", "conf", "static", "data", "auth",
                          "pgbouncer")
 RESERVED_MOUNT_PATHS = ("/tmp", "/etc/flaskapp", "/etc/nginx/nginx.conf", "/var/www/static")

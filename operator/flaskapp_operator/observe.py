@@ -103,7 +103,7 @@ def _container_problem(status: dict) -> Optional[tuple[str, str]]:
 
 def _tier_order(problem: PodProblem) -> tuple[int, str]:
     """The tier users meet first is named first: web before what depends on its image or serves it."""
-    order = ("web", "migrations", "nginx", "worker-", "beat", "redis-")
+    order = ("web", "migrations", "nginx", "worker-", "beat", "redis-", "memcached", "pooler")
     return next((i for i, prefix in enumerate(order) if problem.component.startswith(prefix)), len(order)), \
         problem.component
 

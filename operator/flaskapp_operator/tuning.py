@@ -95,6 +95,12 @@ def redis_maxmemory(memory: str) -> int:
     return int(parse_quantity(memory) * REDIS_MAXMEMORY_FRACTION)
 
 
+def memcached_memory_mib(memory: str) -> int:
+    """memcached's item memory (-m, MiB) below the container limit: connection buffers and its hash table
+    are allocated beside it (memcached's protocol and tuning notes, docs.memcached.org); same headroom as Redis."""
+    return max(1, int(parse_quantity(memory) * REDIS_MAXMEMORY_FRACTION / (1024 * 1024)))
+
+
 def most_replicas(replicas: Optional[int], autoscaling: Optional[Autoscaling], default: int) -> int:
     """Most pods a tier runs outside a rollout: the autoscaler's maximum, else the fixed count."""
     return autoscaling.max_replicas if autoscaling else (default if replicas is None else replicas)
@@ -170,6 +176,8 @@ class Tuning:
     tiers: tuple[TierConnections, ...]
     budget: Optional[Budget]
     pooler_max_clients: int = 0  # PgBouncer's max_client_conn: every client connection at peak, on one pod
+    memcached_memory_mib: int = 0  # memcached -m, when the cache engine is memcached
+    memcached_threads: int = 1
 
     @property
     def feasible(self) -> bool:
@@ -199,6 +207,7 @@ class Tuning:
                             for n, c in self.pool_concurrency.items()],
             "nginxWorkerProcesses": self.nginx_worker_processes,
             "redis": {"cacheMaxmemoryBytes": self.redis_cache_maxmemory,
+                      **({"memcachedMemoryMiB": self.memcached_memory_mib} if self.memcached_memory_mib else {}),
                       "brokerMaxmemoryBytes": self.redis_broker_maxmemory},
             "connections": [
                 {"tier": t.tier, "peakPods": t.peak_pods, "processesPerPod": t.processes_per_pod,
@@ -246,6 +255,9 @@ def tune(spec: FlaskAppSpec) -> Tuning:
         pool_concurrency_bound_by={name: bound for name, (_, bound) in derived.items()},
         nginx_worker_processes=max(1, math.ceil(cpu_cores(spec.nginx.resources, "nginx"))),
         redis_cache_maxmemory=redis_maxmemory(spec.redis.cache.memory),
+        memcached_memory_mib=(memcached_memory_mib(spec.redis.cache.memory)
+                              if spec.redis.cache.engine == "memcached" else 0),
+        memcached_threads=max(1, math.ceil(parse_quantity(spec.redis.cache.cpu))),
         redis_broker_maxmemory=redis_maxmemory(spec.redis.broker.memory),
         tiers=tiers,
         budget=budget,

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kubetest import ROOT, wait_ready, wait_until
-from samples import BUDGET_REJECTED, KEDA_REJECTED, POD_BLOCK_REJECTED, patched
+from samples import BUDGET_REJECTED, KEDA_REJECTED, MEMCACHED_REJECTED, POD_BLOCK_REJECTED, patched
 
 BASE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
 
@@ -64,6 +64,7 @@ REJECTED = [
     *POD_BLOCK_REJECTED,
     *BUDGET_REJECTED,
     *KEDA_REJECTED,
+    *MEMCACHED_REJECTED,
 ]
 
 # Valid for the schema, but only the operator can judge them: Degraded, an Event, no rollout.

@@ -75,8 +75,9 @@ def test_every_pod_is_restricted_with_probes_and_requests(name):
         for c in pod["containers"]:
             if long_running and c["name"] in RESERVED_CONTAINER_NAMES:  # a Job's pod runs to completion
                 # gunicorn without a liveness path: readiness only (the same check would restart busy pods);
-                # PgBouncer: readiness only (a TCP liveness would repeat it; it exits on fatal errors).
-                assert "livenessProbe" in c or ("readinessProbe" in c and c["name"] in ("gunicorn", "pgbouncer")), \
+                # PgBouncer, memcached: readiness only (a TCP liveness would repeat it; they exit on fatal errors).
+                assert "livenessProbe" in c or ("readinessProbe" in c and c["name"] in ("gunicorn", "pgbouncer",
+                                                                                        "memcached")), \
                     (pod_name, c["name"])
                 if "livenessProbe" in c and "readinessProbe" in c:
                     handler = lambda p: {k: v for k, v in p.items() if k in ("httpGet", "tcpSocket", "exec")}

@@ -127,7 +127,7 @@ class Stack:
                          runtime_dir=str(self.workdir / "nginx"), gunicorn_config_dir=str(self.workdir / "gunicorn"),
                          celery_probe_dir=str(self.workdir / "celery"),
                          statsd=f"127.0.0.1:{p['statsd']}", nginx_status_listen=f"127.0.0.1:{p['nginx-status']}",
-                         access_log_syslog=f"127.0.0.1:{p['access-log']}", pooler=f"127.0.0.1:{p['pooler']}",
+                         access_log_syslog=f"127.0.0.1:{p['access-log']}", pooler=f"127.0.0.1:{p['pooler']}", memcached=f"127.0.0.1:{p['memcached']}",
                          pooler_listen_port=p["pooler"], pooler_config_dir=str(self.workdir / "pgbouncer"))
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -144,13 +144,17 @@ class Stack:
     def start(self, with_postgres: bool = True, with_celery: bool = True) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
         names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "statsd", "nginx-status",
-                 "access-log", "pooler")
+                 "access-log", "pooler", "memcached")
         self.ports.update(zip(names, free_ports(len(names))))
         self.rendered = render(self.document, redis_password=REDIS_PASSWORD, addresses=self.addresses(),
                                database_url=self.database_url)
         try:
-            self._start_redis("redis-cache")
-            self._start_redis("redis-broker")
+            if self.rendered.spec.redis.cache.engine == "memcached":
+                self.start_memcached()
+            else:
+                self._start_redis("redis-cache")
+            if self.rendered.spec.worker_pools or self.rendered.spec.beat.enabled:
+                self._start_redis("redis-broker")
             if with_postgres:
                 self._start_postgres()
             if self.pooled:
@@ -184,6 +188,13 @@ class Stack:
         args[args.index("--dir") + 1] = str(data)
         proc = self._spawn(component, [*command, *args, "--bind", "127.0.0.1"])
         wait_port(self.ports[component], proc, log=self.log(component))
+
+    def start_memcached(self) -> None:
+        """memcached with its container's command, on its loopback port."""
+        container = find(self.rendered.objects, "Deployment", "-memcached")["spec"]["template"]["spec"]["containers"][0]
+        command = [f"--port={self.ports['memcached']}" if a.startswith("--port=") else a for a in container["command"]]
+        proc = self._spawn("memcached", [*command, "--listen=127.0.0.1"], user="nobody")
+        wait_port(self.ports["memcached"], proc, log=self.log("memcached"))
 
     def restart_redis(self, component: str, sig: int = signal.SIGTERM) -> None:
         """Stop a Redis (SIGTERM as the kubelet, SIGKILL as a crash) and start it again on the same data
@@ -235,8 +246,8 @@ class Stack:
         wait_port(self.ports["pooler"], proc, log=self.log("pooler"))
 
     def secrets(self) -> dict[str, dict[str, str]]:
-        db = self.document["spec"]["database"]
-        return {db["secretName"]: {db.get("urlKey", "url"): self.database_url}}
+        db = self.document["spec"].get("database")
+        return {db["secretName"]: {db.get("urlKey", "url"): self.database_url}} if db else {}
 
     def env_of(self, component: str) -> dict[str, str]:
         deployment = find(self.rendered.objects, "Deployment", component)

@@ -83,8 +83,10 @@ def alert_rules(ctx: Context) -> list[dict]:
                "jsonpath='{.status.tuning}' shows each tier's share; raise database.maxConnections or lower "
                "autoscaling maxima."),
     ]
-    if ctx.spec.redis.mode != "managed":  # no exporter beside an external Redis: nothing to alert on
+    if not ctx.redis_components:  # no exporter beside an external Redis (or no Redis): nothing to alert on
         rules = [r for r in rules if "redis_" not in r["expr"]]
+    elif ctx.memcached:  # the cache is a memcached (no exporter here)
+        rules = [r for r in rules if 'tier="redis-cache"' not in r["expr"]]
     elif not ctx.uses_broker:  # no broker runs
         rules = [r for r in rules if 'tier="redis-broker"' not in r["expr"]]
     if flower_enabled(ctx) and ctx.spec.redis.mode == "managed":  # queue lengths come from the broker's exporter

@@ -94,6 +94,8 @@ def shared_settings(ctx: Context) -> dict[str, str]:
     out = {"FLASKAPP_NAME": ctx.name, "CACHE_TYPE": "RedisCache",
            "CACHE_DEFAULT_TIMEOUT": str(spec.redis.cache_default_timeout_seconds),
            "CACHE_KEY_PREFIX": f"{ctx.name}:"}
+    if ctx.memcached:  # Flask-Caching's MemcachedCache (pallets-eco/flask-caching docs/configuration.rst)
+        out.update(CACHE_TYPE="MemcachedCache", CACHE_MEMCACHED_SERVERS=ctx.addresses.memcached)
     if spec.cdn.base_url:
         out["CDN_URL"] = spec.cdn.base_url
     return out
@@ -111,7 +113,9 @@ def redis_secret(ctx: Context) -> dict:
     """Generated once by the operator and then preserved: the password is an input of the renderer."""
     pw = ctx.redis_password
     cache, broker = ctx.addresses.redis_cache, ctx.addresses.redis_broker
-    data = {"password": pw, "auth.conf": f"requirepass {pw}\n", "cache-url": f"redis://:{pw}@{cache}/0"}
+    data = {"password": pw, "auth.conf": f"requirepass {pw}\n"}
+    if not ctx.memcached:
+        data["cache-url"] = f"redis://:{pw}@{cache}/0"
     if ctx.uses_broker:
         data.update({"broker-url": f"redis://:{pw}@{broker}/0", "result-url": f"redis://:{pw}@{broker}/1"})
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -167,7 +171,7 @@ def redis_url_env(ctx: Context) -> list[dict]:
         secret = redis.external.secret_name
         cache_key, broker_key, result_key = (redis.external.cache_url_key, redis.external.broker_url_key,
                                              redis.external.broker_url_key)
-    env = [_secret_ref("CACHE_REDIS_URL", secret, cache_key)]
+    env = [] if ctx.memcached else [_secret_ref("CACHE_REDIS_URL", secret, cache_key)]
     if ctx.uses_broker:
         env += [_secret_ref("CELERY_BROKER_URL", secret, broker_key),
                 _secret_ref("CELERY_RESULT_BACKEND", secret, result_key)]
@@ -209,7 +213,8 @@ def app_env_from(ctx: Context) -> list[dict]:
 def redis_password_checksum(ctx: Context) -> Optional[str]:
     """Changes with the managed Redis password (a deleted Secret gets a new one): Redis and its clients
     read it at start, so both must restart together. A digest: the password never appears."""
-    return checksum(ctx.redis_password) if ctx.spec.redis.mode == "managed" else None
+    # No managed Redis (external, or memcached and no broker): no password, and nothing to restart for.
+    return checksum(ctx.redis_password) if ctx.redis_components else None
 
 
 def config_checksums(ctx: Context) -> dict[str, str]:

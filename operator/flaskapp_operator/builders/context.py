@@ -34,6 +34,7 @@ class Addresses:
     gunicorn_config_dir: str = "/etc/flaskapp/gunicorn"
     celery_probe_dir: str = "/etc/flaskapp/celery"
     pooler: str = "127.0.0.1:6432"  # where the app finds PgBouncer (spec.database.pooler)
+    memcached: str = "127.0.0.1:11211"  # where the app finds memcached (spec.redis.cache.engine)
     pooler_listen_port: int = 6432
     pooler_config_dir: str = "/etc/flaskapp/pgbouncer"
     # Inside a pod, between a server and its exporter sidecar (monitoring).
@@ -53,7 +54,8 @@ class Addresses:
 
         return cls(gunicorn_bind=f"0.0.0.0:{web_port}", nginx_listen=str(NGINX_PORT),
                    upstream=svc("web", web_port), redis_cache=svc("redis-cache", REDIS_PORT),
-                   redis_broker=svc("redis-broker", REDIS_PORT), pooler=svc("pooler", POOLER_PORT))
+                   redis_broker=svc("redis-broker", REDIS_PORT), pooler=svc("pooler", POOLER_PORT),
+                   memcached=svc(MEMCACHED_COMPONENT, MEMCACHED_PORT))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def tier_overrides(ctx: Context, tier: str) -> Optional[PodOverrides]:
         return next(p.pod for p in spec.worker_pools if f"worker-{p.name}" == tier)
     own = {"web": spec.web.pod, "nginx": spec.nginx.pod, "beat": spec.beat.pod,
            "migrations": spec.migrations.pod if spec.migrations else None,
-           "redis-cache": spec.redis.pod, "redis-broker": spec.redis.pod}
+           "redis-cache": spec.redis.pod, "redis-broker": spec.redis.pod, "memcached": spec.redis.pod}
     return own.get(tier)
 
 

@@ -2,8 +2,8 @@
 it must. Every policy lists both directions, so the app works unchanged in a namespace whose default is to
 deny everything, and nothing else in the cluster reaches gunicorn or Redis.
 
-    ingress controller -> nginx -> web -> {redis-cache, redis-broker, database}
-                                  workers, beat, migrations -> {redis-cache, redis-broker, database}
+    ingress controller -> nginx -> web -> {redis-cache or memcached, redis-broker, database}
+                                  workers, beat, migrations -> {redis-cache or memcached, redis-broker, database}
     with a pooler: web, workers, beat -> pooler -> database (migrations still -> database)
     flower -> redis-broker (monitoring)
     monitoring.scrapeFrom -> each tier's metrics ports (monitoring)
@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..naming import COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL, selector_labels
 from .common import metadata
 from ..tuning import POOLER_TIER
-from .context import NGINX_PORT, POOLER_PORT, REDIS_PORT, Context
+from .context import MEMCACHED_COMPONENT, MEMCACHED_PORT, NGINX_PORT, POOLER_PORT, REDIS_PORT, Context
 from .monitoring import METRICS_PORTS, enabled as monitoring_enabled, flower_enabled
 
 # DNS wherever the cluster runs it (a kube-system pod, a node-local cache, a host process).
@@ -70,7 +70,10 @@ def _app_egress(ctx: Context, tier: str) -> list[dict]:
     spec, np = ctx.spec, ctx.spec.network_policy
     rules = [DNS_EGRESS]
     if spec.redis.mode == "managed":
-        rules.append({"to": [_pods(ctx, list(ctx.redis_components))], "ports": _tcp(REDIS_PORT)})
+        if ctx.redis_components:
+            rules.append({"to": [_pods(ctx, list(ctx.redis_components))], "ports": _tcp(REDIS_PORT)})
+        if ctx.memcached:
+            rules.append({"to": [_pods(ctx, [MEMCACHED_COMPONENT])], "ports": _tcp(MEMCACHED_PORT)})
     else:
         rules.append({"ports": _tcp(*EXTERNAL_REDIS_PORTS)})
     if _pooled(ctx, tier):
@@ -116,6 +119,9 @@ def network_policies(ctx: Context) -> list[dict]:
                          if ctx.spec.redis.mode == "managed" else [{"ports": _tcp(*EXTERNAL_REDIS_PORTS)}])
         policies.append(_policy(ctx, "flower", ingress=_scrapers(ctx, "celery-metrics"),
                                 egress=[DNS_EGRESS, *broker_egress]))
+    if ctx.memcached:
+        policies.append(_policy(ctx, MEMCACHED_COMPONENT, egress=[], ingress=[
+            {"from": [_pods(ctx, app_tiers(ctx))], "ports": _tcp(MEMCACHED_PORT)}]))
     if ctx.spec.redis.mode == "managed":
         for component in ctx.redis_components:
             clients = broker_clients if component == "redis-broker" else app_tiers(ctx)

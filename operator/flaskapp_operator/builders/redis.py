@@ -7,10 +7,11 @@ from ..naming import selector_labels
 from .common import (RECREATE, bounded, deployment, exec_probe, metadata, pod_spec, pod_template, restricted_container_security,
                      restricted_pod_security, service, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
-from .context import REDIS_PORT, Context
+from .context import MEMCACHED_COMPONENT, MEMCACHED_PORT, REDIS_PORT, Context
 from .monitoring import redis_sidecars
 
 REDIS_USER = 999  # the official image's redis user
+MEMCACHED_USER = 11211  # the official memcached image's memcache user
 # The password, as a config file: never on a command line (`ps`, the pod spec). Not under /etc/redis,
 # which Debian's redis package makes 2770 for its own redis user (the pod runs as another).
 AUTH_DIR = "/etc/flaskapp/redis-auth"
@@ -97,11 +98,37 @@ def _instance(ctx: Context, component: str, instance: RedisInstance, maxmemory: 
     return [*workload, service(ctx, component, REDIS_PORT, "redis", port_name="redis")]
 
 
+def memcached_objects(ctx: Context) -> list[dict]:
+    """memcached as the cache (spec.redis.cache.engine): LRU eviction is its only mode, so no policy to set; item
+    memory below the container limit; no auth (memcached's SASL needs the binary protocol, which Flask-Caching's
+    clients do not speak): its NetworkPolicy admits the app tiers only."""
+    cache, t = ctx.spec.redis.cache, ctx.tuning
+    container = {
+        "name": "memcached",
+        "image": cache.memcached_image,
+        "command": ["memcached", f"--port={MEMCACHED_PORT}", f"--memory-limit={t.memcached_memory_mib}",
+                    f"--threads={t.memcached_threads}", "--conn-limit=4096"],
+        "ports": [{"name": "memcached", "containerPort": MEMCACHED_PORT, "protocol": "TCP"}],
+        "resources": bounded({"cpu": cache.cpu, "memory": cache.memory}),
+        # Ready once it listens; no liveness probe (a TCP check would repeat readiness; memcached exits on what it
+        # cannot recover from, and the kubelet restarts it).
+        "readinessProbe": tcp_probe("memcached", period=5),
+        "securityContext": restricted_container_security(),
+    }
+    pod = pod_spec(ctx, restricted_pod_security(MEMCACHED_USER), [container], [])
+    return [deployment(ctx, MEMCACHED_COMPONENT, pod, replicas=1, strategy=RECREATE, versioned=False),
+            service(ctx, MEMCACHED_COMPONENT, MEMCACHED_PORT, "memcached", port_name="memcached")]
+
+
 def redis_objects(ctx: Context) -> list[dict]:
     if ctx.spec.redis.mode != "managed":
         return []
     t = ctx.tuning
-    out = [redis_secret(ctx), *_instance(ctx, "redis-cache", ctx.spec.redis.cache, t.redis_cache_maxmemory)]
+    out = [redis_secret(ctx)] if ctx.redis_components else []
+    if ctx.memcached:
+        out += memcached_objects(ctx)
+    else:
+        out += _instance(ctx, "redis-cache", ctx.spec.redis.cache, t.redis_cache_maxmemory)
     if ctx.uses_broker:
         out += _instance(ctx, "redis-broker", ctx.spec.redis.broker, t.redis_broker_maxmemory)
     return out
