@@ -61,6 +61,8 @@ up() {
   kubectl get flaskapp shop -o jsonpath='{.status.tuning}' | $PY -c 'import json,sys,yaml; print(yaml.safe_dump(json.load(sys.stdin), sort_keys=False))'
   step "Events"
   kubectl get events --field-selector involvedObject.kind=FlaskApp
+  budget_caps shop '{"spec":{"web":{"autoscaling":{"minReplicas":2,"maxReplicas":40}}}}'
+  pooler_render
 
   cat <<TXT
 
@@ -74,6 +76,25 @@ Explore:
 Tear down:
   make demo-down
 TXT
+}
+
+# ★ The connection budget steers scaling: an autoscaler maximum the database cannot take is capped, not refused.
+budget_caps() {
+  local app=$1 patch=$2
+  step "★ The budget caps autoscalers instead of refusing the app (web maxReplicas 40, maxConnections 100)"
+  kubectl patch flaskapp "$app" --type=merge -p "$patch"
+  until kubectl get flaskapp "$app" -o jsonpath='{.status.conditions[?(@.type=="BudgetCapped")].status}' | grep -q True; do sleep 1; done
+  kubectl get flaskapp "$app" -o jsonpath='{.status.conditions[?(@.type=="BudgetCapped")].message}'; echo
+  kubectl get hpa -l app.kubernetes.io/instance="$app"
+  kubectl get flaskapp "$app" -o jsonpath='{.status.tuning.budget}' | $PY -c 'import json,sys,yaml; b=json.load(sys.stdin); print(yaml.safe_dump({k: b[k] for k in ("message", "cappedAutoscalers", "largestFeasibleMaxReplicas")}, sort_keys=False))'
+}
+
+# ★ PgBouncer: 40 web pods x 3 workers share a server pool the budget allows.
+pooler_render() {
+  step "★ PgBouncer, as rendered for manifests/samples/autopilot.yaml (flaskapp-operator render --tuning)"
+  .venv/bin/flaskapp-operator render -f manifests/samples/autopilot.yaml --tuning \
+    --database-url postgresql://orders:secret@db.example:5432/orders 2>&1 >/dev/null \
+    | $PY -c 'import sys,yaml; t=yaml.safe_load(sys.stdin)["tuning"]; print(yaml.safe_dump({"pooler": t["pooler"], "budget": t["budget"]["message"]}, sort_keys=False))'
 }
 
 # The local cluster's real node: everything runs as pods, images built here (make images).
@@ -115,6 +136,27 @@ PYTHON
   curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' --resolve "shop.local:80:$ip" http://shop.local/static/app.css \
     | grep -i -E '^(HTTP|cache-control|content-encoding)'
   curl -s --cookie c=1 --resolve "shop.local:80:$ip" http://shop.local/task; echo "   <- a Celery task through the broker Redis"
+  budget_caps shop '{"spec":{"web":{"replicas":null,"autoscaling":{"minReplicas":2,"maxReplicas":40}}}}'
+  step "★ PgBouncer on the node: FlaskApp orders, its web tier through the pooler to the same PostgreSQL"
+  kubectl create secret generic orders-db --from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop \
+    --dry-run=client -o yaml | kubectl apply -f -
+  PYTHONPATH=tools $PY - "$STATE" <<'PYTHON'
+import sys
+import yaml
+from localcluster import images
+app = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": "orders"},
+       "spec": {"image": images.EXAMPLE_REF, "wsgi": "app:create_app()", "ingress": {"enabled": False},
+                "web": {"replicas": 2, "healthCheckPath": "/healthz", "resources": {"requests": {"cpu": "100m", "memory": "384Mi"}}},
+                "nginx": {"replicas": 1, "image": images.NGINX_REF}, "redis": {"image": images.REDIS_REF},
+                "database": {"secretName": "orders-db", "maxConnections": 12, "reservedConnections": 2,
+                             "pooler": {"enabled": True, "replicas": 1, "image": images.PGBOUNCER_REF}}}}
+open(f"{sys.argv[1]}/orders.yaml", "w").write(yaml.safe_dump(app))
+PYTHON
+  kubectl apply -f "$STATE/orders.yaml"
+  kubectl wait --for=condition=Ready flaskapp/orders --timeout=300s
+  kubectl get flaskapp orders -o jsonpath='{.status.tuning.pooler}'; echo
+  kubectl exec deploy/orders-web -c gunicorn -- python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:8000/db").read().decode())'
+  pooler_render
   cat <<TXT
 
 The example app is at http://shop.local/ on $ip:
