@@ -61,7 +61,8 @@ up() {
   kubectl get flaskapp shop -o jsonpath='{.status.tuning}' | $PY -c 'import json,sys,yaml; print(yaml.safe_dump(json.load(sys.stdin), sort_keys=False))'
   step "Events"
   kubectl get events --field-selector involvedObject.kind=FlaskApp
-  budget_caps shop '{"spec":{"web":{"autoscaling":{"minReplicas":2,"maxReplicas":40}}}}'
+  budget_caps shop '{"spec":{"web":{"autoscaling":{"minReplicas":2,"maxReplicas":40}}}}' \
+    '{"spec":{"web":{"autoscaling":{"minReplicas":2,"maxReplicas":4}}}}'
   pooler_render
 
   cat <<TXT
@@ -80,13 +81,14 @@ TXT
 
 # ★ The connection budget steers scaling: an autoscaler maximum the database cannot take is capped, not refused.
 budget_caps() {
-  local app=$1 patch=$2
+  local app=$1 patch=$2 revert=$3
   step "★ The budget caps autoscalers instead of refusing the app (web maxReplicas 40, maxConnections 100)"
   kubectl patch flaskapp "$app" --type=merge -p "$patch"
   until kubectl get flaskapp "$app" -o jsonpath='{.status.conditions[?(@.type=="BudgetCapped")].status}' | grep -q True; do sleep 1; done
   kubectl get flaskapp "$app" -o jsonpath='{.status.conditions[?(@.type=="BudgetCapped")].message}'; echo
   kubectl get hpa -l app.kubernetes.io/instance="$app"
   kubectl get flaskapp "$app" -o jsonpath='{.status.tuning.budget}' | $PY -c 'import json,sys,yaml; b=json.load(sys.stdin); print(yaml.safe_dump({k: b[k] for k in ("message", "cappedAutoscalers", "largestFeasibleMaxReplicas")}, sort_keys=False))'
+  kubectl patch flaskapp "$app" --type=merge -p "$revert" >/dev/null  # back to the sample (a re-run applies it again)
 }
 
 # ★ PgBouncer: 40 web pods x 3 workers share a server pool the budget allows.
@@ -136,7 +138,8 @@ PYTHON
   curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' --resolve "shop.local:80:$ip" http://shop.local/static/app.css \
     | grep -i -E '^(HTTP|cache-control|content-encoding)'
   curl -s --cookie c=1 --resolve "shop.local:80:$ip" http://shop.local/task; echo "   <- a Celery task through the broker Redis"
-  budget_caps shop '{"spec":{"web":{"replicas":null,"autoscaling":{"minReplicas":2,"maxReplicas":40}}}}'
+  budget_caps shop '{"spec":{"web":{"replicas":null,"autoscaling":{"minReplicas":2,"maxReplicas":40}}}}' \
+    '{"spec":{"web":{"autoscaling":null,"replicas":2}}}'
   step "★ PgBouncer on the node: FlaskApp orders, its web tier through the pooler to the same PostgreSQL"
   kubectl create secret generic orders-db --from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop \
     --dry-run=client -o yaml | kubectl apply -f -
@@ -155,7 +158,16 @@ PYTHON
   kubectl apply -f "$STATE/orders.yaml"
   kubectl wait --for=condition=Ready flaskapp/orders --timeout=300s
   kubectl get flaskapp orders -o jsonpath='{.status.tuning.pooler}'; echo
-  kubectl exec deploy/orders-web -c gunicorn -- python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:8000/db").read().decode())'
+  # (a Service's address may take a second or two to route after its pods are ready: retried)
+  kubectl exec deploy/orders-web -c gunicorn -- python3 -c '
+import time, urllib.request
+for attempt in range(30):
+    try:
+        print("GET /db through PgBouncer:", urllib.request.urlopen("http://127.0.0.1:8000/db").read().decode()); break
+    except Exception as exc:
+        time.sleep(1)
+else:
+    raise SystemExit(f"no answer: {exc}")'
   pooler_render
   cat <<TXT
 
