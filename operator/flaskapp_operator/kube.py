@@ -94,9 +94,11 @@ def owned_by(obj: dict, owner_uid: str) -> bool:
 
 
 def autoscaler_minimums(objects: list[dict]) -> dict[str, int]:
-    """minReplicas of each autoscaled Deployment, by name."""
-    return {o["spec"]["scaleTargetRef"]["name"]: o["spec"].get("minReplicas", 1)
-            for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    """minReplicas of each autoscaled Deployment, by name: an HPA's, or a KEDA ScaledObject's minReplicaCount
+    (0 for a pool that scales to zero: no pod is then what ready means)."""
+    fields = {"HorizontalPodAutoscaler": "minReplicas", "ScaledObject": "minReplicaCount"}
+    return {o["spec"]["scaleTargetRef"]["name"]: o["spec"].get(fields[o["kind"]], 1)
+            for o in objects if o["kind"] in fields}
 
 
 def owns_replicas(obj: dict) -> bool:

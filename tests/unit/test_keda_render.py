@@ -55,3 +55,17 @@ def test_the_parser_refuses_bad_queue_scaling_naming_the_field(case, patch, fiel
     with pytest.raises(SpecError) as err:
         render(patched(load_sample("full"), case, patch), redis_password="pw")
     assert any(field in e.path or field in e.message for e in err.value.errors), err.value
+
+
+def test_a_pool_scaled_to_zero_by_keda_counts_as_ready():
+    from flaskapp_operator.kube import autoscaler_minimums
+    from flaskapp_operator.observe import components
+
+    objects = render(patched(load_sample("full"), "shop", QUEUED), redis_password="pw").objects
+    minimums = autoscaler_minimums(objects)
+    assert minimums["shop-worker-reports"] == 0 and minimums["shop-web"] == 2
+    at_zero = {"metadata": {"name": "shop-worker-reports", "generation": 3,
+                            "labels": {"app.kubernetes.io/component": "worker-reports"}},
+               "spec": {"replicas": 0}, "status": {"observedGeneration": 3}}
+    assert components([at_zero], minimums)["worker-reports"]["ready"] is True
+    assert components([at_zero], {})["worker-reports"]["ready"] is False  # what an HPA-less minimum of 1 would say
