@@ -43,6 +43,11 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(f"error: FlaskApp {doc['metadata']['name']} would be Degraded: "
                   f"{rendered.tuning.budget.message}", file=sys.stderr)
             return EXIT_INFEASIBLE
+        database = rendered.spec.database
+        if database and database.pooler.enabled and not args.database_url:
+            print(f"note: FlaskApp {doc['metadata']['name']}: the pooler's Secret holds a placeholder database URL "
+                  f"(the operator reads Secret {database.secret_name} key {database.url_key}; pass --database-url)",
+                  file=sys.stderr)
         if rendered.tuning.capped:
             print(f"note: FlaskApp {doc['metadata']['name']}: {rendered.tuning.budget.message}", file=sys.stderr)
         out.extend(rendered.objects)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import base64
 import os
 import subprocess
 import sys
@@ -274,3 +275,19 @@ def test_valid_apps_in_one_namespace_never_render_the_same_child(apps):
         for obj in objects:
             key = (obj["kind"], obj["metadata"]["name"])
             assert seen.setdefault(key, name) == name, f"{key} rendered by {seen[key]} and {name}"
+
+
+def test_cli_render_says_what_the_budget_capped_and_when_the_pooler_url_is_a_placeholder():
+    sample = str(SAMPLES / "autopilot.yaml")
+    placeholder = _cli("render", "-f", sample)
+    assert placeholder.returncode == 0, placeholder.stderr
+    assert "placeholder database URL" in placeholder.stderr and "orders-db" in placeholder.stderr
+    given = _cli("render", "-f", sample, "--database-url", "postgresql://orders:pw@db.example:5432/orders")
+    assert "placeholder" not in given.stderr
+    secret = next(d for d in yaml.safe_load_all(given.stdout) if d["kind"] == "Secret"
+                  and d["metadata"]["name"] == "orders-pooler")
+    assert "db.example" in base64.b64decode(secret["data"]["pgbouncer.ini"]).decode()
+    full = yaml.safe_load((SAMPLES / "full.yaml").read_text())
+    full["spec"]["web"]["autoscaling"]["maxReplicas"] = 60
+    capped = _cli("render", "-f", "-", stdin=yaml.safe_dump(full))
+    assert capped.returncode == 0 and "web 60 -> 22" in capped.stderr, capped.stderr

@@ -20,7 +20,6 @@ from .common import (ROLLING_UPDATE, checksum, deployment, drain_before_stop, me
 from .context import POOLER_PORT, Context
 
 POOLER_USER = 70  # the postgres user of Alpine-based PgBouncer images; the image needs no write access
-CONFIG_DIR = "/etc/flaskapp/pgbouncer"
 SECRET_SUFFIX = "pooler"
 # libpq parameters about the client's TLS to the server: they now apply between PgBouncer and the server.
 TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword")
@@ -116,7 +115,8 @@ def pooler_objects(ctx: Context) -> list[dict]:
     pooler = ctx.spec.database.pooler
     files = pooler_files(ctx, database_url(ctx))
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-              "metadata": metadata(ctx, ctx.child(SECRET_SUFFIX), POOLER_TIER), "data": {k: base64.b64encode(v.encode()).decode() for k, v in files.items()}}
+              "metadata": metadata(ctx, ctx.child(SECRET_SUFFIX), POOLER_TIER),
+              "data": {k: base64.b64encode(v.encode()).decode() for k, v in files.items()}}
     container = {
         "name": "pgbouncer",
         "image": pooler.image,
