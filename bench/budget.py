@@ -28,7 +28,7 @@ from typing import Callable
 import yaml
 
 from flaskapp_operator.render import render
-from stack import EXAMPLE_APP, WORKLOAD_APP, Stack, container_env, find, free_ports, wait_port
+from stack import EXAMPLE_APP, PORT_NAMES, WORKLOAD_APP, Stack, container_env, find, free_ports, wait_port
 
 PODS = 25  # the autoscaler's maximum in the spec
 WORKERS, THREADS = 4, 4
@@ -76,9 +76,7 @@ def _scenario(workdir: Path, name: str, seconds: float) -> dict:
     stack = Stack(workdir / name, document=_document(max_connections, pooled))
     stack.workdir.mkdir(parents=True, exist_ok=True)
     stack.workdir.chmod(0o755)
-    names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "statsd", "nginx-status", "access-log",
-             "pooler")
-    stack.ports.update(zip(names, free_ports(len(names))))
+    stack.ports.update(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
     stack.rendered = render(stack.document, redis_password="bench", addresses=stack.addresses(),
                             database_url=stack.database_url)
     try:

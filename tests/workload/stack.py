@@ -35,6 +35,9 @@ PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/p
 REDIS_PASSWORD = "workload-password"
 LOCAL_POD_NAME = "local-process"  # what a fieldRef to metadata.name resolves to here
 DB_USER = "shop"
+# Every server a stack may run, each on its own loopback port.
+PORT_NAMES = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "statsd", "nginx-status", "access-log",
+              "pooler", "memcached")
 
 
 def free_ports(count: int) -> list[int]:
@@ -143,9 +146,7 @@ class Stack:
 
     def start(self, with_postgres: bool = True, with_celery: bool = True) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        names = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "statsd", "nginx-status",
-                 "access-log", "pooler", "memcached")
-        self.ports.update(zip(names, free_ports(len(names))))
+        self.ports.update(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
         self.rendered = render(self.document, redis_password=REDIS_PASSWORD, addresses=self.addresses(),
                                database_url=self.database_url)
         try:
