@@ -40,7 +40,7 @@ def ini(objects) -> configparser.ConfigParser:
     return parser
 
 
-def server_connections_from_objects(objects, max_connections_reserved: int) -> int:
+def server_connections_from_objects(objects) -> int:
     """PgBouncer's max_db_connections per pod x its pods at a rolling update's peak, plus every tier that
     still connects to the server directly (its DATABASE_URL from the user's Secret)."""
     objs = by_key(objects)
@@ -115,7 +115,7 @@ def test_the_server_never_sees_more_than_the_budget_however_many_clients(max_con
         patch["migrations"] = None
     r = pooled(patch)
     available = max_connections - reserved
-    server = server_connections_from_objects(r.objects, available)
+    server = server_connections_from_objects(r.objects)
     assert server == r.tuning.budget.peak_connections
     if r.feasible:
         assert server <= available

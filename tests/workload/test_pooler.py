@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from samples import patched
-from stack import PG_BIN, WORKLOAD_APP, Stack, find
+from stack import PG_BIN, WORKLOAD_APP, Stack
 
 MAX_CONNECTIONS, RESERVED = 8, 3  # 5 for the app: PgBouncer (1 pod, 2 at a rollout's peak) gets 2 per pod
 
@@ -40,6 +40,14 @@ def pooled_stack():
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def concurrently(work, count: int) -> None:
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def server_connections(stack: Stack) -> int:
     out = subprocess.run([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(stack.ports["postgres"]), "-U", "postgres",
                           "-tAc", "select count(*) from pg_stat_activity where usename = 'shop'"],
@@ -56,8 +64,7 @@ def client_connections(stack: Stack) -> int:
 def test_many_clients_share_the_pool_and_the_server_stays_within_it(pooled_stack):
     stack = pooled_stack
     config = configparser.ConfigParser(comment_prefixes=(";",), inline_comment_prefixes=(";",), interpolation=None)
-    config.read_string(find(stack.rendered.objects, "Secret", "-pooler") and
-                       (stack.workdir / "pgbouncer" / "pgbouncer.ini").read_text())
+    config.read_string((stack.workdir / "pgbouncer" / "pgbouncer.ini").read_text())  # as PgBouncer reads it
     per_pod = int(config["pgbouncer"]["max_db_connections"])
     assert per_pod * 2 <= MAX_CONNECTIONS - RESERVED  # 1 replica + 1 surge pod
     env = stack.env_of("-web")
@@ -80,11 +87,7 @@ def test_many_clients_share_the_pool_and_the_server_stays_within_it(pooled_stack
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    clients = [threading.Thread(target=hammer) for _ in range(24)]
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
+    concurrently(hammer, 24)
     stop.set()
     sampler.join()
     assert codes == [200] * len(codes), f"{len([c for c in codes if c != 200])} failed: see {stack.log('gunicorn')}"
@@ -116,11 +119,7 @@ def test_psycopg_prepares_break_transaction_pooling_unless_turned_off_as_rendere
                         failures.append(str(exc))
                         conn.rollback()
 
-        threads = [threading.Thread(target=client) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        concurrently(client, 6)
         return len(failures)
 
     assert errors_with() > 0, "the default prepares did not break: the control shows nothing"

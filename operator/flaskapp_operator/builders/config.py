@@ -20,16 +20,22 @@ from .pooler import database_url, pooler_secret_checksum
 
 
 
-def engine_options(ctx: Context, tier: TierConnections) -> str:
+def _prepares_off(ctx: Context) -> bool:
+    """Whether the app's psycopg must not prepare statements on the server: a transaction pooler that does not
+    track them (see engine_options)."""
+    pooler = ctx.spec.database.pooler if ctx.spec.database else None
+    return (pooler is not None and pooler.enabled and pooler.pool_mode == "transaction"
+            and not pooler.prepared_statements and database_url(ctx).driver == "psycopg")
+
+
+def engine_options(ctx: Context, tier: TierConnections, prepares_off: bool = False) -> str:
     """Usable as Flask-SQLAlchemy's SQLALCHEMY_ENGINE_OPTIONS (keyword arguments of create_engine)."""
     pool = ctx.spec.database.pool if ctx.spec.database else None
     options = {"pool_size": tier.pool_size, "max_overflow": tier.max_overflow,
                "pool_recycle": pool.recycle_seconds if pool else 1800,
                "pool_pre_ping": pool.pre_ping if pool else True,
                "pool_timeout": pool.timeout_seconds if pool else 10}
-    pooler = ctx.spec.database.pooler if ctx.spec.database else None
-    if (tier.via_pooler and pooler.pool_mode == "transaction" and not pooler.prepared_statements
-            and database_url(ctx).driver == "psycopg"):
+    if tier.via_pooler and prepares_off:
         # psycopg 3 prepares a query on the server after 5 runs (prepare_threshold); under transaction pooling the
         # next transaction may run on another server connection, where it does not exist. psycopg2 never
         # prepares. (psycopg.org/psycopg3/docs/advanced/prepare.html, "Using prepared statements with PgBouncer")
@@ -83,9 +89,10 @@ def tier_settings(ctx: Context) -> dict[str, dict[str, str]]:
         out["beat"] = {}
     if ctx.spec.migrations:
         out["migrations"] = {}
+    prepares_off = _prepares_off(ctx)
     for tier in t.tiers:
         if tier.tier in out:  # not PgBouncer's own pool
-            out[tier.tier]["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(ctx, tier)
+            out[tier.tier]["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(ctx, tier, prepares_off)
     return out
 
 
@@ -222,13 +229,14 @@ def config_checksums(ctx: Context) -> dict[str, str]:
     the env itself (Secret names included), envFrom and the managed Redis password. A change rolls only
     the tiers it reaches (a worker pool's concurrency does not restart web)."""
     data = env_configmap(ctx)["data"]
+    pooled = pooler_secret_checksum(ctx)  # only when a pooler runs: other apps' pods keep their checksum
     out = {}
     for tier in tier_settings(ctx):
         env = app_env(ctx, tier)
         read = {e["name"]: data.get(e["valueFrom"]["configMapKeyRef"]["key"])
                 for e in env if "configMapKeyRef" in e.get("valueFrom", {})}
         parts = [read, env, app_env_from(ctx), redis_password_checksum(ctx)]
-        if pooled := pooler_secret_checksum(ctx):  # only when a pooler runs: other apps' pods keep their checksum
+        if pooled:
             parts.append(pooled)
         out[tier] = checksum(*parts)
     return out
