@@ -413,7 +413,8 @@ def _fit_budget(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierC
             return tiers, budget(tiers, True, f"{total} of {available} connections at peak")
     tightest = candidates[-1]
     overridden = size_override is not None or overflow_override is not None
-    if db.budget_policy == "capAutoscaling" and (order := capping_order(spec)):
+    order = capping_order(spec) if db.budget_policy == "capAutoscaling" else []
+    if order:
         capped = _cap_autoscalers(tightest, order, available)
         if capped is not None:
             lowered = ", ".join(f"{t.tier} {t.autoscaling.max_replicas} -> {t.most_pods}"
@@ -424,7 +425,7 @@ def _fit_budget(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierC
     total = _total(tightest)
     return tightest, budget(tightest, False, _infeasible_message(
         tightest, total, available, db.max_connections, db.reserved_connections, overridden, smallest,
-        capped=db.budget_policy == "capAutoscaling" and bool(capping_order(spec))))
+        capped=bool(order)))
 
 
 def _fit_pooler(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierConnections, ...], Budget]:
