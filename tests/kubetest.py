@@ -23,7 +23,13 @@ sys.path.insert(0, str(ROOT / "tools"))
 from localcluster import build  # noqa: E402
 from localcluster.cluster import LocalCluster, free_port as _free_port  # noqa: E402
 
-WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
+AUDITED_WRITES = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def kubectl_seconds(duration: str) -> float:
+    """kubectl's --timeout value ("300s", "5m", "1h", "90") in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]] if duration[-1] in units else float(duration)
 
 
 @dataclass
@@ -39,7 +45,9 @@ class Kube:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path, **extra}
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 120) -> subprocess.CompletedProcess:
+                timeout: float | None = None) -> subprocess.CompletedProcess:
+        if timeout is None:  # never cut short a command's own --timeout (kubectl wait, delete --wait)
+            timeout = max([120.0] + [kubectl_seconds(a.split("=", 1)[1]) + 30 for a in args if a.startswith("--timeout=")])
         result = subprocess.run([self.kubectl_bin, *args], input=input, capture_output=True, text=True,
                                 env=self.env(), timeout=timeout)
         if check and result.returncode != 0:
@@ -82,6 +90,12 @@ class Kube:
                     total += int(float(line.rsplit(" ", 1)[1]))
         return total
 
+    def audit_events(self) -> list[dict]:
+        """The local API server's audit log: every write, and the reads of the operator's ServiceAccount."""
+        if self.local is None or not self.local.audit_log.exists():
+            raise RuntimeError("auditing needs the local control plane")
+        return [json.loads(line) for line in self.local.audit_log.read_text().splitlines()]
+
     def writes_by(self, username: str) -> list[str]:
         """Write requests sent by one user, from the local API server's audit log (verb resource name)."""
         if self.local is None or not self.local.audit_log.exists():
@@ -89,7 +103,8 @@ class Kube:
         out = []
         for line in self.local.audit_log.read_text().splitlines():
             event = json.loads(line)
-            if event.get("user", {}).get("username") == username and event.get("stage") == "ResponseComplete":
+            if (event.get("user", {}).get("username") == username and event.get("stage") == "ResponseComplete"
+                    and event["verb"] in AUDITED_WRITES):
                 ref = event.get("objectRef", {})
                 out.append(f"{event['verb']} {ref.get('resource')}/{ref.get('subresource', '')} "
                            f"{ref.get('namespace', '')}/{ref.get('name', '')}")
@@ -118,6 +133,8 @@ class OperatorProcess:
     proc: Optional[subprocess.Popen] = field(default=None, repr=False)
     health_port: int = field(default_factory=lambda: _free_port())
     metrics_port: int = field(default_factory=lambda: _free_port())
+    args: tuple[str, ...] = ()  # more arguments of `flaskapp-operator run`
+    env: dict[str, str] = field(default_factory=dict)  # more environment variables
 
     def healthy(self) -> bool:
         """kopf's liveness endpoint answers (what the kubelet probes in a cluster)."""
@@ -130,13 +147,14 @@ class OperatorProcess:
             return False
 
     def start(self) -> "OperatorProcess":
-        env = self.kube.env(FLASKAPP_RESYNC_SECONDS=str(self.resync_seconds), FLASKAPP_DISCOVERY_SECONDS="2")
+        env = self.kube.env(FLASKAPP_RESYNC_SECONDS=str(self.resync_seconds), FLASKAPP_DISCOVERY_SECONDS="2",
+                            **self.env)
         if self.kubeconfig:
             env["KUBECONFIG"] = str(self.kubeconfig)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flaskapp_operator.cli", "run", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
-             "--metrics-address", f"127.0.0.1:{self.metrics_port}"],
+             "--metrics-address", f"127.0.0.1:{self.metrics_port}", *self.args],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

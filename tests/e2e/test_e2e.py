@@ -70,9 +70,20 @@ def conditions(kube, ns, name="shop") -> dict:
 
 
 def dump(kube, ns):
-    for args in (["get", "flaskapp,deploy,pods,jobs", "-n", ns, "-o", "wide"], ["get", "events", "-n", ns],
+    for args in (["get", "flaskapp,deploy,pods,jobs", "-n", ns, "-o", "wide"],
+                 ["get", "flaskapp", "-n", ns, "-o", 'jsonpath={range .items[*]}{.metadata.name}: {.status.conditions}{"\\n"}{end}'],
+                 ["get", "events", "-n", ns],
                  ["logs", "-n", "flaskapp-system", "deploy/flaskapp-operator", "--tail=60"]):
         print(kube.kubectl(*args, check=False).stdout)
+
+
+def wait_ready(kube, ns: str, name: str, seconds: int) -> None:
+    """Wait for the FlaskApp's Ready condition; on failure, print what the cluster shows before failing."""
+    result = kube.kubectl("wait", "--for=condition=Ready", f"flaskapp/{name}", "-n", ns, f"--timeout={seconds}s",
+                          check=False)
+    if result.returncode != 0:
+        dump(kube, ns)
+    assert result.returncode == 0, result.stderr
 
 
 DEFAULT_DENY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -187,11 +198,7 @@ def test_apply_example_app_with_real_postgresql_until_ready(kube, target, local_
                  "--from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop")
     started = time.monotonic()
     kube.apply(flaskapp(target), ns)
-    result = kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=420s", check=False,
-                          timeout=450)
-    if result.returncode != 0:
-        dump(kube, ns)
-    assert result.returncode == 0, result.stderr
+    wait_ready(kube, ns, "shop", 420)
     record("apply_to_ready_seconds", round(time.monotonic() - started, 1))
 
 
@@ -362,7 +369,7 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
         except AssertionError:
             dump(kube, ns)
             raise
-        kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=300s")
+        wait_ready(kube, ns, "shop", 300)
         rolled = time.monotonic() - started
     after = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]
              if not p["metadata"].get("deletionTimestamp")}  # old pods may still be draining
@@ -502,11 +509,7 @@ def test_pgbouncer_serves_more_clients_than_its_server_pool(kube, target, real_p
                         "pooler": {"enabled": True, "replicas": 1,
                                    **({"image": target.pooler_image} if target.pooler_image else {})}}
     kube.apply(app, ns)
-    result = kube.kubectl("wait", "--for=condition=Ready", "flaskapp/orders", "-n", ns, "--timeout=300s", check=False,
-                          timeout=330)
-    if result.returncode != 0:
-        dump(kube, ns)
-    assert result.returncode == 0, result.stderr
+    wait_ready(kube, ns, "orders", 300)
     status = kube.get("flaskapp", "orders", ns)["status"]["tuning"]
     ini = base64.b64decode(kube.get("secret", "orders-pooler", ns)["data"]["pgbouncer.ini"]).decode()
     per_pod = int(next(line.split("=")[1] for line in ini.splitlines() if line.startswith("max_db_connections")))
@@ -707,7 +710,7 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     kube.kubectl("delete", "namespace", "monitoring", "--wait=false")
     # The story goes on with a Ready app (a restored worker may hang at start, celery/celery#1847, until its
     # liveness probe restarts it: it is ready only once its event loop has beaten).
-    kube.kubectl("wait", "--for=condition=Ready", "flaskapp/shop", "-n", ns, "--timeout=300s", timeout=330)
+    wait_ready(kube, ns, "shop", 300)
 
 
 # -- failures only real pods show ---------------------------------------------------------------------------
