@@ -23,6 +23,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 from localcluster import build  # noqa: E402
 from localcluster.cluster import LocalCluster, free_port as _free_port  # noqa: E402
 
+# The session operator of the integration tests reconciles every FlaskApp but the "ha" shard's (those of
+# test_leader_election's replicas): two operators side by side, as sharded releases of the chart run.
+SHARD_LABEL = "test.flaskapp.dev/shard"
+SESSION_SHARD_SELECTOR = f"{SHARD_LABEL} notin (ha)"
 AUDITED_WRITES = ("create", "update", "patch", "delete", "deletecollection")
 
 
@@ -170,6 +174,17 @@ class OperatorProcess:
             return exc.code, exc.read().decode()
         except OSError:
             return 0, ""
+
+    def passes(self) -> float:
+        """Successful reconcile passes so far, from the operator's /metrics (paces waits for resyncs: with the
+        watch cache an idle pass sends no request the API server could count)."""
+        return sum(float(line.rsplit(" ", 1)[1]) for line in self.scrape()[1].splitlines()
+                   if line.startswith('flaskapp_operator_reconcile_total{outcome="success"}'))
+
+    def watched_apps(self) -> int:
+        """FlaskApps this operator reconciles (its FLASKAPP_SELECTOR): each resync passes over each."""
+        selector = ["-l", self.env["FLASKAPP_SELECTOR"]] if self.env.get("FLASKAPP_SELECTOR") else []
+        return len(self.kube.kubectl("get", "flaskapps", "-A", "-o", "name", *selector).stdout.split())
 
     @property
     def alive(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from typing import Optional, Sequence
@@ -65,8 +66,14 @@ def cmd_crd(_args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_operator  # kopf is imported only when the operator runs
 
+    lease = None
+    if args.leader_elect:
+        namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE")
+        if not namespace:
+            raise SystemExit("--leader-elect needs --lease-namespace or the POD_NAMESPACE variable")
+        lease = (namespace, args.lease_name)
     return run_operator(namespaces=args.namespace or [], liveness=args.liveness,
-                        metrics_address=args.metrics_address or None)
+                        metrics_address=args.metrics_address or None, lease=lease)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-address", default="0.0.0.0:8081",
                    help="host:port of /metrics (Prometheus) and /readyz (the kubelet's readiness probe); "
                         "empty to disable")
+    p.add_argument("--leader-elect", action="store_true",
+                   help="run as one of several replicas: only the holder of a coordination.k8s.io Lease reconciles")
+    p.add_argument("--lease-name", default="flaskapp-operator", help="name of the Lease (default: %(default)s)")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (default: $POD_NAMESPACE)")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -23,6 +23,7 @@ from kubernetes.dynamic import DynamicClient
 
 from . import api
 from .builders.common import checksum
+from .cache import WatchCache
 from .naming import instance_selector
 
 FIELD_MANAGER = "flaskapp-operator"
@@ -155,8 +156,9 @@ def up_to_date(live: Optional[dict], desired: dict) -> bool:
 class Cluster:
     """Reads and writes of one operator process, over a shared, thread-safe API client."""
 
-    def __init__(self, api_client: Optional[client.ApiClient] = None):
+    def __init__(self, api_client: Optional[client.ApiClient] = None, cache: Optional[WatchCache] = None):
         self.api_client = api_client or client.ApiClient()
+        self.cache = cache  # when set (the running operator), FlaskApps, children and pods are read from it
         self._dynamic: Optional[DynamicClient] = None
         self._lock = threading.Lock()
         self._resources: dict[tuple[str, str], Any] = {}
@@ -209,6 +211,8 @@ class Cluster:
     # -- reads ------------------------------------------------------------------------------------------
 
     def get_flaskapp(self, namespace: str, name: str) -> Optional[dict]:
+        if self.cache is not None:
+            return self.cache.flaskapp(namespace, name)
         try:
             return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
         except ApiException as exc:
@@ -223,6 +227,8 @@ class Cluster:
                 self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL)["items"]]
 
     def list_children(self, namespace: str, app: str) -> dict[Key, dict]:
+        if self.cache is not None:
+            return self.cache.children(namespace, app)
         live: dict[Key, dict] = {}
         kinds = CHILD_KINDS + self.optional_kinds()
         for api_version, kind, _plural in kinds:
@@ -244,6 +250,8 @@ class Cluster:
 
     def list_pods(self, namespace: str, app: str) -> list[dict]:
         """The app's pods, read-only: their container states tell why a tier does not become ready."""
+        if self.cache is not None:
+            return self.cache.pods(namespace, app)
         items = self.resource("v1", "Pod").get(namespace=namespace, label_selector=instance_selector(app))
         return items.to_dict()["items"]
 
@@ -286,6 +294,8 @@ class Cluster:
                 live[key_of(obj)] = self._hand_over_replicas(obj, minimum).to_dict()
             else:
                 live[key_of(obj)] = self._server_side_apply(obj).to_dict()
+            if self.cache is not None:
+                self.cache.wrote(live[key_of(obj)])
             applied.append(key_of(obj))
         return applied
 
@@ -323,13 +333,17 @@ class Cluster:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+            if self.cache is not None:
+                self.cache.deleted(obj)
             del live[key]
             pruned.append(key)
         return pruned
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
-        self.custom.patch_namespaced_custom_object_status(api.GROUP, api.VERSION, namespace, api.PLURAL, name,
-                                                          {"status": status})
+        patched = self.custom.patch_namespaced_custom_object_status(api.GROUP, api.VERSION, namespace, api.PLURAL,
+                                                                    name, {"status": status})
+        if self.cache is not None:
+            self.cache.wrote(patched)
 
     def post_event(self, flaskapp: dict, event_type: str, reason: str, message: str) -> None:
         meta = flaskapp["metadata"]

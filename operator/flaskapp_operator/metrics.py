@@ -43,6 +43,8 @@ class AppStates(Collector):
         self._lock = threading.Lock()
         self._apps: dict[tuple[str, str], tuple[str, str, Optional[int], Optional[int]]] = {}
         self.pending: Callable[[], int] = lambda: 0
+        self.leading: Callable[[], bool] = lambda: True
+        self.cache_sizes: Callable[[], dict[str, int]] = lambda: {}
 
     def record(self, namespace: str, name: str, status: Optional[dict]) -> None:
         with self._lock:
@@ -79,16 +81,39 @@ class AppStates(Collector):
         queue = GaugeMetricFamily("flaskapp_operator_pending_reconciles", "FlaskApps waiting for a reconcile pass.")
         queue.add_metric([], self.pending())
         yield queue
+        leader = GaugeMetricFamily("flaskapp_operator_leader", "1 on the replica that reconciles (holds the Lease).")
+        leader.add_metric([], 1 if self.leading() else 0)
+        yield leader
+        sizes = self.cache_sizes()
+        if sizes:
+            objects = GaugeMetricFamily("flaskapp_operator_cache_objects",
+                                        "FlaskApps, children and pods held in the watch cache.")
+            objects.add_metric([], sizes["objects"])
+            yield objects
+            held = GaugeMetricFamily("flaskapp_operator_cache_bytes", "Compressed bytes held in the watch cache.")
+            held.add_metric([], sizes["bytes"])
+            yield held
 
 
 APP_STATES = AppStates()
 REGISTRY.register(APP_STATES)
 
 
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
 class CountingApiClient(client.ApiClient):
-    """The official client, counting each request by verb and answer."""
+    """The official client, counting each request by verb and answer; writes pass only while write_guard
+    allows (leader election: a replica that may have lost the Lease sends none)."""
+
+    def __init__(self, *args, write_guard: Optional[Callable[[], bool]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.write_guard = write_guard
 
     def request(self, method, url, *args, **kwargs):  # noqa: ANN001 - the client's own signature
+        if self.write_guard is not None and method.upper() in WRITE_METHODS and not self.write_guard():
+            API_REQUESTS.labels(method.lower(), "fenced").inc()
+            raise ApiException(status=503, reason="not the leader: writes are fenced")
         try:
             response = super().request(method, url, *args, **kwargs)
         except ApiException as exc:

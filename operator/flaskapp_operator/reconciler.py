@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Callable, Optional
 
 import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from . import metrics
+from .cache import WatchCache
 from .kube import Cluster
+from .leader import LeaderElection
 from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -25,21 +28,35 @@ DEBOUNCE_SECONDS = float(os.environ.get("FLASKAPP_DEBOUNCE_SECONDS", "1.5"))
 # A failed pass is retried after 1, 2, 4 ... seconds, at most 5 minutes apart (reset by a success).
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 300.0
+# Exit status of a replica that lost the Lease: it restarts as a standby (EX_TEMPFAIL).
+LEADERSHIP_LOST_EXIT = 75
 
 
-def load_kube_config() -> client.ApiClient:
+def load_kube_config(identity: str = "flaskapp-operator",
+                     write_guard: Optional[Callable[[], bool]] = None) -> client.ApiClient:
+    """The API client of reconcile passes: requests counted, writes fenced by leader election, and a user agent
+    naming this replica (the audit log tells replicas apart)."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = 32
-    return metrics.CountingApiClient(configuration)
+    api_client = metrics.CountingApiClient(configuration, write_guard=write_guard)
+    api_client.user_agent = f"flaskapp-operator/{identity}"
+    return api_client
 
 
 class Reconciler:
-    def __init__(self, workers: int = 16):
+    def __init__(self, workers: int = 16, cache: Optional[WatchCache] = None):
         self.workers = workers
+        self.cache = cache
+        # Set by the first watch event of any kind: kopf calls event handlers only once every index (the cache)
+        # holds its first listing. Passes wait for it when they read the cache.
+        self.cache_ready = asyncio.Event()
+        self.identity = "flaskapp-operator"
+        self.election: Optional[LeaderElection] = None  # when set, passes start only once this replica leads
+        self.on_leadership_lost: Callable[[], None] = lambda: os._exit(LEADERSHIP_LOST_EXIT)
         self.namespaces: tuple[str, ...] = ()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self._cluster: Optional[Cluster] = None
@@ -52,8 +69,25 @@ class Reconciler:
 
     def start(self, loop: asyncio.AbstractEventLoop, resync_seconds: float) -> None:
         self._loop = loop
-        self._cluster = Cluster(load_kube_config())
+        if self.election is None:
+            self._begin(resync_seconds)
+        else:  # the watches (and the cache) run meanwhile: a standby takes over warm
+            self._spawn(self._lead_then_begin(resync_seconds))
+
+    def _begin(self, resync_seconds: float) -> None:
+        guard = self.election.leading if self.election is not None else None
+        self._cluster = Cluster(load_kube_config(self.identity, write_guard=guard), cache=self.cache)
         self._spawn(self._resync_forever(resync_seconds))
+        if self.cache is not None:  # events seen while standing by were not acted on
+            for namespace, name in self.cache.flaskapp_keys():
+                self.request(namespace, name, delay=0)
+
+    async def _lead_then_begin(self, resync_seconds: float) -> None:
+        election = self.election
+        await asyncio.get_running_loop().run_in_executor(None, election.wait_for_leadership)
+        threading.Thread(target=election.keep_leading, args=(self.on_leadership_lost,), name="leader-election",
+                         daemon=True).start()
+        self._begin(resync_seconds)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -68,6 +102,8 @@ class Reconciler:
     async def reconcile_now(self, namespace: str, name: str) -> None:
         """Reconcile now (after any pass already running for this app); kopf retries what fails."""
         key = (namespace, name)
+        if self.cache is not None:
+            await self.cache_ready.wait()
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._lock_users[key] = self._lock_users.get(key, 0) + 1
         try:
@@ -114,7 +150,7 @@ class Reconciler:
     def request(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS) -> None:
         """Ask for a pass soon; requests arriving before it starts are served by that one pass."""
         key = (namespace, name)
-        if key in self._pending:
+        if key in self._pending or self._cluster is None:  # None: standing by (or not started)
             return
         self._pending.add(key)
         self._spawn(self._later(key, delay))
@@ -133,11 +169,15 @@ class Reconciler:
         """Level-based safety net: every FlaskApp is checked periodically; a no-op pass writes nothing."""
         while True:
             await asyncio.sleep(interval)
-            try:
-                apps = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._cluster.list_flaskapps, self.namespaces)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("resync listing failed: %s", exc)
-                continue
-            for app in apps:
-                self.request(app["metadata"]["namespace"], app["metadata"]["name"])
+            if self.cache is not None:  # the watch keeps the list: no request
+                apps = self.cache.flaskapp_keys()
+            else:
+                try:
+                    listed = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._cluster.list_flaskapps, self.namespaces)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("resync listing failed: %s", exc)
+                    continue
+                apps = [(a["metadata"]["namespace"], a["metadata"]["name"]) for a in listed]
+            for namespace, name in apps:
+                self.request(namespace, name)

@@ -6,27 +6,44 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Sequence
+from typing import Optional, Sequence
 
 import kopf
+from kubernetes import client
 
 
-def run_operator(namespaces: Sequence[str], liveness: str | None, metrics_address: str | None = None) -> int:
+def run_operator(namespaces: Sequence[str], liveness: str | None, metrics_address: str | None = None,
+                 lease: Optional[tuple[str, str]] = None) -> int:
+    """lease: (namespace, name) of the Lease for leader election; None runs a single active replica."""
     from . import handlers  # registers the handlers
+    from .leader import LeaderElection
     from .metrics import APP_STATES, serve
+    from .reconciler import load_kube_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per child event
-    handlers.reconciler.namespaces = tuple(namespaces)
-    APP_STATES.pending = lambda: handlers.reconciler.pending
+    # kopf's default identity starts with getpass.getuser(), which raises for a uid without a passwd entry: the
+    # case of a pod's runAsUser (or OpenShift's arbitrary uid) in any image.
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}/{os.getpid()}"
+    reconciler = handlers.reconciler
+    reconciler.namespaces, reconciler.identity = tuple(namespaces), identity
+    election = None
+    if lease:
+        election = LeaderElection(client.CoordinationV1Api(load_kube_config(identity)), *lease, identity)
+        reconciler.election = election
+    APP_STATES.pending = lambda: reconciler.pending
+    APP_STATES.leading = lambda: reconciler.started and (election is None or election.leading())
+    APP_STATES.cache_sizes = handlers.cache.sizes
     if metrics_address:
-        serve(metrics_address, ready=lambda: handlers.reconciler.started)
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces, namespaces=list(namespaces),
-        standalone=True,  # one replica (Recreate), no peering objects (kopf-in-production #3)
-        liveness_endpoint=liveness,
-        # kopf's default identity starts with getpass.getuser(), which raises for a uid without a passwd
-        # entry: the case of a pod's runAsUser (or OpenShift's arbitrary uid) in any image.
-        identity=f"{socket.gethostname()}/{os.getpid()}",
-    ))
+        # A standby is ready too: it watches and keeps its cache warm, and a rolling update must go on.
+        serve(metrics_address, ready=lambda: reconciler.started or election is not None)
+    try:
+        asyncio.run(kopf.operator(
+            clusterwide=not namespaces, namespaces=list(namespaces),
+            standalone=True,  # no kopf peering: leader election decides which replica writes
+            liveness_endpoint=liveness, identity=identity,
+        ))
+    finally:
+        if election is not None:
+            election.release()  # SIGTERM (a rolling update): the standby takes over at its next try
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubetest import ROOT, Kube, OperatorProcess, new_namespace, service_account_kubeconfig, start_kube
+from kubetest import (ROOT, SESSION_SHARD_SELECTOR, Kube, OperatorProcess, new_namespace, service_account_kubeconfig,
+                      start_kube)
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +36,8 @@ def operator_kubeconfig(kube, crd, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def operator(kube, operator_kubeconfig, tmp_path_factory):
-    op = OperatorProcess(kube, tmp_path_factory.mktemp("operator") / "operator.log",
-                         kubeconfig=operator_kubeconfig).start()
+    op = OperatorProcess(kube, tmp_path_factory.mktemp("operator") / "operator.log", kubeconfig=operator_kubeconfig,
+                         env={"FLASKAPP_SELECTOR": SESSION_SHARD_SELECTOR}).start()
     yield op
     op.stop()
 

@@ -16,10 +16,11 @@ SELECTOR = "app.kubernetes.io/managed-by=flaskapp-operator,app.kubernetes.io/ins
 OPERATOR_USER = "system:serviceaccount:flaskapp-system:flaskapp-operator"
 
 
-def assert_idle(kube, namespace: str, resyncs: int = 2, timeout: float = 60) -> None:
-    """No write by the operator in `namespace` while it runs `resyncs` resync passes (counted by the API
-    server's own LIST metric), once the last write it had reason to make is a few seconds old. (Apps of
-    earlier tests, in namespaces being deleted, may still rightly change.)"""
+def assert_idle(kube, operator, namespace: str, resyncs: int = 2, timeout: float = 60) -> None:
+    """No write by the operator in `namespace` (the API server's audit log) while it runs `resyncs` resync passes
+    (paced by the operator's pass counter: with the watch cache a pass sends no request the API server could
+    count), once the last write it had reason to make is a few seconds old. (Apps of earlier tests, in
+    namespaces being deleted, may still rightly change.)"""
     if not kube.local:
         return
     last = {"count": -1, "since": 0.0}
@@ -34,9 +35,9 @@ def assert_idle(kube, namespace: str, resyncs: int = 2, timeout: float = 60) -> 
         return time.monotonic() - last["since"] >= 3
     wait_until(settled, 60, what="writes settle")
     writes_before = len(ours())
-    lists_before = kube.requests_served("flaskapps", ("LIST",))
-    wait_until(lambda: kube.requests_served("flaskapps", ("LIST",)) - lists_before >= resyncs, timeout,
-               interval=1, what=f"{resyncs} resyncs")
+    passes_before = operator.passes()
+    wait_until(lambda: operator.passes() - passes_before >= resyncs * operator.watched_apps(), timeout, interval=1,
+               what=f"{resyncs} resyncs")
     assert ours()[writes_before:] == []
 
 
@@ -104,7 +105,7 @@ def test_full_sample_lifecycle(kube, operator, namespace):
     # 3. A no-op resync sends no write request (several resync periods of 5 s).
     # (First let the HPA bring web up to its minReplicas: a real change, not an idle one.)
     wait_until(lambda: kube.get("flaskapp", "shop", namespace)["status"]["webReplicas"] == 2, 60, what="HPA min")
-    assert_idle(kube, namespace)
+    assert_idle(kube, operator, namespace)
     assert operator.alive
 
     # Placement (the kwok nodes are labelled with two zones): nginx's strict zone spread puts its two pods in
@@ -172,7 +173,7 @@ def test_full_sample_lifecycle(kube, operator, namespace):
     # The pruned tiers left the status too, and nothing is written once the prune is done.
     wait_until(lambda: set(kube.get("flaskapp", "shop", namespace)["status"]["components"]) ==
                {"web", "nginx", "worker-default", "redis-cache", "redis-broker", "flower"}, 30, what="status without beat")
-    assert_idle(kube, namespace)
+    assert_idle(kube, operator, namespace)
     events = {e["reason"] for e in kube.get("events", namespace=namespace,
                                             selector=None)["items"] if e["involvedObject"]["kind"] == "FlaskApp"}
     assert {"Applied", "Pruned", "Ready"} <= events
@@ -207,7 +208,7 @@ def test_non_canonical_quantities_cause_no_writes(kube, operator, namespace):
     live = kube.get("deployment", "quantities-web", namespace)["spec"]["template"]["spec"]["containers"][0]
     assert live["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi",  # canonical on the server
                                              "ephemeral-storage": "64Mi"}
-    assert_idle(kube, namespace)
+    assert_idle(kube, operator, namespace)
 
 
 def _scaling_events(kube, namespace, deployment_name):

@@ -40,6 +40,10 @@ def test_chart_rbac_matches_the_plain_manifests(kube):
     chart_role = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ClusterRole")
     plain_role = yaml.safe_load((ROOT / "manifests" / "rbac" / "role.yaml").read_text())
     assert chart_role["rules"] == plain_role["rules"]
+    chart_lease_role = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role"
+                            and d["metadata"]["name"].endswith("-leader-election"))
+    plain_lease_role = next(yaml.safe_load_all((ROOT / "manifests" / "rbac" / "leader_election_role.yaml").read_text()))
+    assert chart_lease_role["rules"] == plain_lease_role["rules"]
 
 
 def test_values_schema_rejects_bad_values(kube):
@@ -53,9 +57,12 @@ def test_helm_install_and_uninstall(kube, crd):
     helm(kube, "install", "fo", str(CHART), "-n", ns, "--create-namespace", "--wait", "--timeout", "120s")
     assert "Next: describe your Flask application" in helm(kube, "status", "fo", "-n", ns).stdout
     deploy = kube.get("deployment", "fo-flaskapp-operator", ns)
-    assert deploy["spec"]["strategy"]["type"] == "Recreate" and deploy["status"]["availableReplicas"] == 1
+    # Two replicas by default (leader election), rolled; a PDB keeps one through drains.
+    assert deploy["spec"]["strategy"]["type"] == "RollingUpdate" and deploy["status"]["availableReplicas"] == 2
+    assert "--leader-elect" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert kube.get("pdb", "fo-flaskapp-operator", ns)["spec"]["minAvailable"] == 1
     helm(kube, "uninstall", "fo", "-n", ns, "--wait")
-    left = kube.get("deployments,services,serviceaccounts,roles,rolebindings", namespace=ns,
+    left = kube.get("deployments,services,serviceaccounts,roles,rolebindings,pdb", namespace=ns,
                     selector="app.kubernetes.io/instance=fo")["items"]
     assert left == []
     assert kube.get("clusterrole", "fo-flaskapp-operator") is None
@@ -66,10 +73,11 @@ def test_helm_install_and_uninstall(kube, crd):
 def test_kustomize_manifests_install(kube, crd):
     kube.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests"))
     wait_until(lambda: (kube.get("deployment", "flaskapp-operator", "flaskapp-system") or {})
-               .get("status", {}).get("availableReplicas") == 1, 90, what="operator Deployment available")
+               .get("status", {}).get("availableReplicas") == 2, 90, what="operator Deployment available")
     assert kube.get("clusterrolebinding", "flaskapp-operator")
     # Remove the in-cluster operator (its image cannot run here) but keep the CRD and RBAC other tests use.
-    kube.kubectl("delete", "-n", "flaskapp-system", "deployment/flaskapp-operator", "service/flaskapp-operator-health")
+    kube.kubectl("delete", "-n", "flaskapp-system", "deployment/flaskapp-operator", "service/flaskapp-operator-health",
+                 "pdb/flaskapp-operator")
 
 
 def test_kube_score_finds_nothing_beyond_the_documented_exceptions():

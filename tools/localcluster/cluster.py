@@ -40,7 +40,8 @@ ACTIVE_REAL_NODE = Path("/run/flaskapp-localcluster/active-real-node")
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
-# Every write request, with the user who sent it: tests count the operator's own writes from this log.
+# Every write request, with the user who sent it, and every read of the operator's ServiceAccount: tests count
+# the operator's own writes and reads from this log.
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -48,6 +49,9 @@ omitStages: ["RequestReceived", "ResponseStarted"]
 rules:
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: Metadata
+    users: ["system:serviceaccount:flaskapp-system:flaskapp-operator"]
+    verbs: ["get", "list", "watch"]
   - level: None
 """
 NODE_COUNT = 4

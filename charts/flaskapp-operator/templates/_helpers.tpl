@@ -33,7 +33,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "flaskapp-operator.namespacedRules" -}}
 - apiGroups: ["flaskapp.dev"]
   resources: ["flaskapps"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["flaskapp.dev"]
   resources: ["flaskapps/status"]
   verbs: ["get", "patch"]
@@ -74,4 +74,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{/* The Lease of leader election; the same as manifests/rbac/leader_election_role.yaml. */}}
+{{- define "flaskapp-operator.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
 {{- end -}}

@@ -1,0 +1,186 @@
+"""Every FlaskApp and its children in memory, fed by the operator's watches: a pass reads no API.
+
+Without it, each pass listed ten kinds (and the app's pods) from the API server: with a resync every minute,
+1,000 idle FlaskApps cost over 10,000 LIST requests a minute. The watches the operator opens anyway (one per
+kind, filtered by our managed-by label) now fill this cache through kopf indexes, and kopf holds every handler
+until the first listing of every indexed kind is in (its "pre-indexing"): no pass ever sees a half-filled cache.
+
+Entries are slimmed (managedFields reduced to what ownership checks read) and kept as zlib-compressed JSON, so
+tens of thousands of objects cost tens of MiB. A pass's own writes are remembered until the watch has moved
+past them ("read your writes"): the pass after an apply does not apply again from a copy a watch event behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .naming import INSTANCE_LABEL
+
+Key = tuple[str, str]  # (kind, name)
+AppKey = tuple[str, str]  # (namespace, FlaskApp name)
+
+# How long a write of ours stands in for the watched copy when no event about the object comes (an apply that
+# changed nothing): afterwards the watched copy is trusted again.
+WRITE_MEMORY_SECONDS = 30.0
+
+
+def slim(body: dict) -> dict:
+    """What a pass reads of an object: managedFields keep only who manages what at the top (ownership checks)
+    and whether our apply owns spec.replicas (the HPA handover); everything else is kept as is."""
+    meta = dict(body.get("metadata") or {})
+    managed = []
+    for entry in meta.get("managedFields") or []:
+        kept = {k: entry[k] for k in ("manager", "operation", "subresource") if entry.get(k)}
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            kept["fieldsV1"] = {"f:spec": {"f:replicas": {}}}
+        managed.append(kept)
+    meta["managedFields"] = managed
+    return {**body, "metadata": meta}
+
+
+def pack(body: dict) -> bytes:
+    return zlib.compress(json.dumps(slim(body), separators=(",", ":")).encode(), 1)
+
+
+def unpack(packed: bytes) -> dict:
+    return json.loads(zlib.decompress(packed))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    version: str
+    packed: bytes
+
+
+@dataclass(frozen=True)
+class _Written:
+    body: Optional[dict]  # None: we deleted it
+    watched_version: Optional[str]  # the watched copy's resourceVersion when we wrote (None: not watched yet)
+    at: float
+
+
+class WatchCache:
+    """Thread-safe: kopf's event loop writes (watch events), reconcile threads read and record their writes."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._apps: dict[AppKey, _Entry] = {}
+        self._children: dict[AppKey, dict[Key, _Entry]] = {}  # by owning app, every kind but Pod
+        self._pods: dict[AppKey, dict[str, _Entry]] = {}
+        self._written: dict[AppKey, dict[Key, _Written]] = {}  # by app: our last write of each object
+
+    # -- fed by the watches --------------------------------------------------------------------------------
+
+    def watched_flaskapp(self, body: dict) -> None:
+        meta = body["metadata"]
+        with self._lock:
+            self._apps[(meta["namespace"], meta["name"])] = _Entry(meta.get("resourceVersion", ""), pack(body))
+
+    def flaskapp_gone(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._apps.pop((namespace, name), None)
+            self._forget_write((namespace, name), ("FlaskApp", name))
+
+    def watched_child(self, kind: str, body: dict) -> None:
+        app_key = _app_of(body)
+        if app_key is None:
+            return
+        entry = _Entry(body["metadata"].get("resourceVersion", ""), pack({**body, "kind": kind}))
+        with self._lock:
+            if kind == "Pod":
+                self._pods.setdefault(app_key, {})[body["metadata"]["name"]] = entry
+            else:
+                self._children.setdefault(app_key, {})[(kind, body["metadata"]["name"])] = entry
+
+    def child_gone(self, kind: str, body: dict) -> None:
+        app_key = _app_of(body)
+        if app_key is None:
+            return
+        name = body["metadata"]["name"]
+        with self._lock:
+            stores: dict[AppKey, dict[Any, _Entry]] = self._pods if kind == "Pod" else self._children
+            store = stores.get(app_key, {})
+            store.pop(name if kind == "Pod" else (kind, name), None)
+            if not store:
+                stores.pop(app_key, None)
+            self._forget_write(app_key, (kind, name))
+
+    # -- read by a pass ------------------------------------------------------------------------------------
+
+    def flaskapp_keys(self) -> list[AppKey]:
+        with self._lock:
+            return sorted(self._apps)
+
+    def flaskapp(self, namespace: str, name: str) -> Optional[dict]:
+        with self._lock:
+            return self._current((namespace, name), ("FlaskApp", name), self._apps.get((namespace, name)))
+
+    def children(self, namespace: str, app: str) -> dict[Key, dict]:
+        app_key = (namespace, app)
+        with self._lock:
+            watched = self._children.get(app_key, {})
+            keys = set(watched) | {k for k in self._written.get(app_key, {}) if k[0] != "FlaskApp"}
+            live = {key: self._current(app_key, key, watched.get(key)) for key in keys}
+            return {key: obj for key, obj in live.items() if obj is not None}
+
+    def pods(self, namespace: str, app: str) -> list[dict]:
+        with self._lock:
+            return [unpack(e.packed) for e in self._pods.get((namespace, app), {}).values()]
+
+    def _current(self, app_key: AppKey, key: Key, entry: Optional[_Entry]) -> Optional[dict]:
+        """The watched copy, or our own later write while the watch has not moved since."""
+        written = self._written.get(app_key, {}).get(key)
+        if written is not None:
+            watched_version = entry.version if entry else None
+            if watched_version == written.watched_version and self._clock() - written.at < WRITE_MEMORY_SECONDS:
+                return copy.deepcopy(written.body)
+            self._forget_write(app_key, key)
+        return unpack(entry.packed) if entry else None
+
+    def _forget_write(self, app_key: AppKey, key: Key) -> None:
+        writes = self._written.get(app_key)
+        if writes is not None:
+            writes.pop(key, None)
+            if not writes:
+                del self._written[app_key]
+
+    # -- a pass's own writes -------------------------------------------------------------------------------
+
+    def wrote(self, body: dict) -> None:
+        """A child as the API server returned it from our apply, or the FlaskApp from our status patch."""
+        meta = body["metadata"]
+        app_key = (meta["namespace"], meta["name"]) if body["kind"] == "FlaskApp" else _app_of(body)
+        if app_key is not None:
+            self._remember(app_key, (body["kind"], meta["name"]), slim(body))
+
+    def deleted(self, live: dict) -> None:
+        """A child we deleted (as it was before)."""
+        app_key = _app_of(live)
+        if app_key is not None:
+            self._remember(app_key, (live["kind"], live["metadata"]["name"]), None)
+
+    def _remember(self, app_key: AppKey, key: Key, body: Optional[dict]) -> None:
+        with self._lock:
+            entry = (self._apps.get(app_key) if key[0] == "FlaskApp" else self._children.get(app_key, {}).get(key))
+            self._written.setdefault(app_key, {})[key] = _Written(body, entry.version if entry else None,
+                                                                  self._clock())
+
+    def sizes(self) -> dict[str, int]:
+        """Objects held and their compressed bytes (the operator's metrics)."""
+        with self._lock:
+            entries = [*self._apps.values(), *(e for store in self._children.values() for e in store.values()),
+                       *(e for store in self._pods.values() for e in store.values())]
+            return {"objects": len(entries), "bytes": sum(len(e.packed) for e in entries)}
+
+
+def _app_of(body: dict) -> Optional[AppKey]:
+    meta = body["metadata"]
+    app = (meta.get("labels") or {}).get(INSTANCE_LABEL)
+    return (meta["namespace"], app) if app else None
