@@ -151,8 +151,8 @@ class OperatorProcess:
             return False
 
     def start(self) -> "OperatorProcess":
-        env = self.kube.env(FLASKAPP_RESYNC_SECONDS=str(self.resync_seconds), FLASKAPP_DISCOVERY_SECONDS="2",
-                            **self.env)
+        env = self.kube.env(**{"FLASKAPP_RESYNC_SECONDS": str(self.resync_seconds), "FLASKAPP_DISCOVERY_SECONDS": "2",
+                               **self.env})
         if self.kubeconfig:
             env["KUBECONFIG"] = str(self.kubeconfig)
         log = open(self.log_path, "ab")

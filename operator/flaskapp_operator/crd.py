@@ -40,6 +40,8 @@ STATUS_SCHEMA: dict[str, Any] = {
         "tuning": {"type": "object", "description": "Every derived setting and the connection budget.",
                    "x-kubernetes-preserve-unknown-fields": True},
         "monitoring": {"type": "string", "description": "What of spec.monitoring could not be created, and why."},
+        "upgrade": {"type": "string", "description": "A new operator release's templates: rolling, queued for a "
+                                                    "slot (apps roll in waves) or held (auto-upgrade off)."},
     },
 }
 
@@ -52,6 +54,8 @@ PRINTER_COLUMNS = [
     {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Where the app is served."},
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
      "priority": 1, "description": "Why it is (not) ready."},
+    {"name": "Upgrade", "type": "string", "jsonPath": ".status.upgrade", "priority": 1,
+     "description": "A new operator release's templates: rolling, queued or held."},
     {"name": "Capped", "type": "string", "jsonPath": '.status.conditions[?(@.type=="BudgetCapped")].status',
      "priority": 1, "description": "Whether the connection budget lowered an autoscaler's maxReplicas."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

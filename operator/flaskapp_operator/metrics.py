@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 RECONCILES = Counter("flaskapp_operator_reconcile_total", "Reconcile passes, by outcome.", ["outcome"])
@@ -45,6 +45,7 @@ class AppStates(Collector):
         self.pending: Callable[[], int] = lambda: 0
         self.leading: Callable[[], bool] = lambda: True
         self.cache_sizes: Callable[[], dict[str, int]] = lambda: {}
+        self.upgrades: Callable[[], dict[str, int]] = lambda: {}
 
     def record(self, namespace: str, name: str, status: Optional[dict]) -> None:
         with self._lock:
@@ -84,6 +85,18 @@ class AppStates(Collector):
         leader = GaugeMetricFamily("flaskapp_operator_leader", "1 on the replica that reconciles (holds the Lease).")
         leader.add_metric([], 1 if self.leading() else 0)
         yield leader
+        upgrades = self.upgrades()
+        if upgrades:
+            paced = GaugeMetricFamily("flaskapp_operator_upgrades",
+                                      "FlaskApps rolling a new operator release's templates, queued for a slot, or "
+                                      "held (auto-upgrade off).", labels=["state"])
+            for state in ("rolling", "queued", "held"):
+                paced.add_metric([state], upgrades.get(state, 0))
+            yield paced
+            done = CounterMetricFamily("flaskapp_operator_upgrades_completed",
+                                       "FlaskApps that finished rolling a new operator release's templates.")
+            done.add_metric([], upgrades.get("completed", 0))
+            yield done
         sizes = self.cache_sizes()
         if sizes:
             objects = GaugeMetricFamily("flaskapp_operator_cache_objects",

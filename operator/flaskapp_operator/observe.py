@@ -195,7 +195,8 @@ def budget_capped(budget: dict) -> tuple[bool, str, str]:
 def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
                  tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = (),
                  pod_events: Optional[dict[str, list[dict]]] = None,
-                 minimums: Optional[dict[str, int]] = None, monitoring_note: Optional[str] = None) -> dict:
+                 minimums: Optional[dict[str, int]] = None, monitoring_note: Optional[str] = None,
+                 upgrade_note: Optional[str] = None) -> dict:
     comps = components(deployments, minimums)
     not_ready = sorted(n for n, c in comps.items() if not c["ready"])
     all_ready = not not_ready and bool(comps)
@@ -253,6 +254,8 @@ def build_status(*, app: str, generation: int, verdict: Verdict, deployments: li
         status["tuning"] = tuning
     if monitoring_note:
         status["monitoring"] = monitoring_note
+    if upgrade_note:
+        status["upgrade"] = upgrade_note
     return status
 
 

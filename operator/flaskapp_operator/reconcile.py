@@ -13,6 +13,7 @@ from .builders.availability import queue_scaled as queue_scaled_pool
 from .kube import (DISCOVERY_TTL_SECONDS, KEDA_API, MONITORING_API, ApplyRefused, Cluster, Key, NameConflict,
                    autoscaler_minimums, key_of, secret_value)
 from .naming import COMPONENT_LABEL, child_name
+from .pacing import AUTO_UPGRADE, RolloutPacer, auto_upgrade, inputs_hash, upgrades, with_inputs_hash
 from .observe import BUDGET_CAPPED, Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
 from .render import Rendered, render
 from .schema import SpecError
@@ -44,13 +45,16 @@ def _url(spec_ingress, name: str, namespace: str) -> str:
     return f"http://{child_name(name, 'nginx')}.{namespace}.svc/"
 
 
-def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
-    """Bring the children of FlaskApp namespace/name to the rendered state; return the new status."""
+def reconcile(cluster: Cluster, namespace: str, name: str, pacer: Optional[RolloutPacer] = None) -> Optional[dict]:
+    """Bring the children of FlaskApp namespace/name to the rendered state; return the new status. `pacer`:
+    rolls a new operator release's templates across apps in waves (pacing.py); None rolls them at once."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # 1. Load the FlaskApp; it may be gone (the garbage collector removes its children).
     body = cluster.get_flaskapp(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        if pacer is not None:
+            pacer.forget((namespace, name))
         return None
     meta = body["metadata"]
     generation = meta.get("generation", 0)
@@ -77,9 +81,13 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     #    what it needs while it runs for a new image.
     applied: list[Key] = []
     pruned: list[Key] = []
+    upgrade: Optional[str] = None  # pacing of this release's new templates: rolling, queued or held
+    paced: list[Key] = []  # the workloads it concerns
     if rendered is not None:
         verdict = Verdict()
-        desired = rendered.objects
+        digest = inputs_hash(body, redis_password=password, database_url=database_url,
+                             monitoring_api=monitoring_api, keda_api=keda_api)
+        desired = with_inputs_hash(rendered.objects, digest)
         queue_scaled = [p.name for p in rendered.spec.worker_pools if queue_scaled_pool(p)]
         if missing:
             verdict = Verdict("DatabaseSecretMissing", missing)
@@ -112,7 +120,14 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
                                Verdict(waiting_reason="MigrationRunning",
                                        waiting_message=f"waiting for migration Job {job} before rolling out"))
 
-            # 5. Apply what differs (all or nothing), then prune what is no longer rendered (held-back tiers
+            # 5. A new operator release's templates roll in waves across apps (or not at all, if opted out).
+            paced = upgrades(to_apply, live, digest)
+            if pacer is not None:
+                upgrade = pacer.decide((namespace, name), bool(paced), opted_out=not auto_upgrade(body))
+                if upgrade in ("queued", "held"):
+                    to_apply = [o for o in to_apply if key_of(o) not in paced]
+
+            # 6. Apply what differs (all or nothing), then prune what is no longer rendered (held-back tiers
             #    are kept).
             try:
                 applied = cluster.apply(to_apply, live, meta["uid"])
@@ -123,7 +138,7 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
             except NameConflict as conflict:
                 verdict = Verdict("NameConflict", f"{conflict}; nothing was applied")
 
-    # 6. Report: status from the children's state, written only when it changed; Events for actions.
+    # 7. Report: status from the children's state, written only when it changed; Events for actions.
     deployments = [o for (kind, _), o in live.items() if kind in ("Deployment", "StatefulSet")]
     spec = rendered.spec if rendered else None
     pods = tuple(cluster.list_pods(namespace, name)) if rendered is not None else ()
@@ -134,7 +149,12 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
         tuning=rendered.tuning.report() if rendered else None,
         url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now, pods=pods,
         pod_events=pod_events, minimums=autoscaler_minimums(rendered.objects if rendered else []),
-        monitoring_note=MONITORING_API_MISSING if spec and spec.monitoring.enabled and not monitoring_api else None)
+        monitoring_note=MONITORING_API_MISSING if spec and spec.monitoring.enabled and not monitoring_api else None,
+        upgrade_note=_upgrade_note(upgrade, paced, pacer))
+    if upgrade == "rolling" and not paced and _condition_status(status, "Ready") == "True" and pacer.finish(
+            (namespace, name)):
+        del status["upgrade"]
+        cluster.post_event(body, "Normal", "Upgraded", "every tier runs this operator release's templates")
     if status_changed(previous, status):
         log.info("%s/%s: status changed (%s)", namespace, name,
                  ", ".join(k for k, v in status.items() if previous.get(k) != v))
@@ -144,6 +164,8 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
             cluster.post_event(body, "Warning", verdict.degraded_reason, verdict.degraded_message)
         if _condition_status(previous, BUDGET_CAPPED) != "True" and _condition_status(status, BUDGET_CAPPED) == "True":
             cluster.post_event(body, "Warning", "BudgetCapped", _condition(status, BUDGET_CAPPED)["message"])
+        if status.get("upgrade") and not (previous.get("upgrade") or "").startswith(upgrade):
+            cluster.post_event(body, "Normal", UPGRADE_EVENTS[upgrade], status["upgrade"])
         if _condition_status(previous, "Ready") != "True" and _condition_status(status, "Ready") == "True":
             cluster.post_event(body, "Normal", "Ready", "every component is ready")
     for kind, _ in applied:
@@ -157,6 +179,23 @@ def reconcile(cluster: Cluster, namespace: str, name: str) -> Optional[dict]:
     if pruned:
         cluster.post_event(body, "Normal", "Pruned", "deleted " + ", ".join(f"{k}/{n}" for k, n in pruned))
     return status
+
+
+UPGRADE_EVENTS = {"rolling": "UpgradeStarted", "queued": "UpgradeQueued", "held": "UpgradeHeld"}
+
+
+def _upgrade_note(state: Optional[str], paced: list[Key], pacer: Optional[RolloutPacer]) -> Optional[str]:
+    tiers = ", ".join(n for _, n in paced) or "its tiers"
+    if state == "rolling":
+        return f"rolling: {tiers} to this operator release's templates" if paced else \
+            "rolling: waiting for the upgraded tiers to be ready"
+    if state == "queued":
+        return (f"queued: {tiers} keep the previous release's pods until one of {pacer.max_rolling} upgrade "
+                f"slots frees (FlaskApps roll new templates in waves)")
+    if state == "held":
+        return (f"held: {tiers} keep the previous release's pods ({AUTO_UPGRADE} is \"false\"); a spec change "
+                f"rolls them")
+    return None
 
 
 def _pooler_database_url(cluster: Cluster, namespace: str, spec) -> tuple[Optional[str], Optional[str]]:

@@ -18,6 +18,7 @@ from . import metrics
 from .cache import WatchCache
 from .kube import Cluster
 from .leader import LeaderElection
+from .pacing import RolloutPacer
 from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ DEBOUNCE_SECONDS = float(os.environ.get("FLASKAPP_DEBOUNCE_SECONDS", "1.5"))
 # A failed pass is retried after 1, 2, 4 ... seconds, at most 5 minutes apart (reset by a success).
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 300.0
+# How many FlaskApps may roll a new operator release's templates at once (pacing.py); 0: all at once.
+MAX_ROLLING_UPGRADES = int(os.environ.get("FLASKAPP_MAX_ROLLING_UPGRADES", "2"))
 # Exit status of a replica that lost the Lease: it restarts as a standby (EX_TEMPFAIL).
 LEADERSHIP_LOST_EXIT = 75
 
@@ -57,6 +60,7 @@ class Reconciler:
         self.identity = "flaskapp-operator"
         self.election: Optional[LeaderElection] = None  # when set, passes start only once this replica leads
         self.on_leadership_lost: Callable[[], None] = lambda: os._exit(LEADERSHIP_LOST_EXIT)
+        self.pacer: Optional[RolloutPacer] = RolloutPacer(MAX_ROLLING_UPGRADES) if MAX_ROLLING_UPGRADES else None
         self.namespaces: tuple[str, ...] = ()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self._cluster: Optional[Cluster] = None
@@ -110,8 +114,8 @@ class Reconciler:
             async with lock:
                 started, outcome = time.perf_counter(), "error"
                 try:
-                    status = await asyncio.get_running_loop().run_in_executor(self._executor, reconcile,
-                                                                              self._cluster, namespace, name)
+                    status = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, reconcile, self._cluster, namespace, name, self.pacer)
                     outcome = "success"
                 except (ApiException, OSError) as exc:  # OSError: refused/reset while the API server restarts
                     delay = self._failed(key, exc)
@@ -122,6 +126,8 @@ class Reconciler:
                     metrics.RECONCILE_SECONDS.labels(outcome).observe(time.perf_counter() - started)
                 metrics.APP_STATES.record(namespace, name, status)
                 self._failures.pop(key, None)
+                for waiting in self.pacer.waiting() if self.pacer is not None else ():  # a slot is free
+                    self.request(*waiting, delay=0)
         finally:
             # Dropped only when no pass holds or awaits it: a waiter keeps its lock (one pass at a time).
             self._lock_users[key] -= 1

@@ -34,6 +34,7 @@ def run_operator(namespaces: Sequence[str], liveness: str | None, metrics_addres
     APP_STATES.pending = lambda: reconciler.pending
     APP_STATES.leading = lambda: reconciler.started and (election is None or election.leading())
     APP_STATES.cache_sizes = handlers.cache.sizes
+    APP_STATES.upgrades = reconciler.pacer.counts if reconciler.pacer is not None else dict
     if metrics_address:
         # A standby is ready too: it watches and keeps its cache warm, and a rolling update must go on.
         serve(metrics_address, ready=lambda: reconciler.started or election is not None)

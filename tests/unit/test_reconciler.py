@@ -19,7 +19,7 @@ def test_passes_of_one_app_never_overlap_however_many_wait(monkeypatch):
     running, most = [0], [0]
     guard = threading.Lock()
 
-    def slow_pass(cluster, namespace, name):
+    def slow_pass(cluster, namespace, name, pacer=None):
         with guard:
             running[0] += 1
             most[0] = max(most[0], running[0])
@@ -45,7 +45,7 @@ def test_passes_of_one_app_never_overlap_however_many_wait(monkeypatch):
 def test_failures_back_off_exponentially_up_to_a_cap_and_reset_on_success(monkeypatch):
     outcome = {"fail": True}
 
-    def flaky(cluster, namespace, name):
+    def flaky(cluster, namespace, name, pacer=None):
         if outcome["fail"]:
             raise ApiException(status=500, reason="boom")
 
