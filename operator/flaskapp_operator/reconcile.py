@@ -66,11 +66,12 @@ def reconcile(cluster: Cluster, namespace: str, name: str, pacer: Optional[Rollo
     # 3. Render: the Redis password is kept from the existing Secret, or made once; monitors only where
     #    their CRDs are served.
     monitoring_api = cluster.monitoring_api()
-    password = secret_value(live.get(("Secret", child_name(name, REDIS_SECRET_SUFFIX))), "password")
+    password = (secret_value(live.get(("Secret", child_name(name, REDIS_SECRET_SUFFIX))), "password")
+                or secrets.token_urlsafe(24))
     database_url, missing = _pooler_database_url(cluster, namespace, body.get("spec"))
     keda_api = cluster.keda_api()
     try:
-        rendered: Optional[Rendered] = render(body, redis_password=password or secrets.token_urlsafe(24),
+        rendered: Optional[Rendered] = render(body, redis_password=password,
                                               uid=meta["uid"], monitoring_api=monitoring_api,
                                               database_url=database_url, keda_api=keda_api)
     except SpecError as exc:
@@ -85,7 +86,10 @@ def reconcile(cluster: Cluster, namespace: str, name: str, pacer: Optional[Rollo
     paced: list[Key] = []  # the workloads it concerns
     if rendered is not None:
         verdict = Verdict()
-        digest = inputs_hash(body, redis_password=password, database_url=database_url,
+        redis_secret = ("Secret", child_name(name, REDIS_SECRET_SUFFIX))
+        digest = inputs_hash(body, database_url=database_url,
+                             # drawn anew each pass while no Redis runs (then no Secret keeps it)
+                             redis_password=password if redis_secret in {key_of(o) for o in rendered.objects} else None,
                              monitoring_api=monitoring_api, keda_api=keda_api)
         desired = with_inputs_hash(rendered.objects, digest)
         queue_scaled = [p.name for p in rendered.spec.worker_pools if queue_scaled_pool(p)]
