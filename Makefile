@@ -76,6 +76,10 @@ test-integration: venv debs tools ## Integration tests against the local control
 test-workload: venv debs ## Run the rendered config with real nginx, redis, gunicorn, celery, postgresql.
 	$(PYTEST) -q tests/workload
 
+.PHONY: soak
+soak: venv debs tools ## An hour of FlaskApp churn against the operator on kwok nodes (SOAK_SECONDS); not in make test.
+	$(PY) -m bench.soak
+
 .PHONY: bench
 bench: venv debs tools ## Benchmarks: generated stack vs naive baseline (writes build/bench.json and a plot).
 	$(PY) -m bench

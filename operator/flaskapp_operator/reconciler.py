@@ -18,6 +18,7 @@ from . import metrics
 from .cache import WatchCache
 from .kube import Cluster
 from .leader import LeaderElection
+from .memory import release_free_memory
 from .pacing import RolloutPacer
 from .reconcile import reconcile
 
@@ -185,5 +186,6 @@ class Reconciler:
                     log.warning("resync listing failed: %s", exc)
                     continue
                 apps = [(a["metadata"]["namespace"], a["metadata"]["name"]) for a in listed]
+            release_free_memory()  # what the previous round of passes freed
             for namespace, name in apps:
                 self.request(namespace, name)

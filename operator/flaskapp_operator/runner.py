@@ -15,6 +15,9 @@ from kubernetes import client
 def run_operator(namespaces: Sequence[str], liveness: str | None, metrics_address: str | None = None,
                  lease: Optional[tuple[str, str]] = None) -> int:
     """lease: (namespace, name) of the Lease for leader election; None runs a single active replica."""
+    from .memory import limit_arenas
+
+    limit_arenas()  # before any thread allocates
     from . import handlers  # registers the handlers
     from .leader import LeaderElection
     from .metrics import APP_STATES, serve
