@@ -73,7 +73,8 @@ def dump(kube, ns):
     for args in (["get", "flaskapp,deploy,pods,jobs", "-n", ns, "-o", "wide"],
                  ["get", "flaskapp", "-n", ns, "-o", 'jsonpath={range .items[*]}{.metadata.name}: {.status.conditions}{"\\n"}{end}'],
                  ["get", "events", "-n", ns],
-                 ["logs", "-n", "flaskapp-system", "deploy/flaskapp-operator", "--tail=60"]):
+                 ["logs", "-n", "flaskapp-system", "-l", "app.kubernetes.io/name=flaskapp-operator", "--prefix",
+                  "--tail=60"]):
         print(kube.kubectl(*args, check=False).stdout)
 
 
@@ -176,11 +177,13 @@ def test_install_chart_runs_the_operator_as_a_pod(kube, target, local_operator):
          "--wait", "--timeout", "180s")
     kube.wait_crd_established()
     deploy = kube.get("deployment", "flaskapp-operator", "flaskapp-system")
-    assert deploy["status"].get("availableReplicas") == 1
+    assert deploy["status"].get("availableReplicas") == 2  # one leads, one stands by
+    wait_until(lambda: lease_holder(kube), 60, what="a replica holds the Lease")
     if target.real_pods:
-        pod = kube.get("pods", namespace="flaskapp-system", selector="app.kubernetes.io/name=flaskapp-operator")
-        statuses = pod["items"][0]["status"]["containerStatuses"]
-        assert statuses[0]["ready"] and statuses[0]["state"].get("running"), statuses
+        pods = kube.get("pods", namespace="flaskapp-system", selector="app.kubernetes.io/name=flaskapp-operator")
+        for pod in pods["items"]:
+            statuses = pod["status"]["containerStatuses"]
+            assert statuses[0]["ready"] and statuses[0]["state"].get("running"), statuses
         record("operator_pod_ready_seconds", round(time.monotonic() - started, 1))
 
 
@@ -793,6 +796,51 @@ def test_failures_end_degraded_naming_tier_and_cause_without_disturbing_a_health
     kube.kubectl("delete", "pod", filler, "-n", ns, "--wait=false")
     for name in FAILURES:
         kube.kubectl("delete", "flaskapp", name, "-n", ns, "--wait=false")
+
+
+# -- the operator's own availability ----------------------------------------------------------------------------
+
+
+def operator_pods(kube) -> dict[str, dict]:
+    return {p["metadata"]["name"]: p for p in kube.get("pods", namespace="flaskapp-system",
+                                                        selector="app.kubernetes.io/name=flaskapp-operator")["items"]
+            if not p["metadata"].get("deletionTimestamp")}
+
+
+def lease_holder(kube) -> str:
+    lease = kube.get("lease", "flaskapp-operator", "flaskapp-system") or {}
+    return ((lease.get("spec") or {}).get("holderIdentity") or "").split("/")[0]
+
+
+@pytest.mark.order(9)
+def test_the_standby_operator_pod_takes_over_when_the_leader_is_killed(kube, real_pods):
+    """The chart runs two operator pods; killing the leader's process (SIGKILL: no Lease release) hands over to
+    the standby, which applies a spec change made right after the kill, within 15 s."""
+    ns = STATE["ns"]
+    pods = operator_pods(kube)
+    assert len(pods) == 2, list(pods)
+    leader = lease_holder(kube)
+    assert leader in pods, (leader, list(pods))
+    standby = next(name for name in pods if name != leader)
+    status = pods[leader]["status"]["containerStatuses"][0]
+    started = time.monotonic()
+    if kube.local is not None:
+        kube.local.node.ctr("tasks", "kill", "--signal", "SIGKILL", status["containerID"].split("://", 1)[1])
+    else:  # kind: no way to SIGKILL a container's PID 1 from outside; a forced delete is the closest
+        kube.kubectl("delete", "pod", leader, "-n", "flaskapp-system", "--grace-period=0", "--force")
+    kube.kubectl("patch", "flaskapp", "shop", "-n", ns, "--type=merge", "-p", '{"spec":{"nginx":{"replicas":2}}}')
+    wait_until(lambda: lease_holder(kube) == standby, 60, interval=0.2, what="the standby holds the Lease")
+    took_over = time.monotonic() - started
+    wait_until(lambda: kube.get("deployment", "shop-nginx", ns)["spec"]["replicas"] == 2, 60, interval=0.2,
+               what="the new leader applies the change")
+    applied = time.monotonic() - started
+    record("operator_failover", {"lease_taken_seconds": round(took_over, 1), "change_applied_seconds": round(applied, 1)})
+    assert applied <= 15, (took_over, applied)
+    # The killed pod comes back (restarted container or a new pod) and stands by.
+    wait_until(lambda: len([p for p in operator_pods(kube).values() if all(
+        c.get("ready") for c in p["status"].get("containerStatuses", []))]) == 2, 120, what="two operator pods ready")
+    assert lease_holder(kube) == standby
+    wait_ready(kube, ns, "shop", 300)
 
 
 # -- delete --------------------------------------------------------------------------------------------------
