@@ -123,7 +123,8 @@ def test_one_replica_writes_and_a_standby_takes_over_from_a_frozen_or_killed_lea
 
 
 def test_the_session_operator_left_the_other_shard_alone(kube, operator, namespace):
-    """The session's operator (FLASKAPP_SELECTOR excludes the ha shard) never wrote to a FlaskApp of that shard."""
+    """The session's operator (FLASKAPP_SELECTOR: FlaskApps without a shard label) never wrote to one of the ha
+    shard."""
     app = copy.deepcopy(yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text()))
     app["metadata"] = {"name": "other-shard", "labels": {SHARD_LABEL: "ha"}}
     before = operator.passes()
