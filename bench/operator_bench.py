@@ -115,7 +115,7 @@ def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
             rss_idle = psutil.Process(op.proc.pid).memory_info().rss / 2**20
             ns = new_namespace(kube, "bench")
             started = time.monotonic()
-            kube.apply(_apps(n, ns))
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_apps(n, ns)), timeout=timeout)
             wait_until(lambda: _count_ready_apps(kube, ns) == n, timeout, 1, what=f"{n} FlaskApps Ready")
             took = time.monotonic() - started
             print(f"   operator: {n} FlaskApps Ready in {took:.1f}s", flush=True)

@@ -44,6 +44,16 @@ def slim(body: dict) -> dict:
     return {**body, "metadata": meta}
 
 
+def slim_pod(body: dict) -> dict:
+    """What observe.py reads of a pod (its tier, whether and why its containers run): not its spec."""
+    meta = body.get("metadata") or {}
+    return {"kind": "Pod",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "resourceVersion", "creationTimestamp",
+                                              "deletionTimestamp") if k in meta},
+            "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+            "status": body.get("status") or {}}
+
+
 def pack(body: dict) -> bytes:
     return zlib.compress(json.dumps(slim(body), separators=(",", ":")).encode(), 1)
 
@@ -92,7 +102,8 @@ class WatchCache:
         app_key = _app_of(body)
         if app_key is None:
             return
-        entry = _Entry(body["metadata"].get("resourceVersion", ""), pack({**body, "kind": kind}))
+        entry = _Entry(body["metadata"].get("resourceVersion", ""),
+                       pack(slim_pod(body) if kind == "Pod" else {**body, "kind": kind}))
         with self._lock:
             if kind == "Pod":
                 self._pods.setdefault(app_key, {})[body["metadata"]["name"]] = entry

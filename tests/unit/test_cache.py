@@ -61,6 +61,24 @@ def test_a_pass_reads_its_own_writes_until_the_watch_moves_past_them():
     assert set(cache.children("default", "shop")) == {("ConfigMap", "shop-nginx")}
 
 
+def test_pods_keep_what_their_status_is_judged_on():
+    from flaskapp_operator.observe import pod_problems, stuck_pods
+    import datetime
+
+    pod = obj("Pod", "shop-web-abc", "50", spec={"nodeName": "n1", "containers": [{"name": "gunicorn", "image": "x"}]},
+              status={"containerStatuses": [{"name": "gunicorn", "restartCount": 0,
+                                             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "nope"}}}]})
+    pod["metadata"]["labels"]["app.kubernetes.io/component"] = "web"
+    pod["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    cache = WatchCache()
+    cache.watched_child("Pod", pod)
+    (cached,) = cache.pods("default", "shop")
+    assert "containers" not in cached["spec"]
+    now = datetime.datetime(2026, 1, 1, 0, 5, tzinfo=datetime.timezone.utc)
+    assert pod_problems([cached]) == pod_problems([pod]) and pod_problems([cached])
+    assert stuck_pods([cached], now) == stuck_pods([pod], now)
+
+
 def test_the_memory_of_a_write_expires_when_no_event_comes():
     clock = Clock()
     cache = WatchCache(clock=clock)
