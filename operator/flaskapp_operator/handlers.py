@@ -25,7 +25,7 @@ from .naming import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from .reconciler import Reconciler
 
 RESYNC_SECONDS = float(os.environ.get("FLASKAPP_RESYNC_SECONDS", "60"))
-# Sharding: only FlaskApps matching this label selector (the chart's watch.labelSelector); empty: all.
+# Sharding: only FlaskApps matching this label selector (the chart's watchLabelSelector); empty: all.
 FLASKAPP_SELECTOR = os.environ.get("FLASKAPP_SELECTOR", "")
 cache = WatchCache()
 reconciler = Reconciler(cache=cache)
@@ -90,7 +90,7 @@ def _child_changed(kind: str):
         if event.get("type") == "DELETED":
             cache.child_gone(kind, dict(body))
         app = labels.get(INSTANCE_LABEL)
-        if app and event.get("type") is not None:  # None: the initial listing, covered by resume
+        if app and event.get("type") is not None:  # None: the first listing, covered by the FlaskApp's own
             reconciler.request(namespace, app)
 
     handler.__name__ = f"child_{kind.lower()}_changed"

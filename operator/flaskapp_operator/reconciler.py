@@ -105,7 +105,8 @@ class Reconciler:
         task.add_done_callback(self._tasks.discard)
 
     async def reconcile_now(self, namespace: str, name: str) -> None:
-        """Reconcile now (after any pass already running for this app); kopf retries what fails."""
+        """Reconcile now (after any pass already running for this app); a failure raises kopf.TemporaryError
+        with the delay after which request() retries it."""
         key = (namespace, name)
         if self.cache is not None:
             await self.cache_ready.wait()
