@@ -5,14 +5,14 @@ Without it, each pass listed ten kinds (and the app's pods) from the API server:
 kind, filtered by our managed-by label) now fill this cache through kopf indexes, and kopf holds every handler
 until the first listing of every indexed kind is in (its "pre-indexing"): no pass ever sees a half-filled cache.
 
-Entries are slimmed (managedFields reduced to what ownership checks read) and kept as zlib-compressed JSON, so
-tens of thousands of objects cost tens of MiB. A pass's own writes are remembered until the watch has moved
-past them ("read your writes"): the pass after an apply does not apply again from a copy a watch event behind.
+Entries are slimmed (managedFields reduced to what ownership checks read, pods to their status) and kept as
+zlib-compressed JSON: about 1 KB per object. A pass's own writes are remembered (compressed too) until the watch
+delivers the next event of the object ("read your writes"): the pass after an apply does not apply again from a
+copy a watch event behind.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -70,7 +70,7 @@ class _Entry:
 
 @dataclass(frozen=True)
 class _Written:
-    body: Optional[dict]  # None: we deleted it
+    packed: Optional[bytes]  # None: we deleted it
     watched_version: Optional[str]  # the watched copy's resourceVersion when we wrote (None: not watched yet)
     at: float
 
@@ -90,8 +90,10 @@ class WatchCache:
 
     def watched_flaskapp(self, body: dict) -> None:
         meta = body["metadata"]
+        app_key = (meta["namespace"], meta["name"])
         with self._lock:
-            self._apps[(meta["namespace"], meta["name"])] = _Entry(meta.get("resourceVersion", ""), pack(body))
+            self._apps[app_key] = _Entry(meta.get("resourceVersion", ""), pack(body))
+            self._forget_write(app_key, ("FlaskApp", meta["name"]))  # the watch has moved past our write
 
     def flaskapp_gone(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -109,6 +111,7 @@ class WatchCache:
                 self._pods.setdefault(app_key, {})[body["metadata"]["name"]] = entry
             else:
                 self._children.setdefault(app_key, {})[(kind, body["metadata"]["name"])] = entry
+                self._forget_write(app_key, (kind, body["metadata"]["name"]))  # the watch has moved past it
 
     def child_gone(self, kind: str, body: dict) -> None:
         app_key = _app_of(body)
@@ -151,7 +154,7 @@ class WatchCache:
         if written is not None:
             watched_version = entry.version if entry else None
             if watched_version == written.watched_version and self._clock() - written.at < WRITE_MEMORY_SECONDS:
-                return copy.deepcopy(written.body)
+                return unpack(written.packed) if written.packed is not None else None
             self._forget_write(app_key, key)
         return unpack(entry.packed) if entry else None
 
@@ -169,7 +172,7 @@ class WatchCache:
         meta = body["metadata"]
         app_key = (meta["namespace"], meta["name"]) if body["kind"] == "FlaskApp" else _app_of(body)
         if app_key is not None:
-            self._remember(app_key, (body["kind"], meta["name"]), slim(body))
+            self._remember(app_key, (body["kind"], meta["name"]), body)
 
     def deleted(self, live: dict) -> None:
         """A child we deleted (as it was before)."""
@@ -178,9 +181,12 @@ class WatchCache:
             self._remember(app_key, (live["kind"], live["metadata"]["name"]), None)
 
     def _remember(self, app_key: AppKey, key: Key, body: Optional[dict]) -> None:
+        packed = pack(body) if body is not None else None
         with self._lock:
             entry = (self._apps.get(app_key) if key[0] == "FlaskApp" else self._children.get(app_key, {}).get(key))
-            self._written.setdefault(app_key, {})[key] = _Written(body, entry.version if entry else None,
+            if body is not None and entry is not None and entry.version == body["metadata"].get("resourceVersion"):
+                return  # the watch delivered this very write already
+            self._written.setdefault(app_key, {})[key] = _Written(packed, entry.version if entry else None,
                                                                   self._clock())
 
     def sizes(self) -> dict[str, int]:

@@ -55,6 +55,9 @@ def test_a_pass_reads_its_own_writes_until_the_watch_moves_past_them():
     cache.watched_child("Deployment", obj("Deployment", "shop-web", "12", spec={"image": "v2"}, status={"ready": 1}))
     assert cache.children("default", "shop")[("Deployment", "shop-web")]["status"] == {"ready": 1}
 
+    assert cache._written == {}  # forgotten as soon as the watch moves on: the memory stays small
+    cache.wrote(obj("Deployment", "shop-web", "12", spec={"image": "v2"}))  # its event came before the answer
+    assert cache._written == {}
     # A created object is seen before its first event; a deleted one is gone before its DELETED event.
     cache.wrote(obj("ConfigMap", "shop-nginx", "13"))
     cache.deleted(cache.children("default", "shop")[("Deployment", "shop-web")])
@@ -83,7 +86,7 @@ def test_the_memory_of_a_write_expires_when_no_event_comes():
     clock = Clock()
     cache = WatchCache(clock=clock)
     cache.watched_child("Service", obj("Service", "shop-web", "20", spec={"port": 80}))
-    cache.wrote(obj("Service", "shop-web", "20", spec={"port": 8080}))  # e.g. a write that changed nothing
+    cache.wrote(obj("Service", "shop-web", "21", spec={"port": 8080}))  # its event lost (a watch re-list)
     assert cache.children("default", "shop")[("Service", "shop-web")]["spec"] == {"port": 8080}
     clock.now += WRITE_MEMORY_SECONDS + 1
     assert cache.children("default", "shop")[("Service", "shop-web")]["spec"] == {"port": 80}
