@@ -65,7 +65,7 @@ async def flaskapp_event(event: dict, body: kopf.Body, namespace: str, name: str
     if event.get("type") == "DELETED":
         cache.flaskapp_gone(namespace, name)
     elif event.get("type") is None or spec_changed(body):  # None: the first listing (the operator starts)
-        reconciler.request(namespace, name, delay=0)
+        reconciler.request(namespace, name, delay=0, trigger="FlaskApp")
 
 
 def spec_changed(body: kopf.Body) -> bool:
@@ -91,7 +91,7 @@ def _child_changed(kind: str):
             cache.child_gone(kind, dict(body))
         app = labels.get(INSTANCE_LABEL)
         if app and event.get("type") is not None:  # None: the first listing, covered by the FlaskApp's own
-            reconciler.request(namespace, app)
+            reconciler.request(namespace, app, trigger=kind)
 
     handler.__name__ = f"child_{kind.lower()}_changed"
     return handler

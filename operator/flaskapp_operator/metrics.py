@@ -25,6 +25,10 @@ FAILURES = Counter("flaskapp_operator_reconcile_failures_total",
 APPLIED = Counter("flaskapp_operator_objects_applied_total", "Children created or changed by server-side apply.",
                   ["kind"])
 PRUNED = Counter("flaskapp_operator_objects_pruned_total", "Children deleted because no longer rendered.", ["kind"])
+TRIGGERS = Counter("flaskapp_operator_triggers_total",
+                   "Requests for a reconcile pass, by what asked: a child kind's watch event, FlaskApp, resync, "
+                   "upgrade-slot, leadership or retry (requests for an app already waiting share its pass).",
+                   ["trigger"])
 API_REQUESTS = Counter("flaskapp_operator_api_requests_total",
                        "Kubernetes API requests of reconcile passes (kopf's own watches excluded), by verb and "
                        "HTTP status.", ["verb", "code"])

@@ -85,7 +85,7 @@ class Reconciler:
         self._spawn(self._resync_forever(resync_seconds))
         if self.cache is not None:  # events seen while standing by were not acted on
             for namespace, name in self.cache.flaskapp_keys():
-                self.request(namespace, name, delay=0)
+                self.request(namespace, name, delay=0, trigger="leadership")
 
     async def _lead_then_begin(self, resync_seconds: float) -> None:
         election = self.election
@@ -129,7 +129,7 @@ class Reconciler:
                 metrics.APP_STATES.record(namespace, name, status)
                 self._failures.pop(key, None)
                 for waiting in self.pacer.waiting() if self.pacer is not None else ():  # a slot is free
-                    self.request(*waiting, delay=0)
+                    self.request(*waiting, delay=0, trigger="upgrade-slot")
         finally:
             # Dropped only when no pass holds or awaits it: a waiter keeps its lock (one pass at a time).
             self._lock_users[key] -= 1
@@ -155,10 +155,14 @@ class Reconciler:
                     delay, exc)
         return delay
 
-    def request(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS) -> None:
-        """Ask for a pass soon; requests arriving before it starts are served by that one pass."""
+    def request(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS, trigger: str = "retry") -> None:
+        """Ask for a pass soon; requests arriving before it starts are served by that one pass. `trigger`: what
+        asked (a child kind, FlaskApp, resync, upgrade slot, retry), counted in flaskapp_operator_triggers_total."""
         key = (namespace, name)
-        if key in self._pending or self._cluster is None:  # None: standing by (or not started)
+        if self._cluster is None:  # standing by (or not started)
+            return
+        metrics.TRIGGERS.labels(trigger).inc()
+        if key in self._pending:
             return
         self._pending.add(key)
         self._spawn(self._later(key, delay))
@@ -189,4 +193,4 @@ class Reconciler:
                 apps = [(a["metadata"]["namespace"], a["metadata"]["name"]) for a in listed]
             release_free_memory()  # what the previous round of passes freed
             for namespace, name in apps:
-                self.request(namespace, name)
+                self.request(namespace, name, trigger="resync")
