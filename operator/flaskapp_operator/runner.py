@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import uuid
 from typing import Optional, Sequence
 
 import kopf
@@ -27,7 +28,9 @@ def run_operator(namespaces: Sequence[str], liveness: str | None, metrics_addres
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per child event
     # kopf's default identity starts with getpass.getuser(), which raises for a uid without a passwd entry: the
     # case of a pod's runAsUser (or OpenShift's arbitrary uid) in any image.
-    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}/{os.getpid()}"
+    # The pod's name and a token of this process: a restarted container (pid 1 again) is another candidate, not
+    # the old leader resuming its Lease (client-go adds a UUID for the same reason).
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}/{uuid.uuid4().hex[:8]}"
     reconciler = handlers.reconciler
     reconciler.namespaces, reconciler.identity = tuple(namespaces), identity
     election = None
