@@ -53,7 +53,7 @@ def test_a_new_release_rolls_apps_in_waves_and_spares_the_app_that_opted_out(kub
         kube.apply(app("pinned", **{"flaskapp.dev/auto-upgrade": "false"}), namespace)
         for name in names + ["pinned"]:
             kube.kubectl("wait", "--for=condition=Ready", f"flaskapp/{name}", "-n", namespace, "--timeout=120s")
-        current = template_checksum(kube, namespace, "wave-0")
+        current = {n: template_checksum(kube, namespace, n) for n in names}  # each app's own config
     finally:
         first.stop()
     for name in names + ["pinned"]:
@@ -61,7 +61,7 @@ def test_a_new_release_rolls_apps_in_waves_and_spares_the_app_that_opted_out(kub
 
     upgraded = OperatorProcess(kube, tmp_path / "upgraded.log", kubeconfig=operator_kubeconfig, env=selector).start()
     try:
-        wait_until(lambda: all(template_checksum(kube, namespace, n) == current for n in names), 180, interval=1,
+        wait_until(lambda: all(template_checksum(kube, namespace, n) == current[n] for n in names), 180, interval=1,
                    what="every app on the new release's templates")
         wait_until(lambda: all("Upgraded" in reasons(kube, namespace).get(n, set()) for n in names), 120,
                    what="every app Upgraded")
@@ -82,5 +82,12 @@ def test_a_new_release_rolls_apps_in_waves_and_spares_the_app_that_opted_out(kub
                      '{"spec":{"web":{"replicas":3}}}')
         wait_until(lambda: template_checksum(kube, namespace, "pinned") != "rendered-by-an-earlier-release", 60,
                    what="the pinned app rolls on its spec change")
+    except AssertionError:
+        print("---- upgraded operator ----\n" + upgraded.log_tail(80))
+        for name in names + ["pinned"]:
+            print(name, (kube.get("flaskapp", name, namespace) or {}).get("status", {}).get("upgrade"),
+                  template_checksum(kube, namespace, name)[:16])
+        print(reasons(kube, namespace))
+        raise
     finally:
         upgraded.stop()
