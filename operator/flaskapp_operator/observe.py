@@ -59,7 +59,7 @@ def components(deployments: list[dict], minimums: Optional[dict[str, int]] = Non
     for d in sorted(deployments, key=lambda o: o["metadata"]["name"]):
         status = d.get("status") or {}
         name = d["metadata"]["labels"].get(COMPONENT_LABEL, d["metadata"]["name"])
-        minimum = (minimums or {}).get(d["metadata"]["name"], 1)
+        minimum = (minimums or {}).get(d["metadata"]["name"], 0)  # a tier scaled to 0 by its spec is ready with none
         out[name] = {"ready": deployment_ready(d, minimum), "readyReplicas": status.get("readyReplicas", 0),
                      "replicas": max((d.get("spec") or {}).get("replicas", 1), minimum)}
     return out

@@ -68,4 +68,9 @@ def test_a_pool_scaled_to_zero_by_keda_counts_as_ready():
                             "labels": {"app.kubernetes.io/component": "worker-reports"}},
                "spec": {"replicas": 0}, "status": {"observedGeneration": 3}}
     assert components([at_zero], minimums)["worker-reports"]["ready"] is True
-    assert components([at_zero], {})["worker-reports"]["ready"] is False  # what an HPA-less minimum of 1 would say
+    # Without an autoscaler, spec.replicas is what the FlaskApp asked for: 0 is ready with none (make soak found a
+    # FlaskApp with web.replicas 0 forever "RollingOut"), and a tier short of its replicas is not.
+    assert components([at_zero], {})["worker-reports"]["ready"] is True
+    short = {**at_zero, "spec": {"replicas": 2}, "status": {"observedGeneration": 3, "replicas": 1,
+                                                            "updatedReplicas": 1, "availableReplicas": 1}}
+    assert components([short], {})["worker-reports"]["ready"] is False
