@@ -45,7 +45,6 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors[(api.GROUP, api.PLURAL)] = FLASKAPP_SELECTOR
     # Only problems become Events automatically; our own Events say what was done.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = reconciler.workers
     reconciler.start(asyncio.get_running_loop(), RESYNC_SECONDS)
 
 
