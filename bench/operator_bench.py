@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import subprocess
+import sys
+
 import psutil
 import yaml
 
@@ -57,6 +60,29 @@ def _settled(kube, seconds: float = 10) -> Callable[[], bool]:
     return check
 
 
+def _triggers(op) -> dict[str, float]:
+    """What asked for passes so far (flaskapp_operator_triggers_total by trigger), from the operator's /metrics."""
+    counts = {}
+    for line in op.scrape()[1].splitlines():
+        if line.startswith("flaskapp_operator_triggers_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('trigger="', 1)[1].split('"', 1)[0]] = float(value)
+    return counts
+
+
+def _since(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
+    return {k: round(v - before.get(k, 0)) for k, v in sorted(after.items()) if v - before.get(k, 0)}
+
+
+def _profiler(pid: int, path: Path):
+    """BENCH_PROFILE=1: py-spy samples the operator (every thread) while the FlaskApps come up (speedscope JSON)."""
+    if not os.environ.get("BENCH_PROFILE"):
+        return None
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--threads",
+                             "--format", "speedscope", "--output", str(path), "--rate", "50", "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _change_latencies(kube, ns: str, n: int, changes: int) -> list[float]:
     """Seconds from the API server receiving a spec change of one FlaskApp to the operator's first write to one
     of its children, while the others are idle; both instants from the audit log (the API server's clock)."""
@@ -81,7 +107,7 @@ def _change_latencies(kube, ns: str, n: int, changes: int) -> list[float]:
 
 
 def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
-    n = 1000 if os.environ.get("BENCH_SCALE") == "large" else 100
+    n = int(os.environ.get("BENCH_APPS") or (1000 if os.environ.get("BENCH_SCALE") == "large" else 100))
     idle_seconds = float(os.environ.get("BENCH_IDLE_SECONDS", "300"))
     changes = int(os.environ.get("BENCH_CHANGES", "50"))
     resync_seconds = 30
@@ -114,16 +140,20 @@ def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
             wait_until(op.healthy, 60, what="operator up")
             rss_idle = psutil.Process(op.proc.pid).memory_info().rss / 2**20
             ns = new_namespace(kube, "bench")
+            profiler = _profiler(op.proc.pid, workdir.parent / "operator-profile.json")
             started = time.monotonic()
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_apps(n, ns)), timeout=timeout)
             wait_until(lambda: _count_ready_apps(kube, ns) == n, timeout, 1, what=f"{n} FlaskApps Ready")
             took = time.monotonic() - started
-            print(f"   operator: {n} FlaskApps Ready in {took:.1f}s", flush=True)
+            print(f"   operator: {n} FlaskApps Ready in {took:.1f}s; triggers {_since(_triggers(op), {})}", flush=True)
+            if profiler is not None:
+                profiler.send_signal(2)  # SIGINT: py-spy writes its profile and exits
+                profiler.wait(60)
 
             wait_until(_settled(kube), 300, 1, what="the operator's last writes")
             before = len(kube.writes_by(OPERATOR_USER))
             idle_from = datetime.datetime.now(datetime.timezone.utc)
-            passes_before = op.passes()
+            passes_before, triggers_before = op.passes(), _triggers(op)
             print(f"   idle for {idle_seconds:.0f}s (resync every {resync_seconds}s)", flush=True)
             idle_until = time.monotonic() + idle_seconds
             wait_until(lambda: time.monotonic() >= idle_until, idle_seconds + 10, 1, what="the idle window")
@@ -136,7 +166,7 @@ def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
             reads_per_app = len(reads) / (n * max(resyncs, 1))
             rss = psutil.Process(op.proc.pid).memory_info().rss / 2**20
             print(f"   idle: {len(idle_writes)} writes, {len(reads)} reads over {resyncs:.1f} resyncs of {n} apps; "
-                  f"RSS {rss:.1f} MiB", flush=True)
+                  f"RSS {rss:.1f} MiB; triggers {_since(_triggers(op), triggers_before)}", flush=True)
             latencies = _change_latencies(kube, ns, n, changes)
             print(f"   spec change -> first apply: p50 {_percentile(latencies, 0.5):.2f}s, "
                   f"p99 {_percentile(latencies, 0.99):.2f}s over {len(latencies)} changes", flush=True)

@@ -153,6 +153,12 @@ def up_to_date(live: Optional[dict], desired: dict) -> bool:
     return live_hash == desired["metadata"]["annotations"][APPLIED_HASH] and contains(live, desired)
 
 
+def _plain(_client: Any, body: dict) -> dict:
+    """The dynamic client's answer as its decoded JSON, not wrapped in a ResourceInstance only to be turned back
+    into a dict (to_dict()) on every apply."""
+    return body
+
+
 class Cluster:
     """Reads and writes of one operator process, over a shared, thread-safe API client."""
 
@@ -273,7 +279,7 @@ class Cluster:
             existing = live.get(key_of(obj))
             if existing is not None and not owned_by(existing, owner_uid):
                 raise NameConflict(key_of(obj), existing)
-            checked = self._server_side_apply(obj, dry_run=True).to_dict()
+            checked = self._server_side_apply(obj, dry_run=True)
             # `live` holds what carries our labels; a same-named object without them shows in the dry run's
             # answer (no extra read): another owner, or fields someone else manages.
             if existing is None and not_ours(checked, owner_uid):
@@ -291,15 +297,15 @@ class Cluster:
                 # handed over at once, so our later applies (without it) leave it to the HPA.
                 minimum = minimums[key_of(obj)[1]]
                 self._server_side_apply({**obj, "spec": {"replicas": minimum, **obj["spec"]}})
-                live[key_of(obj)] = self._hand_over_replicas(obj, minimum).to_dict()
+                live[key_of(obj)] = self._hand_over_replicas(obj, minimum)
             else:
-                live[key_of(obj)] = self._server_side_apply(obj).to_dict()
+                live[key_of(obj)] = self._server_side_apply(obj)
             if self.cache is not None:
                 self.cache.wrote(live[key_of(obj)])
             applied.append(key_of(obj))
         return applied
 
-    def _hand_over_replicas(self, obj: dict, replicas: int) -> Any:
+    def _hand_over_replicas(self, obj: dict, replicas: int) -> dict:
         """Set spec.replicas as a field manager of its own, which the HPA then shares (Kubernetes docs,
         "Server-Side Apply: Transferring ownership"): our own applies leave the field out from then on."""
         return self.resource("apps/v1", "Deployment").server_side_apply(
@@ -307,14 +313,15 @@ class Cluster:
                   "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]},
                   "spec": {"replicas": replicas}},
             name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"],
-            field_manager=HANDOVER_MANAGER, force_conflicts=True)
+            field_manager=HANDOVER_MANAGER, force_conflicts=True, serializer=_plain)
 
-    def _server_side_apply(self, obj: dict, dry_run: bool = False) -> Any:
+    def _server_side_apply(self, obj: dict, dry_run: bool = False) -> dict:
         resource = self.resource(obj["apiVersion"], obj["kind"])
         try:
             return resource.server_side_apply(body=obj, name=obj["metadata"]["name"],
                                               namespace=obj["metadata"]["namespace"], field_manager=FIELD_MANAGER,
-                                              force_conflicts=True, dry_run="All" if dry_run else None)
+                                              force_conflicts=True, dry_run="All" if dry_run else None,
+                                              serializer=_plain)
         except ApiException as exc:
             if exc.status in REFUSED:
                 raise ApplyRefused(key_of(obj), exc) from exc

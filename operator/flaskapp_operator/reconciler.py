@@ -68,7 +68,7 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._lock_users: dict[tuple[str, str], int] = {}  # holders and waiters: the lock lives while > 0
         self._failures: dict[tuple[str, str], int] = {}
-        self._pending: set[tuple[str, str]] = set()
+        self._pending: dict[tuple[str, str], tuple[float, asyncio.Task]] = {}  # app -> its next pass: when, timer
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -99,10 +99,11 @@ class Reconciler:
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def reconcile_now(self, namespace: str, name: str) -> None:
         """Reconcile now (after any pass already running for this app); a failure raises kopf.TemporaryError
@@ -156,20 +157,25 @@ class Reconciler:
         return delay
 
     def request(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS, trigger: str = "retry") -> None:
-        """Ask for a pass soon; requests arriving before it starts are served by that one pass. `trigger`: what
-        asked (a child kind, FlaskApp, resync, upgrade slot, retry), counted in flaskapp_operator_triggers_total."""
+        """Ask for a pass within `delay` seconds; requests arriving before it starts are served by that one pass,
+        and an earlier request brings a later one forward (a child event does not wait for a resync's slot).
+        `trigger`: what asked (a child kind, FlaskApp, resync, upgrade slot, retry), counted in
+        flaskapp_operator_triggers_total."""
         key = (namespace, name)
         if self._cluster is None:  # standing by (or not started)
             return
         metrics.TRIGGERS.labels(trigger).inc()
-        if key in self._pending:
-            return
-        self._pending.add(key)
-        self._spawn(self._later(key, delay))
+        due = asyncio.get_running_loop().time() + delay
+        scheduled = self._pending.get(key)
+        if scheduled is not None:
+            if scheduled[0] <= due:
+                return
+            scheduled[1].cancel()  # brought forward
+        self._pending[key] = (due, self._spawn(self._later(key, delay)))
 
     async def _later(self, key: tuple[str, str], delay: float) -> None:
         await asyncio.sleep(delay)
-        self._pending.discard(key)
+        del self._pending[key]  # from here on, a request schedules the next pass
         try:
             await self.reconcile_now(*key)
         except kopf.TemporaryError:
@@ -192,5 +198,7 @@ class Reconciler:
                     continue
                 apps = [(a["metadata"]["namespace"], a["metadata"]["name"]) for a in listed]
             release_free_memory()  # what the previous round of passes freed
-            for namespace, name in apps:
-                self.request(namespace, name, trigger="resync")
+            # Spread over the interval, not one burst of N passes that a spec change would queue behind.
+            for i, (namespace, name) in enumerate(apps):
+                self.request(namespace, name, delay=DEBOUNCE_SECONDS + i * interval / max(len(apps), 1),
+                             trigger="resync")

@@ -66,3 +66,32 @@ def test_failures_back_off_exponentially_up_to_a_cap_and_reset_on_success(monkey
     outcome["fail"] = False
     asyncio.run(r.reconcile_now("ns", "app"))
     assert r.retry_delay(("ns", "app")) == 1
+
+
+def test_an_earlier_request_brings_a_later_pass_forward_and_only_one_pass_runs(monkeypatch):
+    """A resync spread over its interval schedules an app's pass up to 30 s away: a child event meanwhile must
+    not wait for it (nor cause a second pass when the resync's turn comes)."""
+    passes = []
+
+    def record(cluster, namespace, name, pacer=None):
+        passes.append(time.monotonic())
+
+    monkeypatch.setattr(module, "reconcile", record)
+    monkeypatch.setattr(module.metrics.APP_STATES, "record", lambda *args: None)
+    r = Reconciler(workers=1)
+    r._cluster = object()  # leading: requests are served
+
+    async def scenario():
+        asked = time.monotonic()
+        r.request("ns", "app", delay=30, trigger="resync")
+        r.request("ns", "app", delay=0.05, trigger="Deployment")
+        r.request("ns", "app", delay=1, trigger="Pod")  # later than the pending one: served by it
+        while not passes:
+            await asyncio.sleep(0.01)
+        while r._tasks:  # the superseded 30 s timer was cancelled: nothing is left to wait for
+            await asyncio.wait(set(r._tasks), timeout=5)
+        return asked
+
+    asked = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert len(passes) == 1 and passes[0] - asked < 5
+    assert r.pending == 0
