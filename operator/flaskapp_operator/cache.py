@@ -2,13 +2,13 @@
 
 Without it, each pass listed ten kinds (and the app's pods) from the API server: with a resync every minute,
 1,000 idle FlaskApps cost over 10,000 LIST requests a minute. The watches the operator opens anyway (one per
-kind, filtered by our managed-by label) now fill this cache through kopf indexes, and kopf holds every handler
-until the first listing of every indexed kind is in (its "pre-indexing"): no pass ever sees a half-filled cache.
+kind, filtered by our managed-by label) fill this cache: FlaskApps through a kopf index, children and pods through
+watches.py; passes start once every kind's first listing is in: no pass ever sees a half-filled cache.
 
 Entries are slimmed (managedFields reduced to what ownership checks read, pods to their status) and kept as
 zlib-compressed JSON: about 1 KB per object. A pass's own writes are remembered (compressed too) until the watch
 delivers the next event of the object ("read your writes"): the pass after an apply does not apply again from a
-copy a watch event behind.
+copy a watch event behind; that event, the echo of our own write, asks for no pass.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class _Entry:
 @dataclass(frozen=True)
 class _Written:
     packed: Optional[bytes]  # None: we deleted it
+    version: Optional[str]  # the resourceVersion our write returned
     watched_version: Optional[str]  # the watched copy's resourceVersion when we wrote (None: not watched yet)
     at: float
 
@@ -100,23 +101,27 @@ class WatchCache:
             self._apps.pop((namespace, name), None)
             self._forget_write((namespace, name), ("FlaskApp", name))
 
-    def watched_child(self, kind: str, body: dict) -> None:
+    def watched_child(self, kind: str, body: dict) -> Optional[AppKey]:
+        """A watch event's object: returns its FlaskApp, or None when the event tells nothing new (the echo of
+        our own write, or no FlaskApp label)."""
         app_key = _app_of(body)
         if app_key is None:
-            return
-        entry = _Entry(body["metadata"].get("resourceVersion", ""),
-                       pack(slim_pod(body) if kind == "Pod" else {**body, "kind": kind}))
+            return None
+        key: Any = body["metadata"]["name"] if kind == "Pod" else (kind, body["metadata"]["name"])
+        entry = _entry(kind, body)
         with self._lock:
             if kind == "Pod":
-                self._pods.setdefault(app_key, {})[body["metadata"]["name"]] = entry
-            else:
-                self._children.setdefault(app_key, {})[(kind, body["metadata"]["name"])] = entry
-                self._forget_write(app_key, (kind, body["metadata"]["name"]))  # the watch has moved past it
+                self._pods.setdefault(app_key, {})[key] = entry
+                return app_key
+            self._children.setdefault(app_key, {})[key] = entry
+            written = self._written.get(app_key, {}).get(key)
+            self._forget_write(app_key, key)  # the watch has moved past it
+            return None if written is not None and written.version == entry.version else app_key
 
-    def child_gone(self, kind: str, body: dict) -> None:
+    def child_gone(self, kind: str, body: dict) -> Optional[AppKey]:
         app_key = _app_of(body)
         if app_key is None:
-            return
+            return None
         name = body["metadata"]["name"]
         with self._lock:
             stores: dict[AppKey, dict[Any, _Entry]] = self._pods if kind == "Pod" else self._children
@@ -125,6 +130,34 @@ class WatchCache:
             if not store:
                 stores.pop(app_key, None)
             self._forget_write(app_key, (kind, name))
+        return app_key
+
+    def replace_kind(self, kind: str, namespace: Optional[str], bodies: list[dict]) -> set[AppKey]:
+        """A full listing of one kind (in one namespace, or all): replaces what is held of it; returns the
+        FlaskApps whose objects of that kind changed, appeared or went away meanwhile."""
+        fresh: dict[AppKey, dict[Any, _Entry]] = {}
+        for body in bodies:
+            app_key = _app_of(body)
+            if app_key is not None:
+                key = body["metadata"]["name"] if kind == "Pod" else (kind, body["metadata"]["name"])
+                fresh.setdefault(app_key, {})[key] = _entry(kind, body)
+        changed = set()
+        with self._lock:
+            stores: dict[AppKey, dict[Any, _Entry]] = self._pods if kind == "Pod" else self._children
+            for app_key in [a for a in stores if namespace is None or a[0] == namespace]:
+                store, new = stores[app_key], fresh.pop(app_key, {})
+                old = {k: e.version for k, e in store.items() if kind == "Pod" or k[0] == kind}
+                if old != {k: e.version for k, e in new.items()}:
+                    changed.add(app_key)
+                for k in old.keys() - new.keys():
+                    del store[k]
+                store.update(new)
+                if not store:
+                    del stores[app_key]
+            for app_key, new in fresh.items():
+                stores.setdefault(app_key, {}).update(new)
+                changed.add(app_key)
+        return changed
 
     # -- read by a pass ------------------------------------------------------------------------------------
 
@@ -186,8 +219,9 @@ class WatchCache:
             entry = (self._apps.get(app_key) if key[0] == "FlaskApp" else self._children.get(app_key, {}).get(key))
             if body is not None and entry is not None and entry.version == body["metadata"].get("resourceVersion"):
                 return  # the watch delivered this very write already
-            self._written.setdefault(app_key, {})[key] = _Written(packed, entry.version if entry else None,
-                                                                  self._clock())
+            self._written.setdefault(app_key, {})[key] = _Written(
+                packed, body["metadata"].get("resourceVersion") if body is not None else None,
+                entry.version if entry else None, self._clock())
 
     def sizes(self) -> dict[str, int]:
         """Objects held and their compressed bytes (the operator's metrics)."""
@@ -195,6 +229,11 @@ class WatchCache:
             entries = [*self._apps.values(), *(e for store in self._children.values() for e in store.values()),
                        *(e for store in self._pods.values() for e in store.values())]
             return {"objects": len(entries), "bytes": sum(len(e.packed) for e in entries)}
+
+
+def _entry(kind: str, body: dict) -> _Entry:
+    return _Entry(body["metadata"].get("resourceVersion", ""),
+                  pack(slim_pod(body) if kind == "Pod" else {**body, "kind": kind}))
 
 
 def _app_of(body: dict) -> Optional[AppKey]:

@@ -1,10 +1,10 @@
 """kopf wiring only: every trigger asks the Reconciler for a pass over one FlaskApp.
 
 Triggers: a FlaskApp seen at start or whose spec changed (its generation is ahead of status.observedGeneration);
-any change to a child (Deployments becoming ready, someone deleting or editing a child); and a periodic resync.
-The same watches keep the WatchCache that passes read instead of the API server.
+any change to a child (Deployments becoming ready, someone deleting or editing a child: watches.py); and a
+periodic resync. The same watches keep the WatchCache that passes read instead of the API server.
 
-Only watch-event handlers and indexes: kopf itself never writes to the cluster (no progress or diff-base
+Only a watch-event handler and an index: kopf itself never writes to the cluster (no progress or diff-base
 annotations, no finalizers: kopf-in-production #4, #5, #7), so every write comes from the Reconciler's fenced
 client, which leader election can stop at once. Children are deleted by the garbage collector.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, Optional
 
 import kopf
 
@@ -22,13 +22,16 @@ from . import api
 from .cache import WatchCache
 from .kube import CHILD_KINDS, KEDA_KINDS, MONITORING_KINDS
 from .naming import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from .reconciler import Reconciler
+from .reconciler import DEBOUNCE_SECONDS, Reconciler, load_kube_config
+from .watches import ChildWatches
 
 RESYNC_SECONDS = float(os.environ.get("FLASKAPP_RESYNC_SECONDS", "60"))
 # Sharding: only FlaskApps matching this label selector (the chart's watchLabelSelector); empty: all.
 FLASKAPP_SELECTOR = os.environ.get("FLASKAPP_SELECTOR", "")
 cache = WatchCache()
 reconciler = Reconciler(cache=cache)
+flaskapps_listed = asyncio.Event()
+background: set[asyncio.Task] = set()  # referenced: the event loop keeps only weak references to tasks
 
 
 @kopf.on.startup()
@@ -37,18 +40,20 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    # Children and pods are watched only where they carry our labels, filtered by the API server (not by kopf
-    # after receiving every Secret and Pod of the cluster).
-    settings.watching.label_selectors[lambda resource: (resource.group, resource.plural) in CHILD_RESOURCES] = (
-        f"{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}")
     if FLASKAPP_SELECTOR:
         settings.watching.label_selectors[(api.GROUP, api.PLURAL)] = FLASKAPP_SELECTOR
-    # No create/update handlers read kopf's diff base: not building it (a deep copy of every watched body per
-    # event) was a fifth of the operator's CPU while 300 FlaskApps came up (py-spy).
+    # No create/update handlers read kopf's diff base: building it (a deep copy of every watched body per
+    # event) was a fifth of the operator's CPU while 300 FlaskApps came up (py-spy, children watched by kopf).
     settings.persistence.diffbase_storage = NoDiffBase()
     # Only problems become Events automatically; our own Events say what was done.
     settings.posting.level = logging.WARNING
+    global child_watches
+    child_watches = ChildWatches(load_kube_config(reconciler.identity, pool_size=len(WATCHED_KINDS) * max(
+        1, len(reconciler.namespaces)) + 4), cache, WATCHED_KINDS, reconciler.namespaces, CHILD_SELECTOR,
+        notify_from_watch)
     reconciler.start(asyncio.get_running_loop(), RESYNC_SECONDS)
+    child_watches.start()
+    background.add(asyncio.get_running_loop().create_task(_fill_cache(flaskapps_listed)))
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -66,6 +71,8 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.cleanup()
 async def shutdown(**_: Any) -> None:
+    if child_watches is not None:
+        child_watches.stop()
     await reconciler.stop()
 
 
@@ -76,7 +83,7 @@ async def cache_flaskapp(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def flaskapp_event(event: dict, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-    reconciler.cache_ready.set()  # kopf runs event handlers only once every index holds its first listing
+    flaskapps_listed.set()  # kopf runs event handlers only once the index holds its first listing
     if event.get("type") == "DELETED":
         cache.flaskapp_gone(namespace, name)
     elif event.get("type") is None or spec_changed(body):  # None: the first listing (the operator starts)
@@ -89,37 +96,23 @@ def spec_changed(body: kopf.Body) -> bool:
     return observed != body["metadata"].get("generation")
 
 
-def _cache_child(kind: str):
-    """Indexing runs for every object of the first listing before any handler (kopf's pre-indexing), then
-    for each watch event: the cache is complete before the first pass."""
-    async def index(body: kopf.Body, **_: Any) -> None:
-        cache.watched_child(kind, dict(body))
-
-    index.__name__ = f"cache_{kind.lower()}"
-    return index
+def notify_from_watch(kind: str, namespace: str, app: str) -> None:
+    """A child or pod of FlaskApp namespace/app changed (called from a watch thread): a pass soon."""
+    loop = reconciler.loop
+    if loop is not None:
+        loop.call_soon_threadsafe(reconciler.request, namespace, app, DEBOUNCE_SECONDS, kind)
 
 
-def _child_changed(kind: str):
-    async def handler(event: dict, body: kopf.Body, namespace: str, labels: dict, **_: Any) -> None:
-        reconciler.cache_ready.set()
-        if event.get("type") == "DELETED":
-            cache.child_gone(kind, dict(body))
-        app = labels.get(INSTANCE_LABEL)
-        if app and event.get("type") is not None:  # None: the first listing, covered by the FlaskApp's own
-            reconciler.request(namespace, app, trigger=kind)
-
-    handler.__name__ = f"child_{kind.lower()}_changed"
-    return handler
+async def _fill_cache(flaskapps_listed: asyncio.Event) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, child_watches.wait_listed)
+    await flaskapps_listed.wait()
+    reconciler.cache_ready.set()
 
 
-# One watch per kind, only our objects (the managed-by label, filtered by the API server; Secrets included:
-# only the operator's own Secrets match). Optional kinds (monitoring, KEDA) are watched once their CRDs are
-# served: kopf notices CRDs as they come. Pods are watched to notice failures (image pulls, crash loops,
-# OOM kills) as they happen.
+# Children and pods are watched apart from kopf (watches.py), only our objects: the managed-by label, filtered
+# by the API server (Secrets included: only the operator's own Secrets match). Optional kinds (monitoring,
+# KEDA) are listed again while their CRDs are not served. Pods are watched to notice failures (image pulls,
+# crash loops, OOM kills) as they happen.
 WATCHED_KINDS = CHILD_KINDS + MONITORING_KINDS + KEDA_KINDS + (("v1", "Pod", "pods"),)
-CHILD_RESOURCES = {(api_version.rpartition("/")[0], plural) for api_version, _, plural in WATCHED_KINDS}
-for _api_version, _kind, _plural in WATCHED_KINDS:
-    _group, _, _version = _api_version.rpartition("/")
-    _ours = {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: kopf.PRESENT}
-    kopf.index(_group, _version, _plural, labels=_ours)(_cache_child(_kind))
-    kopf.on.event(_group, _version, _plural, labels=_ours)(_child_changed(_kind))
+CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}"
+child_watches: Optional[ChildWatches] = None

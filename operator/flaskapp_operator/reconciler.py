@@ -36,8 +36,8 @@ MAX_ROLLING_UPGRADES = int(os.environ.get("FLASKAPP_MAX_ROLLING_UPGRADES", "2"))
 LEADERSHIP_LOST_EXIT = 75
 
 
-def load_kube_config(identity: str = "flaskapp-operator",
-                     write_guard: Optional[Callable[[], bool]] = None) -> client.ApiClient:
+def load_kube_config(identity: str = "flaskapp-operator", write_guard: Optional[Callable[[], bool]] = None,
+                     pool_size: int = 32) -> client.ApiClient:
     """The API client of reconcile passes: requests counted, writes fenced by leader election, and a user agent
     naming this replica (the audit log tells replicas apart)."""
     try:
@@ -45,7 +45,7 @@ def load_kube_config(identity: str = "flaskapp-operator",
     except config.ConfigException:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = 32
+    configuration.connection_pool_maxsize = pool_size
     api_client = metrics.CountingApiClient(configuration, write_guard=write_guard)
     api_client.user_agent = f"flaskapp-operator/{identity}"
     return api_client
@@ -136,6 +136,10 @@ class Reconciler:
             self._lock_users[key] -= 1
             if self._lock_users[key] == 0:
                 del self._lock_users[key], self._locks[key]
+
+    @property
+    def loop(self) -> Optional[asyncio.AbstractEventLoop]:
+        return self._loop
 
     @property
     def pending(self) -> int:

@@ -126,3 +126,35 @@ def test_slimmed_entries_answer_the_ownership_checks_like_the_full_object():
     cached = cache.children("default", "shop")[("Deployment", "shop-web")]
     assert not_ours(cached, "u1") is not_ours(full, "u1") is False
     assert len(pack(full)) < len(json.dumps(full))
+
+
+def test_the_echo_of_our_own_write_asks_for_no_pass_but_anyone_elses_change_does():
+    cache = WatchCache()
+    assert cache.watched_child("Service", obj("Service", "shop-web", "1")) == ("default", "shop")
+    cache.wrote(obj("Service", "shop-web", "2"))
+    assert cache.watched_child("Service", obj("Service", "shop-web", "2")) is None  # our apply, delivered
+    assert cache.watched_child("Service", obj("Service", "shop-web", "3")) == ("default", "shop")  # someone else
+    assert cache.watched_child("Pod", obj("Pod", "shop-web-abc", "4")) == ("default", "shop")
+
+
+def test_a_new_listing_replaces_one_kind_and_names_the_apps_that_changed_meanwhile():
+    """After a watch gap (410 Gone, a lost connection) the kind is listed again: objects deleted meanwhile
+    leave the cache, and only the FlaskApps whose objects of that kind changed are named for a pass."""
+    cache = WatchCache()
+    for body in (obj("Deployment", "shop-web", "1"), obj("Deployment", "blog-web", "2", app="blog"),
+                 obj("Deployment", "news-web", "3", app="news"), obj("Deployment", "shop-web", "4", ns="other"),
+                 obj("Service", "shop-web", "5")):
+        cache.watched_child(body["kind"], body)
+    cache.watched_child("Pod", obj("Pod", "blog-web-abc", "6", app="blog"))
+
+    changed = cache.replace_kind("Deployment", "default", [
+        obj("Deployment", "shop-web", "1"),  # unchanged
+        obj("Deployment", "blog-web", "7", app="blog"),  # changed
+        obj("Deployment", "wiki-web", "8", app="wiki"),  # new; news-web was deleted meanwhile
+    ])
+    assert changed == {("default", "blog"), ("default", "news"), ("default", "wiki")}
+    assert set(cache.children("default", "shop")) == {("Deployment", "shop-web"), ("Service", "shop-web")}
+    assert cache.children("default", "news") == {}
+    assert set(cache.children("other", "shop")) == {("Deployment", "shop-web")}  # another namespace's watch
+    assert [p["metadata"]["name"] for p in cache.pods("default", "blog")] == ["blog-web-abc"]  # another kind
+    assert cache.replace_kind("Pod", None, []) == {("default", "blog")} and cache.pods("default", "blog") == []
