@@ -52,6 +52,8 @@ KEDA_KINDS: tuple[tuple[str, str, str], ...] = (
 DISCOVERY_TTL_SECONDS = float(os.environ.get("FLASKAPP_DISCOVERY_SECONDS", "300"))
 
 Key = tuple[str, str]  # (kind, name)
+# Kinds whose objects start pods.
+POD_KINDS = ("Deployment", "StatefulSet", "Job")
 # Answers that no retry will change: the object itself is refused (validation, admission, quota).
 REFUSED = (400, 403, 422)
 
@@ -271,39 +273,75 @@ class Cluster:
 
     def apply(self, desired: list[dict], live: dict[Key, dict], owner_uid: str) -> list[Key]:
         """Server-side apply what is missing or differs, all or nothing: no object this FlaskApp does not
-        own is taken over (NameConflict), and every changed object is first checked by the API server
-        (dryRun=All, admission included); if one is refused, nothing is written and ApplyRefused names it.
-        Updates `live` with the results."""
+        own is taken over (NameConflict), and if the API server refuses one object (validation, admission),
+        nothing is left written and ApplyRefused names it. Updates `live` with the results."""
         changed = [obj for obj in map(with_applied_hash, desired) if not up_to_date(live.get(key_of(obj)), obj)]
+        if changed and all(key_of(obj) not in live for obj in changed):
+            return self._create(changed, live, owner_uid, autoscaler_minimums(desired))
         for obj in changed:
             existing = live.get(key_of(obj))
             if existing is not None and not owned_by(existing, owner_uid):
                 raise NameConflict(key_of(obj), existing)
+            # Changes to running objects are first checked by the API server (dryRun=All, admission
+            # included): a refused one leaves every object as it was.
             checked = self._server_side_apply(obj, dry_run=True)
             # `live` holds what carries our labels; a same-named object without them shows in the dry run's
             # answer (no extra read): another owner, or fields someone else manages.
             if existing is None and not_ours(checked, owner_uid):
                 raise NameConflict(key_of(obj), checked)
         minimums = autoscaler_minimums(desired)
-        applied = []
         for obj in changed:
-            before = live.get(key_of(obj))
-            if obj["kind"] == "Deployment" and key_of(obj)[1] in minimums and before and owns_replicas(before):
-                # replicas -> autoscaling: hand spec.replicas over first, or dropping it from our apply
-                # would reset the Deployment to 1 pod until the HPA acts.
-                self._hand_over_replicas(obj, before["spec"].get("replicas", 1))
-            if obj["kind"] == "Deployment" and before is None and key_of(obj)[1] in minimums:
-                # A new autoscaled Deployment starts at the autoscaler's minimum, not at 1; the field is
-                # handed over at once, so our later applies (without it) leave it to the HPA.
-                minimum = minimums[key_of(obj)[1]]
-                self._server_side_apply({**obj, "spec": {"replicas": minimum, **obj["spec"]}})
-                live[key_of(obj)] = self._hand_over_replicas(obj, minimum)
-            else:
-                live[key_of(obj)] = self._server_side_apply(obj)
-            if self.cache is not None:
-                self.cache.wrote(live[key_of(obj)])
-            applied.append(key_of(obj))
-        return applied
+            self._apply_one(obj, live, minimums)
+        return [key_of(obj) for obj in changed]
+
+    def _create(self, new: list[dict], live: dict[Key, dict], owner_uid: str, minimums: dict[str, int]) -> list[Key]:
+        """Objects none of which exists yet with our labels (a new FlaskApp, a pool added): instead of a dry run
+        of each, a GET finds a name taken by someone else's object (as `kubectl apply` does), and a refusal
+        deletes what this pass created, so that nothing is left. Half the API server's work of a dry run per
+        object: a fleet of new FlaskApps came up 1.6x slower than `kubectl apply` of the same objects with dry
+        runs, 1.2x without (make bench, 300 apps). Pods' kinds come last: a refusal of any other object is
+        undone before a pod exists, and NetworkPolicies are in place before the first pod starts."""
+        for obj in new:
+            found = self._get(obj)
+            if found is not None and not_ours(found, owner_uid):
+                raise NameConflict(key_of(obj), found)
+        created: list[dict] = []
+        try:
+            for obj in sorted(new, key=lambda o: o["kind"] in POD_KINDS):
+                self._apply_one(obj, live, minimums)
+                created.append(obj)
+        except ApplyRefused:
+            for obj in reversed(created):
+                self.prune(set(), {key_of(obj): live[key_of(obj)]}, owner_uid)
+                live.pop(key_of(obj), None)
+            raise
+        return [key_of(obj) for obj in created]
+
+    def _get(self, obj: dict) -> Optional[dict]:
+        try:
+            return self.resource(obj["apiVersion"], obj["kind"]).get(
+                name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"], serializer=_plain)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _apply_one(self, obj: dict, live: dict[Key, dict], minimums: dict[str, int]) -> None:
+        before = live.get(key_of(obj))
+        if obj["kind"] == "Deployment" and key_of(obj)[1] in minimums and before and owns_replicas(before):
+            # replicas -> autoscaling: hand spec.replicas over first, or dropping it from our apply
+            # would reset the Deployment to 1 pod until the HPA acts.
+            self._hand_over_replicas(obj, before["spec"].get("replicas", 1))
+        if obj["kind"] == "Deployment" and before is None and key_of(obj)[1] in minimums:
+            # A new autoscaled Deployment starts at the autoscaler's minimum, not at 1; the field is
+            # handed over at once, so our later applies (without it) leave it to the HPA.
+            minimum = minimums[key_of(obj)[1]]
+            self._server_side_apply({**obj, "spec": {"replicas": minimum, **obj["spec"]}})
+            live[key_of(obj)] = self._hand_over_replicas(obj, minimum)
+        else:
+            live[key_of(obj)] = self._server_side_apply(obj)
+        if self.cache is not None:
+            self.cache.wrote(live[key_of(obj)])
 
     def _hand_over_replicas(self, obj: dict, replicas: int) -> dict:
         """Set spec.replicas as a field manager of its own, which the HPA then shares (Kubernetes docs,

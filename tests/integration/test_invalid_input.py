@@ -135,8 +135,8 @@ def test_a_degraded_app_recovers_when_fixed(kube, operator, namespace):
 
 
 def test_an_object_the_api_server_refuses_applies_nothing(kube, operator, namespace):
-    """The schema cannot judge an Ingress annotation key; the API server can. All or nothing: the dry run
-    of every changed object comes first, so not even the objects before the Ingress are created."""
+    """The schema cannot judge an Ingress annotation key; the API server can. All or nothing: the objects a
+    new app's first pass created before the Ingress are deleted again, and no workload (no pod) was created."""
     kube.apply(variant("refused", {"ingress.annotations": {"not a valid key!": "x"}}), namespace)
 
     def degraded():
@@ -152,6 +152,10 @@ def test_an_object_the_api_server_refuses_applies_nothing(kube, operator, namesp
     children = kube.get("deployments,configmaps,secrets,services,serviceaccounts,jobs,ingresses", namespace=namespace,
                         selector="app.kubernetes.io/instance=refused")["items"]
     assert children == []
+    pods_kinds = [e for e in kube.audit_events() if e.get("stage") == "ResponseComplete" and e["verb"] in (
+        "create", "patch") and (e.get("objectRef") or {}).get("namespace") == namespace
+        and e["objectRef"].get("resource") in ("deployments", "statefulsets", "jobs")]
+    assert pods_kinds == [], "a workload was written before the refusal"
     # Fixed, it rolls out.
     kube.apply(variant("refused", {"ingress.annotations": {"example.com/owner": "shop-team"},
                                    "database.maxConnections": 200}), namespace)
