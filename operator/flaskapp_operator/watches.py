@@ -11,7 +11,7 @@ Protocol (Kubernetes API concepts, "Efficient detection of changes"): LIST (pagi
 selector, then WATCH from the list's resourceVersion with bookmarks; a watch that ends is resumed from the last
 version seen; 410 Gone (the version is too old) or any error lists again, replacing what the cache holds of
 that kind. A kind the cluster does not serve (a CRD not installed) counts as listed and empty, and is tried
-again later.
+again later; so does a kind the operator's RBAC forbids (logged as an error): passes are never held back.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines  # the official client's line splitter of a watch stream
 
 from .cache import WatchCache
+from .kube import DISCOVERY_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ WATCH_SECONDS = 300
 READ_TIMEOUT_SECONDS = WATCH_SECONDS + 30
 LIST_PAGE = 500
 RETRY_SECONDS = (1, 2, 5, 10, 30)
-UNSERVED_RETRY_SECONDS = 60.0  # a kind whose CRD is not installed: listed again after this
 
 Notify = Callable[[str, str, str], None]  # (kind, namespace, FlaskApp name): the object changed
 
@@ -77,11 +77,14 @@ class KindWatch:
             except Expired:
                 continue  # list again at once
             except ApiException as exc:
-                if exc.status == 404:  # not served (yet): empty, and asked again later
+                if exc.status in (403, 404):  # not served (yet), or not allowed: empty, and asked again later
+                    if exc.status == 403:  # passes go on (a kind they cannot see is treated as empty)
+                        log.error("cannot list %s (forbidden): the operator's RBAC must allow list and watch",
+                                  self.path)
                     for app in self.cache.replace_kind(self.kind, self.namespace, []):
                         self.notify(self.kind, *app)
                     self.listed.set()
-                    self.stopped.wait(UNSERVED_RETRY_SECONDS)
+                    self.stopped.wait(DISCOVERY_TTL_SECONDS)  # as the renderer asks again
                     continue
                 failures += 1
                 log.warning("watch of %s failed (%d in a row): %s", self.path, failures, exc.reason)
@@ -117,8 +120,13 @@ class KindWatch:
         return page["metadata"]["resourceVersion"]
 
     def _watch(self, version: str) -> str:
-        response = self._get([("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
-                              ("timeoutSeconds", str(WATCH_SECONDS))], READ_TIMEOUT_SECONDS)
+        try:
+            response = self._get([("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
+                                  ("timeoutSeconds", str(WATCH_SECONDS))], READ_TIMEOUT_SECONDS)
+        except ApiException as exc:
+            if exc.status == 410:  # said before the stream starts, or as its first event (below)
+                raise Expired() from exc
+            raise
         try:
             for line in iter_resp_lines(response):
                 if self.stopped.is_set():
