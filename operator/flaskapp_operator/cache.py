@@ -54,12 +54,41 @@ def slim_pod(body: dict) -> dict:
             "status": body.get("status") or {}}
 
 
+# zlib preset dictionaries (RFC 1950's FDICT), one per kind: objects of one kind share most of their text (keys,
+# labels, our pod templates), so each is stored as its difference from a reference: about 190 bytes instead of 820
+# for a rendered child (measured on the samples' renders). The reference is our own render of a small FlaskApp
+# for the kinds it has, else the first object of the kind packed; set once, never changed.
+_dictionaries: dict[str, bytes] = {}
+_dictionaries_lock = threading.Lock()
+ZLIB_WINDOW = 32768  # what of a dictionary zlib can refer to
+REFERENCE_APP = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp",
+                 "metadata": {"name": "reference", "namespace": "reference", "uid": "reference"},
+                 "spec": {"image": "registry.example/app:1", "wsgi": "app:create_app()"}}
+
+
+def _dictionary(kind: str, raw: bytes) -> bytes:
+    dictionary = _dictionaries.get(kind)
+    if dictionary is None:
+        with _dictionaries_lock:
+            if not _dictionaries:
+                from .render import render  # the renderer does not import the cache: no cycle
+
+                for obj in render(REFERENCE_APP, redis_password="reference").objects:  # every one of a kind
+                    text = _dictionaries.get(obj["kind"], b"") + json.dumps(slim(obj), separators=(",", ":")).encode()
+                    _dictionaries[obj["kind"]] = text[-ZLIB_WINDOW:]
+            dictionary = _dictionaries.setdefault(kind, raw[-ZLIB_WINDOW:])
+    return dictionary
+
+
 def pack(body: dict) -> bytes:
-    return zlib.compress(json.dumps(slim(body), separators=(",", ":")).encode(), 1)
+    raw = json.dumps(slim(body), separators=(",", ":")).encode()
+    compressor = zlib.compressobj(1, zdict=_dictionary(body.get("kind", ""), raw))
+    return compressor.compress(raw) + compressor.flush()
 
 
-def unpack(packed: bytes) -> dict:
-    return json.loads(zlib.decompress(packed))
+def unpack(packed: bytes, kind: str) -> dict:
+    decompressor = zlib.decompressobj(zdict=_dictionaries[kind])
+    return json.loads(decompressor.decompress(packed) + decompressor.flush())
 
 
 @dataclass(frozen=True)
@@ -93,7 +122,7 @@ class WatchCache:
         meta = body["metadata"]
         app_key = (meta["namespace"], meta["name"])
         with self._lock:
-            self._apps[app_key] = _Entry(meta.get("resourceVersion", ""), pack(body))
+            self._apps[app_key] = _Entry(meta.get("resourceVersion", ""), pack({**body, "kind": "FlaskApp"}))
             self._forget_write(app_key, ("FlaskApp", meta["name"]))  # the watch has moved past our write
 
     def flaskapp_gone(self, namespace: str, name: str) -> None:
@@ -179,7 +208,7 @@ class WatchCache:
 
     def pods(self, namespace: str, app: str) -> list[dict]:
         with self._lock:
-            return [unpack(e.packed) for e in self._pods.get((namespace, app), {}).values()]
+            return [unpack(e.packed, "Pod") for e in self._pods.get((namespace, app), {}).values()]
 
     def _current(self, app_key: AppKey, key: Key, entry: Optional[_Entry]) -> Optional[dict]:
         """The watched copy, or our own later write while the watch has not moved since."""
@@ -187,9 +216,9 @@ class WatchCache:
         if written is not None:
             watched_version = entry.version if entry else None
             if watched_version == written.watched_version and self._clock() - written.at < WRITE_MEMORY_SECONDS:
-                return unpack(written.packed) if written.packed is not None else None
+                return unpack(written.packed, key[0]) if written.packed is not None else None
             self._forget_write(app_key, key)
-        return unpack(entry.packed) if entry else None
+        return unpack(entry.packed, key[0]) if entry else None
 
     def _forget_write(self, app_key: AppKey, key: Key) -> None:
         writes = self._written.get(app_key)
