@@ -60,10 +60,21 @@ def _settled(kube, seconds: float = 10) -> Callable[[], bool]:
     return check
 
 
-def _triggers(op) -> dict[str, float]:
-    """What asked for passes so far (flaskapp_operator_triggers_total by trigger), from the operator's /metrics."""
+def _scrape(op) -> str:
+    """The operator's /metrics, asked again until it answers (a 5 s timeout can pass while 1,000 apps load it)."""
+    return wait_until(lambda: (lambda answer: answer[1] if answer[0] == 200 else None)(op.scrape()), 60,
+                      what="the operator's /metrics")
+
+
+def _passes(metrics: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith('flaskapp_operator_reconcile_total{outcome="success"}'))
+
+
+def _triggers(metrics: str) -> dict[str, float]:
+    """What asked for passes so far (flaskapp_operator_triggers_total by trigger)."""
     counts = {}
-    for line in op.scrape()[1].splitlines():
+    for line in metrics.splitlines():
         if line.startswith("flaskapp_operator_triggers_total{"):
             labels, value = line.rsplit(" ", 1)
             counts[labels.split('trigger="', 1)[1].split('"', 1)[0]] = float(value)
@@ -145,7 +156,8 @@ def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_apps(n, ns)), timeout=timeout)
             wait_until(lambda: _count_ready_apps(kube, ns) == n, timeout, 1, what=f"{n} FlaskApps Ready")
             took = time.monotonic() - started
-            print(f"   operator: {n} FlaskApps Ready in {took:.1f}s; triggers {_since(_triggers(op), {})}", flush=True)
+            print(f"   operator: {n} FlaskApps Ready in {took:.1f}s; triggers {_since(_triggers(_scrape(op)), {})}",
+                  flush=True)
             if profiler is not None:
                 profiler.send_signal(2)  # SIGINT: py-spy writes its profile and exits
                 profiler.wait(60)
@@ -153,13 +165,15 @@ def operator_benchmark(workdir: Path, entry: Callable) -> list[dict]:
             wait_until(_settled(kube), 300, 1, what="the operator's last writes")
             before = len(kube.writes_by(OPERATOR_USER))
             idle_from = datetime.datetime.now(datetime.timezone.utc)
-            passes_before, triggers_before = op.passes(), _triggers(op)
+            metrics = _scrape(op)
+            passes_before, triggers_before = _passes(metrics), _triggers(metrics)
             print(f"   idle for {idle_seconds:.0f}s (resync every {resync_seconds}s)", flush=True)
             idle_until = time.monotonic() + idle_seconds
             wait_until(lambda: time.monotonic() >= idle_until, idle_seconds + 10, 1, what="the idle window")
             # Counted at once: reading a 1,000-app audit log takes minutes, while resyncs go on.
-            resyncs = (op.passes() - passes_before) / n  # passes over every app
-            idle_triggers = _since(_triggers(op), triggers_before)
+            metrics = _scrape(op)
+            resyncs = (_passes(metrics) - passes_before) / n  # passes over every app
+            idle_triggers = _since(_triggers(metrics), triggers_before)
             idle_to = datetime.datetime.now(datetime.timezone.utc)
             idle_writes = kube.writes_by(OPERATOR_USER)[before:]  # up to now: can only over-count
             reads = [f"{e['verb']} {(e.get('objectRef') or {}).get('resource') or e.get('requestURI')}"

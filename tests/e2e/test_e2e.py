@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import hashlib
 import json
 import subprocess
@@ -719,7 +720,8 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
 # -- failures only real pods show ---------------------------------------------------------------------------
 
 
-def broken_app(target, name: str, **changes) -> dict:
+def small_app(target, name: str, **changes) -> dict:
+    """The e2e app without database, workers, ingress or monitoring, one web pod."""
     app = flaskapp(target, name, **changes)
     spec = app["spec"]
     for section in ("workerPools", "migrations", "database"):
@@ -763,7 +765,7 @@ def test_failures_end_degraded_naming_tier_and_cause_without_disturbing_a_health
                       if p["status"].get("containerStatuses") and p["status"].get("phase") == "Running"}
     started = time.monotonic()
     for name, (changes, _, _) in FAILURES.items():
-        kube.apply(broken_app(target, name, **changes), ns)
+        kube.apply(small_app(target, name, **changes), ns)
     wait_until(lambda: kube.get("secret", "oom-redis-redis", ns), 60, what="the Redis password Secret")
     filler = start_pod(kube, ns, "oom-redis-filler", target.example_image, ["python", "-c", FILLER],
                        # The web tier's labels: its policy lets it out to its app's Redis (default-deny here).
@@ -841,6 +843,59 @@ def test_the_standby_operator_pod_takes_over_when_the_leader_is_killed(kube, rea
         c.get("ready") for c in p["status"].get("containerStatuses", []))]) == 2, 120, what="two operator pods ready")
     assert lease_holder(kube) == standby
     wait_ready(kube, ns, "shop", 300)
+
+
+UPGRADE_SLOTS = 2  # the chart's rolloutPacing.maxConcurrentApps
+CHECKSUM = "flaskapp.dev/config-checksum"
+
+
+def event_times(kube, ns: str, reason: str) -> dict[str, datetime.datetime]:
+    """When each FlaskApp got its first Event of this reason (the API server's record, 1 s resolution)."""
+    times = {}
+    for e in kube.get("events", namespace=ns)["items"]:
+        if e["involvedObject"]["kind"] == "FlaskApp" and e["reason"] == reason:
+            at = datetime.datetime.fromisoformat((e.get("firstTimestamp") or e["eventTime"]).replace("Z", "+00:00"))
+            name = e["involvedObject"]["name"]
+            times[name] = min(at, times.get(name, at))
+    return times
+
+
+@pytest.mark.order(9)
+def test_a_new_operator_release_rolls_apps_in_waves_on_real_pods(kube, target, real_pods):
+    """Three small apps whose web Deployments look as an earlier operator release left them (another pod-template
+    checksum and applied hash, the same inputs hash): the operator rolls them to new, ready pods, never more than
+    the chart's two apps at a time, and at least one app waits for a slot."""
+    ns = STATE["ns"]
+    names = [f"wave-{i}" for i in range(3)]
+    for name in names:
+        kube.apply(small_app(target, name), ns)
+    for name in names:
+        wait_ready(kube, ns, name, 300)
+
+    def template(name):
+        return kube.get("deployment", f"{name}-web", ns)["spec"]["template"]["metadata"]["annotations"][CHECKSUM]
+
+    current = {name: template(name) for name in names}
+    for name in names:
+        kube.kubectl("patch", "deployment", f"{name}-web", "-n", ns, "--type=merge", "-p", json.dumps(
+            {"metadata": {"annotations": {"flaskapp.dev/applied-hash": "0123456789abcdef"}},
+             "spec": {"template": {"metadata": {"annotations": {CHECKSUM: "rendered-by-an-earlier-release"}}}}}))
+    wait_until(lambda: set(event_times(kube, ns, "Upgraded")) >= set(names), 300, interval=2,
+               what="every app Upgraded")
+    started, done = event_times(kube, ns, "UpgradeStarted"), event_times(kube, ns, "Upgraded")
+    queued = sorted(set(event_times(kube, ns, "UpgradeQueued")) & set(names))
+    rolling_at_once = max(sum(1 for n in names if started[n] <= started[m] < done[n]) for m in names)
+    record("upgrade_waves", {"queued": queued, "most_rolling_at_once": rolling_at_once,
+                             "seconds": round((max(done.values()) - min(started.values())).total_seconds(), 1)})
+    assert queued and rolling_at_once <= UPGRADE_SLOTS, (queued, started, done)
+    for name in names:  # real pods of the new templates, ready
+        assert template(name) == current[name]
+        pods = [p for p in kube.get("pods", namespace=ns, selector=f"app.kubernetes.io/instance={name},"
+                                                                  "app.kubernetes.io/component=web")["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+        assert pods and all(p["metadata"]["annotations"][CHECKSUM] == current[name] and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) for p in pods)
+        kube.kubectl("delete", "flaskapp", name, "-n", ns, "--wait=false")
 
 
 # -- delete --------------------------------------------------------------------------------------------------
