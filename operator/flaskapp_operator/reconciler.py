@@ -68,6 +68,9 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._lock_users: dict[tuple[str, str], int] = {}  # holders and waiters: the lock lives while > 0
         self._failures: dict[tuple[str, str], int] = {}
+        # Apps with a requested pass waiting behind a running one: at most one waits per app (while the
+        # operator is behind, bursts of child events used to queue a pass each).
+        self._queued: set[tuple[str, str]] = set()
         self._pending: dict[tuple[str, str], tuple[float, asyncio.Task]] = {}  # app -> its next pass: when, timer
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._tasks: set[asyncio.Task] = set()
@@ -115,6 +118,7 @@ class Reconciler:
         self._lock_users[key] = self._lock_users.get(key, 0) + 1
         try:
             async with lock:
+                self._queued.discard(key)  # this pass reads the cache from now: a later change needs another
                 started, outcome = time.perf_counter(), "error"
                 try:
                     status = await asyncio.get_running_loop().run_in_executor(
@@ -180,12 +184,17 @@ class Reconciler:
     async def _later(self, key: tuple[str, str], delay: float) -> None:
         await asyncio.sleep(delay)
         del self._pending[key]  # from here on, a request schedules the next pass
+        if key in self._queued:  # a pass of this app already waits for the running one, and will see this too
+            return
+        self._queued.add(key)
         try:
             await self.reconcile_now(*key)
         except kopf.TemporaryError:
             self.request(*key, delay=self.retry_delay(key))
         except Exception as exc:  # noqa: BLE001 - a background pass must never die silently
             self.request(*key, delay=self._failed(key, exc))
+        finally:
+            self._queued.discard(key)
 
     async def _resync_forever(self, interval: float) -> None:
         """Level-based safety net: every FlaskApp is checked periodically; a no-op pass writes nothing."""

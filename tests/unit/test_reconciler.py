@@ -95,3 +95,34 @@ def test_an_earlier_request_brings_a_later_pass_forward_and_only_one_pass_runs(m
     asked = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert len(passes) == 1 and passes[0] - asked < 5
     assert r.pending == 0
+
+
+def test_requests_during_a_running_pass_queue_one_more_pass_not_one_each(monkeypatch):
+    """Child events keep coming while a slow pass runs (an operator behind its work): one pass waits for it and
+    reads everything that happened meanwhile; more would only repeat it."""
+    release, passes = threading.Event(), []
+
+    def slow(cluster, namespace, name, pacer=None):
+        passes.append(time.monotonic())
+        if len(passes) == 1:
+            release.wait(10)
+
+    monkeypatch.setattr(module, "reconcile", slow)
+    monkeypatch.setattr(module.metrics.APP_STATES, "record", lambda *args: None)
+    r = Reconciler(workers=2)
+    r._cluster = object()
+
+    async def scenario():
+        r.request("ns", "app", delay=0)
+        while not passes:  # the first pass runs (and blocks)
+            await asyncio.sleep(0.01)
+        for _ in range(5):  # five bursts of events, each after the previous request turned into a waiting pass
+            r.request("ns", "app", delay=0)
+            while r.pending:
+                await asyncio.sleep(0.01)
+        release.set()
+        while r._tasks:
+            await asyncio.wait(set(r._tasks), timeout=5)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert len(passes) == 2
