@@ -6,7 +6,7 @@ kind, filtered by our managed-by label) fill this cache: FlaskApps through a kop
 watches.py; passes start once every kind's first listing is in: no pass ever sees a half-filled cache.
 
 Entries are slimmed (managedFields reduced to what ownership checks read, pods to their status) and kept as
-zlib-compressed JSON: about 1 KB per object. A pass's own writes are remembered (compressed too) until the watch
+JSON compressed against a reference of their kind: a few hundred bytes per object. A pass's own writes are remembered (compressed too) until the watch
 delivers the next event of the object ("read your writes"): the pass after an apply does not apply again from a
 copy a watch event behind; that event, the echo of our own write, asks for no pass.
 """
