@@ -330,8 +330,9 @@ class Cluster:
         before = live.get(key_of(obj))
         if obj["kind"] == "Deployment" and key_of(obj)[1] in minimums and before and owns_replicas(before):
             # replicas -> autoscaling: hand spec.replicas over first, or dropping it from our apply
-            # would reset the Deployment to 1 pod until the HPA acts.
-            self._hand_over_replicas(obj, before["spec"].get("replicas", 1))
+            # would reset the Deployment to 1 pod until the HPA acts. At least the autoscaler's minimum: an
+            # HPA never scales a target up from 0 replicas (make soak found a tier scaled to 0 left there).
+            self._hand_over_replicas(obj, max(before["spec"].get("replicas", 1), minimums[key_of(obj)[1]]))
         if obj["kind"] == "Deployment" and before is None and key_of(obj)[1] in minimums:
             # A new autoscaled Deployment starts at the autoscaler's minimum, not at 1; the field is
             # handed over at once, so our later applies (without it) leave it to the HPA.

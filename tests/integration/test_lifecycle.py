@@ -216,6 +216,20 @@ def _scaling_events(kube, namespace, deployment_name):
             if e["reason"] == "ScalingReplicaSet" and e["involvedObject"]["name"] == deployment_name]
 
 
+def test_a_tier_scaled_to_zero_that_turns_autoscaled_starts_at_its_minimum(kube, operator, namespace):
+    """An HPA never scales its target up from 0 replicas: the handover gives it at least minReplicas."""
+    app = copy.deepcopy(yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text()))
+    app["metadata"] = {"name": "from-zero"}
+    app["spec"]["web"] = {"replicas": 0}
+    kube.apply(app, namespace)
+    wait_ready(kube, namespace, "from-zero")
+    app["spec"]["web"] = {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}
+    kube.apply(app, namespace)
+    wait_until(lambda: kube.get("hpa", "from-zero-web", namespace), 30, what="the HPA")
+    wait_ready(kube, namespace, "from-zero")
+    assert deployment(kube, namespace, "from-zero-web")["spec"]["replicas"] == 2
+
+
 def test_switching_to_autoscaling_keeps_the_pods_and_a_new_autoscaled_tier_starts_at_its_minimum(
         kube, operator, namespace):
     minimal = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
