@@ -155,7 +155,8 @@ def main() -> int:
         rss_end = process.memory_info().rss / 2**20
         result = {
             "seconds": round(time.monotonic() - started), "actions": counts, "apps_left": len(states),
-            "final_states": {s: sum(1 for v in states.values() if v == s) for s in sorted(set(states.values()))},
+            "final_states": {str(s): sum(1 for v in states.values() if v == s)  # None: not settled
+                             for s in sorted(set(states.values()), key=str)},
             "unsettled": sorted(name for name, state in states.items() if not state),
             "orphans": orphans(kube, ns),
             "operator_alive": op.alive and op.proc.pid == pid, "orphans_at_first_look": len(left),
