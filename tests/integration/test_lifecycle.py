@@ -216,33 +216,30 @@ def _scaling_events(kube, namespace, deployment_name):
             if e["reason"] == "ScalingReplicaSet" and e["involvedObject"]["name"] == deployment_name]
 
 
+def switch_to_autoscaling(kube, namespace, name: str, replicas: int, autoscaling: dict) -> dict:
+    """A minimal app with `replicas` web pods, Ready, then switched to `autoscaling`, Ready again: its web
+    Deployment."""
+    app = copy.deepcopy(yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text()))
+    app["metadata"] = {"name": name}
+    for web in ({"replicas": replicas}, {"autoscaling": autoscaling}):
+        app["spec"]["web"] = web
+        kube.apply(app, namespace)
+        wait_ready(kube, namespace, name)  # the HPA exists once Ready reports the new generation
+    assert kube.get("hpa", f"{name}-web", namespace)
+    return deployment(kube, namespace, f"{name}-web")
+
+
 def test_a_tier_scaled_to_zero_that_turns_autoscaled_starts_at_its_minimum(kube, operator, namespace):
     """An HPA never scales its target up from 0 replicas: the handover gives it at least minReplicas."""
-    app = copy.deepcopy(yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text()))
-    app["metadata"] = {"name": "from-zero"}
-    app["spec"]["web"] = {"replicas": 0}
-    kube.apply(app, namespace)
-    wait_ready(kube, namespace, "from-zero")
-    app["spec"]["web"] = {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}
-    kube.apply(app, namespace)
-    wait_until(lambda: kube.get("hpa", "from-zero-web", namespace), 30, what="the HPA")
-    wait_ready(kube, namespace, "from-zero")
-    assert deployment(kube, namespace, "from-zero-web")["spec"]["replicas"] == 2
+    web = switch_to_autoscaling(kube, namespace, "from-zero", 0, {"minReplicas": 2, "maxReplicas": 4})
+    assert web["spec"]["replicas"] == 2
 
 
 def test_switching_to_autoscaling_keeps_the_pods_and_a_new_autoscaled_tier_starts_at_its_minimum(
         kube, operator, namespace):
     minimal = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
-    app = copy.deepcopy(minimal)
-    app["metadata"] = {"name": "switch"}
-    app["spec"]["web"] = {"replicas": 3}
-    kube.apply(app, namespace)
-    wait_ready(kube, namespace, "switch")
-    app["spec"]["web"] = {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}
-    kube.apply(app, namespace)
-    wait_until(lambda: kube.get("hpa", "switch-web", namespace), 30, what="the HPA")
-    wait_ready(kube, namespace, "switch")
-    assert deployment(kube, namespace, "switch-web")["spec"]["replicas"] == 3
+    web = switch_to_autoscaling(kube, namespace, "switch", 3, {"minReplicas": 2, "maxReplicas": 5})
+    assert web["spec"]["replicas"] == 3
     # The Deployment controller never scaled the tier down (the SSA handover kept spec.replicas).
     assert not [m for m in _scaling_events(kube, namespace, "switch-web") if "down" in m], \
         _scaling_events(kube, namespace, "switch-web")
