@@ -311,9 +311,8 @@ class Cluster:
                 self._apply_one(obj, live, minimums)
                 created.append(obj)
         except ApplyRefused:
-            for obj in reversed(created):
-                self.prune(set(), {key_of(obj): live[key_of(obj)]}, owner_uid)
-                live.pop(key_of(obj), None)
+            undone = {key_of(obj): live.pop(key_of(obj)) for obj in reversed(created)}
+            self.prune(set(), undone, owner_uid)
             raise
         return [key_of(obj) for obj in created]
 
