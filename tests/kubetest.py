@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -225,7 +225,9 @@ def new_namespace(kube: Kube, prefix: str = "t") -> str:
     return name
 
 
-def wait_until(predicate, timeout: float = 90, interval: float = 0.5, what: str = "") -> Any:
+def wait_until(predicate, timeout: float = 90, interval: float = 0.5, what: str = "",
+               on_timeout: Callable[[], None] | None = None) -> Any:
+    """Polls `predicate` until it returns something true; on timeout runs `on_timeout` (diagnostics) and fails."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -236,6 +238,8 @@ def wait_until(predicate, timeout: float = 90, interval: float = 0.5, what: str 
         except Exception as exc:  # noqa: BLE001 - kept for the failure message
             last = exc
         time.sleep(interval)
+    if on_timeout is not None:
+        on_timeout()
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last saw: {last!r}")
 
 

@@ -284,30 +284,36 @@ def test_micro_cache_hits_on_repeat_and_flask_caching_uses_redis(real_pods):
     assert a.json()["computed_at"] == b.json()["computed_at"]
 
 
+def task_round_trip(kube, ns, real_pods, report_key: str, seconds: float = 120) -> None:
+    """Sends tasks through the web pod until one's result comes back (the web waits 20 s for each), for at
+    most `seconds`; the tries it took, the time and the workers' restarts go to the report."""
+    started, tries, answer = time.monotonic(), 0, None
+    while time.monotonic() - started < seconds:
+        tries += 1
+        answer = get(real_pods, "/task", cookies={"c": "1"})
+        if answer.status_code == 200:
+            break
+        time.sleep(1)
+    workers = kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=worker-default")["items"]
+    restarts = sum(c["restartCount"] for p in workers for c in p["status"].get("containerStatuses", []))
+    record(report_key, {"tries": tries, "seconds": round(time.monotonic() - started, 1), "worker_restarts": restarts})
+    if answer.status_code != 200:  # what the worker, the web pod and the broker were doing
+        dump(kube, ns)
+        for selector, container in (("app.kubernetes.io/component=worker-default", "celery"),
+                                    ("app.kubernetes.io/component=web", "gunicorn"),
+                                    ("app.kubernetes.io/component=redis-broker", "redis")):
+            print(kube.kubectl("logs", "-n", ns, "-l", selector, "-c", container, "--tail=40", "--prefix",
+                               check=False).stdout)
+    assert answer.json() == {"result": 5}, f"{answer.status_code} after {tries} tries"
+
+
 @pytest.mark.order(4)
 def test_celery_task_round_trips_through_the_broker_pod(kube, real_pods):
     """A task sent by the web pod runs on a worker pod and its result comes back (the web waits 20 s for it).
     A Celery worker on Redis can hang with its connection open (celery/celery#1847, #2464); its heartbeat
     then stops and the liveness probe restarts it, so the round trip is given one such restart (about a
     minute). How many tries it took, and the worker's restarts, go to the report."""
-    ns = STATE["ns"]
-    started, tries, answer = time.monotonic(), 0, None
-    while time.monotonic() - started < 120:
-        tries += 1
-        answer = get(real_pods, "/task", cookies={"c": "1"})
-        if answer.status_code == 200:
-            break
-    workers = kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=worker-default")["items"]
-    restarts = sum(c["restartCount"] for p in workers for c in p["status"].get("containerStatuses", []))
-    record("task_round_trip", {"tries": tries, "seconds": round(time.monotonic() - started, 1),
-                               "worker_restarts": restarts})
-    if answer.status_code != 200:  # what the worker and the web pod were doing
-        dump(kube, ns)
-        for selector, container in (("app.kubernetes.io/component=worker-default", "celery"),
-                                    ("app.kubernetes.io/component=web", "gunicorn")):
-            print(kube.kubectl("logs", "-n", ns, "-l", selector, "-c", container, "--tail=40", "--prefix",
-                               check=False).stdout)
-    assert answer.json() == {"result": 5}, f"{answer.status_code} after {tries} tries"
+    task_round_trip(kube, STATE["ns"], real_pods, "task_round_trip")
 
 
 @pytest.mark.order(4)
@@ -437,7 +443,9 @@ def test_deleted_pod_and_killed_container_recover(kube, real_pods):
     wait_until(lambda: (s := kube.get("pod", pod["metadata"]["name"], ns)["status"]["containerStatuses"][0])
                ["restartCount"] > restarts and s["ready"], 120, what="broker container restarted and ready")
     wait_until(lambda: conditions(kube, ns)["Ready"]["status"] == "True", 120, what="FlaskApp Ready again")
-    assert get(real_pods, "/task", cookies={"c": "1"}).json() == {"result": 5}
+    # The web's and the worker's broker connections died with it: Celery reconnects them with a backoff
+    # (celery/celery#8030), so a task may fail until both are back. Recovery within a bounded time is the claim.
+    task_round_trip(kube, ns, real_pods, "task_round_trip_after_broker_restart")
 
 
 @pytest.mark.order(7)
@@ -698,12 +706,19 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     wait_until(lambda: not kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=worker-default")["items"],
                120, what="the worker pool stopped")
     stopped = time.monotonic()
-    requests.post(real_pods.ingress_url + "/tasks?n=5", headers={"Host": HOST}, cookies={"c": "1"}, timeout=30)
+    queued = requests.post(real_pods.ingress_url + "/tasks?n=5", headers={"Host": HOST}, cookies={"c": "1"}, timeout=30)
+    assert queued.status_code == 200, queued.text
 
     def firing():
         return [a for a in api("alerts")["alerts"]
                 if a["labels"]["alertname"] == "FlaskAppQueueNotConsumed" and a["state"] == "firing"]
-    alerts = wait_until(firing, 300, interval=5, what="FlaskAppQueueNotConsumed firing")
+
+    def evidence():
+        for query in (f'redis_key_size{{namespace="{ns}",key="celery"}}', f'flower_worker_online{{namespace="{ns}"}}'):
+            print(query, api("query", query=query)["result"])
+    # Flower's path fires 2 min after the pool stops; the stalled-queue path (Flower missed the workers'
+    # goodbye) 3 + 2 min after.
+    alerts = wait_until(firing, 420, interval=5, what="FlaskAppQueueNotConsumed firing", on_timeout=evidence)
     record("alert_fired_seconds_after_pool_stopped", round(time.monotonic() - stopped, 1))
     assert alerts[0]["labels"]["queue"] == "celery" and alerts[0]["labels"]["namespace"] == ns
     assert "kubectl get pods" in alerts[0]["annotations"]["runbook"]

@@ -15,6 +15,8 @@ RATE_WINDOW = "5m"
 BROKER_MEMORY_RATIO = 0.8  # noeviction: at maxmemory the broker refuses new tasks
 EVICTION_RATIO = 0.1  # evictions per cache lookup: the cache is too small for its working set
 BUDGET_RATIO = 0.9
+# A queue that holds tasks and does not shrink for this long is not consumed (scraped every 30 s: 6 samples).
+QUEUE_STALL_WINDOW = "3m"
 
 
 def requests_rate(selector: str, hit_sampling: int, window: str = RATE_WINDOW) -> str:
@@ -101,13 +103,20 @@ def alert_rules(ctx: Context) -> list[dict]:
                 f"it ({', '.join(pools) or 'none'}), or look for tasks that got slower (flower_task_runtime_seconds).",
                 queue=queue))
             online = (f'sum(flower_worker_online{{{app},worker=~"({"|".join(pools)})@.*"}})' if pools else "vector(0)")
+            # Flower sets a worker offline only on its worker-offline event: a worker that is SIGKILLed, OOM-killed,
+            # hung (celery/celery#1847) or that sends its goodbye while the broker is away stays "online" in Flower
+            # forever. So the queue itself is the second witness: it held tasks for the whole window and never
+            # shrank (`resets` counts a gauge's decreases), i.e. nobody took one.
+            stalled = (f"min_over_time(redis_key_size{{{key}}}[{QUEUE_STALL_WINDOW}]) > 0 "
+                       f"and resets(redis_key_size{{{key}}}[{QUEUE_STALL_WINDOW}]) == 0")
             rules.append(_alert(
                 "FlaskAppQueueNotConsumed",
-                f"redis_key_size{{{key}}} > 0 unless on() ({online} > 0)",
-                "2m", "critical", f"Celery queue {queue} of {ctx.name} holds tasks and no worker consuming it is online",
+                f"(redis_key_size{{{key}}} > 0 unless on() ({online} > 0)) or ({stalled})",
+                "2m", "critical", f"Celery queue {queue} of {ctx.name} holds tasks that no worker takes",
                 "kubectl get pods -l app.kubernetes.io/instance=" + ctx.name + " for the pools consuming it ("
-                + (", ".join(pools) or "no pool lists this queue") + "): crash loops, a pool scaled to zero, or "
-                "workers that cannot reach the broker.", queue=queue))
+                + (", ".join(pools) or "no pool lists this queue") + "): crash loops, a pool scaled to zero, "
+                "workers that cannot reach the broker or hang (their liveness probe restarts them), or every worker "
+                "busy with tasks longer than " + QUEUE_STALL_WINDOW + ".", queue=queue))
     return rules
 
 
