@@ -126,3 +126,38 @@ def test_requests_during_a_running_pass_queue_one_more_pass_not_one_each(monkeyp
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert len(passes) == 2
+
+
+def test_a_resync_skips_an_app_that_just_passed_and_takes_it_the_next_round(monkeypatch):
+    """While a fleet comes up, child events pass every app again and again: a resync on top only repeats them.
+    An app that passed within half an interval waits for the next round, so none goes two rounds unchecked."""
+
+    class Cache:
+        apps = [("ns", "busy"), ("ns", "idle"), ("ns", "gone")]
+
+        def flaskapp_keys(self):
+            return list(self.apps)
+
+    cache = Cache()
+    r = Reconciler(workers=1, cache=cache)
+    rounds: list[set] = []
+    monkeypatch.setattr(r, "request", lambda namespace, name, delay, trigger: rounds[-1].add(name))
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        r._passed = {("ns", "busy"): loop.time() + 0.95, ("ns", "gone"): loop.time()}  # busy: just before round 1
+        cache.apps = [("ns", "busy"), ("ns", "idle")]  # "gone" was deleted
+        rounds.append(set())
+        resync = asyncio.create_task(r._resync_forever(1.0))
+        while len(rounds) < 3:
+            before = len(rounds[-1])
+            await asyncio.sleep(0.05)
+            if before == 0 and rounds[-1]:  # a round scheduled its passes: collect the next one apart
+                await asyncio.sleep(0.5)
+                rounds.append(set())
+        resync.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert rounds[0] == {"idle"}  # busy passed within half an interval
+    assert rounds[1] == {"busy", "idle"}  # its pass is now older than that
+    assert ("ns", "gone") not in r._passed
