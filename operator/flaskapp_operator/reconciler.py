@@ -72,7 +72,8 @@ class Reconciler:
         # operator is behind, bursts of child events used to queue a pass each).
         self._queued: set[tuple[str, str]] = set()
         self._pending: dict[tuple[str, str], tuple[float, asyncio.Task]] = {}  # app -> its next pass: when, timer
-        self._passed: dict[tuple[str, str], float] = {}  # app -> when its last pass succeeded (loop time)
+        # app -> when a pass not asked by the resync last succeeded (loop time): such apps skip a resync round
+        self._passed: dict[tuple[str, str], float] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -134,7 +135,6 @@ class Reconciler:
                     metrics.RECONCILE_SECONDS.labels(outcome).observe(time.perf_counter() - started)
                 metrics.APP_STATES.record(namespace, name, status)
                 self._failures.pop(key, None)
-                self._passed[key] = asyncio.get_running_loop().time()
                 for waiting in self.pacer.waiting() if self.pacer is not None else ():  # a slot is free
                     self.request(*waiting, delay=0, trigger="upgrade-slot")
         finally:
@@ -181,9 +181,9 @@ class Reconciler:
             if scheduled[0] <= due:
                 return
             scheduled[1].cancel()  # brought forward
-        self._pending[key] = (due, self._spawn(self._later(key, delay)))
+        self._pending[key] = (due, self._spawn(self._later(key, delay, trigger)))
 
-    async def _later(self, key: tuple[str, str], delay: float) -> None:
+    async def _later(self, key: tuple[str, str], delay: float, trigger: str) -> None:
         await asyncio.sleep(delay)
         del self._pending[key]  # from here on, a request schedules the next pass
         if key in self._queued:  # a pass of this app already waits for the running one, and will see this too
@@ -195,6 +195,9 @@ class Reconciler:
             self.request(*key, delay=self.retry_delay(key))
         except Exception as exc:  # noqa: BLE001 - a background pass must never die silently
             self.request(*key, delay=self._failed(key, exc))
+        else:
+            if trigger != "resync":  # the resync's own passes do not excuse an app from the next round
+                self._passed[key] = asyncio.get_running_loop().time()
         finally:
             self._queued.discard(key)
 
@@ -213,10 +216,11 @@ class Reconciler:
                     continue
                 apps = [(a["metadata"]["namespace"], a["metadata"]["name"]) for a in listed]
             release_free_memory()  # what the previous round of passes freed
-            # An app that passed within the last half interval (its children's events while it comes up or
-            # rolls) is checked next round: every app still passes at least once in two intervals, and a
-            # fleet coming up is not also resynced (at 1,000 new apps with a 30 s resync, resyncs were most
-            # of the operator's passes, on the cores the API server needs).
+            # An app that passed within the last half interval for another reason (its children's events
+            # while it comes up or rolls) is checked next round: every app still passes at least once in two
+            # intervals, an idle one in each, and a fleet coming up is not also resynced (at 1,000 new apps
+            # with a 30 s resync, resyncs were most of the operator's passes, on the cores the API server
+            # needs).
             recent = asyncio.get_running_loop().time() - interval / 2
             self._passed = {app: self._passed[app] for app in apps if app in self._passed}  # deleted apps go
             due = [app for app in apps if self._passed.get(app, recent) <= recent]

@@ -161,3 +161,20 @@ def test_a_resync_skips_an_app_that_just_passed_and_takes_it_the_next_round(monk
     assert rounds[0] == {"idle"}  # busy passed within half an interval
     assert rounds[1] == {"busy", "idle"}  # its pass is now older than that
     assert ("ns", "gone") not in r._passed
+
+
+def test_only_passes_asked_by_something_else_than_the_resync_excuse_an_app_from_a_round(monkeypatch):
+    """An idle app's only passes are the resync's: they must not make it skip every other round."""
+    monkeypatch.setattr(module, "reconcile", lambda cluster, namespace, name, pacer=None: None)
+    monkeypatch.setattr(module.metrics.APP_STATES, "record", lambda *args: None)
+    r = Reconciler(workers=1)
+    r._cluster = object()
+
+    async def scenario():
+        r.request("ns", "idle", delay=0, trigger="resync")
+        r.request("ns", "busy", delay=0, trigger="Deployment")
+        while r._tasks:
+            await asyncio.wait(set(r._tasks), timeout=5)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert set(r._passed) == {("ns", "busy")}
