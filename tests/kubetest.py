@@ -151,8 +151,9 @@ class OperatorProcess:
             return False
 
     def start(self) -> "OperatorProcess":
+        # PYTHONOPTIMIZE=2: as the operator image runs it (operator/Dockerfile)
         env = self.kube.env(**{"FLASKAPP_RESYNC_SECONDS": str(self.resync_seconds), "FLASKAPP_DISCOVERY_SECONDS": "2",
-                               **self.env})
+                               "PYTHONOPTIMIZE": "2", **self.env})
         if self.kubeconfig:
             env["KUBECONFIG"] = str(self.kubeconfig)
         log = open(self.log_path, "ab")

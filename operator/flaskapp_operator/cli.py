@@ -14,6 +14,8 @@ from .crd import crd_yaml
 from .render import render
 from .schema import SpecError
 
+# Not __doc__: the image runs Python with -OO (PYTHONOPTIMIZE=2), which drops docstrings.
+DESCRIPTION = "Render what the flaskapp-operator would apply for a FlaskApp, or run the operator."
 EXIT_INVALID = 2  # the input is wrong: an error names the field
 EXIT_INFEASIBLE = 3  # valid, but the connection budget cannot hold: the operator would report Degraded
 
@@ -77,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flaskapp-operator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="flaskapp-operator", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("render", help="print the Kubernetes objects the operator would apply")

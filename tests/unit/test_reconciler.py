@@ -68,6 +68,15 @@ def test_failures_back_off_exponentially_up_to_a_cap_and_reset_on_success(monkey
     assert r.retry_delay(("ns", "app")) == 1
 
 
+async def _settled(r: Reconciler) -> None:
+    """Until no pass is due (timers) nor running (tasks)."""
+    while r.pending or r._tasks:
+        if r._tasks:
+            await asyncio.wait(set(r._tasks), timeout=5)
+        else:
+            await asyncio.sleep(0.01)
+
+
 def test_an_earlier_request_brings_a_later_pass_forward_and_only_one_pass_runs(monkeypatch):
     """A resync spread over its interval schedules an app's pass up to 30 s away: a child event meanwhile must
     not wait for it (nor cause a second pass when the resync's turn comes)."""
@@ -88,8 +97,7 @@ def test_an_earlier_request_brings_a_later_pass_forward_and_only_one_pass_runs(m
         r.request("ns", "app", delay=1, trigger="Pod")  # later than the pending one: served by it
         while not passes:
             await asyncio.sleep(0.01)
-        while r._tasks:  # the superseded 30 s timer was cancelled: nothing is left to wait for
-            await asyncio.wait(set(r._tasks), timeout=5)
+        await _settled(r)  # the superseded 30 s timer was cancelled: nothing is left to wait for
         return asked
 
     asked = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
@@ -121,8 +129,7 @@ def test_requests_during_a_running_pass_queue_one_more_pass_not_one_each(monkeyp
             while r.pending:
                 await asyncio.sleep(0.01)
         release.set()
-        while r._tasks:
-            await asyncio.wait(set(r._tasks), timeout=5)
+        await _settled(r)
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert len(passes) == 2
@@ -173,8 +180,7 @@ def test_only_passes_asked_by_something_else_than_the_resync_excuse_an_app_from_
     async def scenario():
         r.request("ns", "idle", delay=0, trigger="resync")
         r.request("ns", "busy", delay=0, trigger="Deployment")
-        while r._tasks:
-            await asyncio.wait(set(r._tasks), timeout=5)
+        await _settled(r)
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert set(r._passed) == {("ns", "busy")}
