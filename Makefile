@@ -33,8 +33,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,workload,bench]'
-	@# Bytecode for -OO too: the tests run the operator as its image does (PYTHONOPTIMIZE=2). Only a speed-up:
-	@# a file that does not compile (a package's test data) is compiled, or not, at its first import.
+	@# Bytecode for -OO too: the tests run the operator as its image does (PYTHONOPTIMIZE=2). Only a speed-up,
+	@# so a file that does not compile (a package's test data, never imported) does not fail the venv.
 	$(PY) -m compileall -q -o 0 -o 2 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
 	  || echo "compileall: some files were not precompiled"
 	touch $@

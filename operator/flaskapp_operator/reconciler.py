@@ -104,6 +104,7 @@ class Reconciler:
     async def stop(self) -> None:
         for _, timer in self._pending.values():
             timer.cancel()
+        self._pending.clear()  # a cancelled timer must not stand in for a later request
         for task in list(self._tasks):
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
