@@ -131,7 +131,7 @@ RESERVED_CONTAINER_NAMES = ("gunicorn", "celery", "beat", "migrate", "nginx", "c
                             "redis", "statsd-exporter", "nginx-exporter", "access-log-exporter", "redis-exporter",
                             "flower", "pgbouncer", "memcached")
 RESERVED_VOLUME_NAMES = ("tmp", "gunicorn-conf", "celery-probe", "monitoring", "conf", "static", "data", "auth",
-                         "pgbouncer")
+                         "pgbouncer", "flaskapp-agent")
 RESERVED_MOUNT_PATHS = ("/tmp", "/etc/flaskapp", "/etc/nginx/nginx.conf", "/var/www/static")
 # The labels that select a tier's pods and say who manages them, and the annotation that rolls pods on a
 # config change.
@@ -727,6 +727,21 @@ class EnvFromSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Agent:
+    enabled: bool = field(
+        "Load the operator's in-process agent into every container that runs the app's Python (web, worker pools, "
+        "beat, migrations): a pure-Python package mounted read-only and first on PYTHONPATH, no change to the image. "
+        "It lowers every SQLAlchemy engine for the budgeted database to the plan's pool (connection budget), gives "
+        "app.config the operator's cache, CDN and database values for keys the app does not set, and, with "
+        "monitoring, measures every endpoint and Celery task (latency, queries per request, time in SQL, cache "
+        "hits, N+1 suspects). Any error inside it is logged once and the app runs as without it.", default=True)
+    n_plus_one_threshold: int = field(
+        "A request or task that runs one SQL statement at least this many times is counted as an N+1 suspect of its "
+        "endpoint (flaskapp_request_n_plus_one_total) and the statement is logged.", default=10, minimum=2,
+        maximum=100000, json="nPlusOneThreshold")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Migrations:
     command: list[str] = field("Command run in the app image as a Job before a new image rolls out.",
                                min_items=1)
@@ -777,6 +792,8 @@ class FlaskAppSpec:
     network_policy: NetworkPolicies = field("NetworkPolicies of every tier.", default=NetworkPolicies)
     monitoring: Monitoring = field("Metrics, alerts, dashboards and tracing for every tier.", default=Monitoring)
     cdn: Cdn = field("CDN settings.", default=Cdn)
+    agent: Agent = field("The in-process agent that applies the plan inside the app's own processes.",
+                         default=Agent)
     env: list[EnvVar] = field("Extra environment variables for app containers.", default=list)
     env_from: list[EnvFromSource] = field("ConfigMaps and Secrets imported into app containers.",
                                           default=list)

@@ -66,28 +66,39 @@ REFERENCE_APP = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp",
                  "spec": {"image": "registry.example/app:1", "wsgi": "app:create_app()"}}
 
 
-def _dictionary(kind: str, raw: bytes) -> bytes:
-    dictionary = _dictionaries.get(kind)
+# Children whose text is nearly the same in every app and too large to share a window with the rest of their kind
+# (the agent's ConfigMap holds its ~25 KB source) have a dictionary of their own, chosen by their name's suffix.
+OWN_DICTIONARY_SUFFIXES = {("ConfigMap", "-agent")}
+
+
+def _dictionary_key(kind: str, name: str) -> str:
+    return next((kind + suffix for k, suffix in OWN_DICTIONARY_SUFFIXES if k == kind and name.endswith(suffix)), kind)
+
+
+def _dictionary(key: str, raw: bytes) -> bytes:
+    dictionary = _dictionaries.get(key)
     if dictionary is None:
         with _dictionaries_lock:
             if not _dictionaries:
                 from .render import render  # the renderer does not import the cache: no cycle
 
                 for obj in render(REFERENCE_APP, redis_password="reference").objects:  # every one of a kind
-                    text = _dictionaries.get(obj["kind"], b"") + json.dumps(slim(obj), separators=(",", ":")).encode()
-                    _dictionaries[obj["kind"]] = text[-ZLIB_WINDOW:]
-            dictionary = _dictionaries.setdefault(kind, raw[-ZLIB_WINDOW:])
+                    own = _dictionary_key(obj["kind"], obj["metadata"]["name"])
+                    text = _dictionaries.get(own, b"") + json.dumps(slim(obj), separators=(",", ":")).encode()
+                    _dictionaries[own] = text[-ZLIB_WINDOW:]
+            dictionary = _dictionaries.setdefault(key, raw[-ZLIB_WINDOW:])
     return dictionary
 
 
 def pack(body: dict) -> bytes:
     raw = json.dumps(slim(body), separators=(",", ":")).encode()
-    compressor = zlib.compressobj(1, zdict=_dictionary(body.get("kind", ""), raw))
+    key = _dictionary_key(body.get("kind", ""), body.get("metadata", {}).get("name", ""))
+    compressor = zlib.compressobj(1, zdict=_dictionary(key, raw))
     return compressor.compress(raw) + compressor.flush()
 
 
-def unpack(packed: bytes, kind: str) -> dict:
-    decompressor = zlib.decompressobj(zdict=_dictionaries[kind])
+def unpack(packed: bytes, kind: str, name: str = "") -> dict:
+    decompressor = zlib.decompressobj(zdict=_dictionaries[_dictionary_key(kind, name)])
     return json.loads(decompressor.decompress(packed) + decompressor.flush())
 
 
@@ -216,9 +227,9 @@ class WatchCache:
         if written is not None:
             watched_version = entry.version if entry else None
             if watched_version == written.watched_version and self._clock() - written.at < WRITE_MEMORY_SECONDS:
-                return unpack(written.packed, key[0]) if written.packed is not None else None
+                return unpack(written.packed, *key) if written.packed is not None else None
             self._forget_write(app_key, key)
-        return unpack(entry.packed, key[0]) if entry else None
+        return unpack(entry.packed, *key) if entry else None
 
     def _forget_write(self, app_key: AppKey, key: Key) -> None:
         writes = self._written.get(app_key)

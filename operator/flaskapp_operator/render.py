@@ -9,6 +9,7 @@ from typing import Any, Optional
 from . import api
 from .builders import Addresses, AppRef, Context, desired_objects
 from .builders.app import migration_job_name
+from .builders.config import env_conflicts
 from .schema import FieldError, SpecError, parse
 from .tuning import Tuning, tune
 
@@ -68,5 +69,8 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
                   addresses=addresses or Addresses.in_cluster(ref.name, ref.namespace, spec.web.port),
                   redis_password=redis_password, monitoring_api=monitoring_api, database_url=database_url,
                   keda_api=keda_api)
+    conflicts = env_conflicts(ctx)
+    if conflicts:
+        raise SpecError(conflicts)
     return Rendered(spec=spec, tuning=tuning, objects=desired_objects(ctx),
                     migration_job=migration_job_name(ctx) if spec.migrations else None)

@@ -178,5 +178,5 @@ def test_children_are_stored_as_their_difference_from_a_reference_of_their_kind(
         child["metadata"]["resourceVersion"] = "7"
         raw = json.dumps(slim(child), separators=(",", ":")).encode()
         plain, packed = plain + len(zlib.compress(raw, 1)), packed + len(pack(child))
-        assert unpack(pack(child), child["kind"]) == slim(child)
+        assert unpack(pack(child), child["kind"], child["metadata"]["name"]) == slim(child)
     assert packed < 0.5 * plain, (packed, plain)

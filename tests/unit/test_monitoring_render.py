@@ -43,7 +43,9 @@ def test_every_tier_exposes_metrics_that_the_pod_monitor_scrapes():
     assert set(exposed["nginx"]) == {"nginx-metrics", "access-metrics"}
     assert set(exposed["redis-cache"]) == set(exposed["redis-broker"]) == {"redis-metrics"}
     assert set(exposed["flower"]) == {"celery-metrics"}
-    assert all(not exposed[t] for t in exposed if t.startswith("worker-") or t == "beat")
+    # Worker pods run a statsd_exporter for the in-process agent's per-task metrics (spec.agent, on by default).
+    assert all(set(exposed[t]) == {"statsd-metrics"} for t in exposed if t.startswith("worker-"))
+    assert not exposed["beat"]
     assert set().union(*exposed.values()) == scraped
     for tier, workload in workloads(objects).items():  # the monitor's selector picks every pod
         labels = workload["spec"]["template"]["metadata"]["labels"]

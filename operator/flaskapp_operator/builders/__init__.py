@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .agent import agent_configmap
 from .app import beat_objects, celery_probe_objects, migration_objects, web_objects, worker_objects
 from .availability import availability_objects
 from .config import config_checksums, env_configmap
@@ -21,6 +22,7 @@ def desired_objects(ctx: Context) -> list[dict]:
     return [
         service_account(ctx),
         env_configmap(ctx),
+        *agent_configmap(ctx),
         *redis_objects(ctx),
         *pooler_objects(ctx),
         *migration_objects(ctx),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from ..api import Resources, WebProbe
 from ..templates import render_template
+from . import agent
 from ..tuning import DEFAULT_POOL_REPLICAS, DEFAULT_WEB_REPLICAS
 from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, drain_before_stop, exec_probe, metadata,
                      pod_template, resources, restricted_container_security, restricted_pod_security, pod_spec,
                      service, tmp_volume)
-from .config import GUNICORN_CONFIG_FILE, app_env, app_env_from, gunicorn_config
+from .config import GUNICORN_CONFIG_FILE, agent_statsd_tiers, app_env, app_env_from, gunicorn_config
 from .context import Context
-from .monitoring import config_volume, flower_enabled, gunicorn_sidecars, monitoring_configmap
+from .monitoring import config_volume, flower_enabled, statsd_sidecars, monitoring_configmap
 
 CELERY_PROBE_FILE = "celery_probe.py"
 # The worker's consumer touches its heartbeat this often; the probes allow three missed beats.
@@ -33,12 +34,16 @@ def app_pod(ctx: Context, tier: str, container: dict, res: Resources, resource_t
         "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    volumes = [tmp_volume()]
+    if agent.enabled(ctx):
+        main["volumeMounts"].append(dict(agent.AGENT_MOUNT))
+        volumes.append(agent.agent_volume(ctx))
     env_from = app_env_from(ctx)
     if env_from:
         main["envFrom"] = env_from
     user = spec.security_context
     pod = pod_spec(ctx, restricted_pod_security(user.run_as_user, user.run_as_group, user.fs_group), [main],
-                   [tmp_volume()], pull_secrets=True)
+                   volumes, pull_secrets=True)
     pod["restartPolicy"] = restart
     if grace is not None:
         pod["terminationGracePeriodSeconds"] = grace
@@ -71,7 +76,7 @@ def web_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]:
     pod["containers"][0]["volumeMounts"].append(
         {"name": "gunicorn-conf", "mountPath": ctx.addresses.gunicorn_config_dir, "readOnly": True})
     pod["volumes"].append({"name": "gunicorn-conf", "configMap": {"name": ctx.child("gunicorn-conf")}})
-    sidecars = gunicorn_sidecars(ctx)
+    sidecars = statsd_sidecars(ctx)
     if sidecars:
         pod["containers"] += sidecars
         pod["volumes"].append(config_volume(ctx))
@@ -150,10 +155,14 @@ def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]
         pod = app_pod(ctx, tier, container, pool.resources, "worker",
                       grace=pool.termination_grace_period_seconds)
         _mount_celery_probe(ctx, pod)
+        if tier in agent_statsd_tiers(ctx):  # the agent's per-task metrics
+            pod["containers"] += statsd_sidecars(ctx)
+            pod["volumes"].append(config_volume(ctx))
         replicas = None if pool.autoscaling else (DEFAULT_POOL_REPLICAS if pool.replicas is None
                                                   else pool.replicas)
+        sidecar_config = monitoring_configmap(ctx) if tier in agent_statsd_tiers(ctx) else []
         objects.append(deployment(ctx, tier, pod, replicas=replicas, strategy=ROLLING_UPDATE,
-                                  checksum_value=checksum(config_checksums[tier], probe_script)))
+                                  checksum_value=checksum(config_checksums[tier], probe_script, *sidecar_config)))
     return objects
 
 

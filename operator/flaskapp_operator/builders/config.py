@@ -11,8 +11,10 @@ import json
 from typing import Optional
 
 from ..naming import child_name
+from ..schema import FieldError
 from ..templates import render_template
 from ..tuning import TierConnections
+from . import agent
 from .common import checksum, metadata
 from .context import REDIS_SECRET_SUFFIX, Context
 from .pooler import SECRET_SUFFIX as POOLER_SECRET_SUFFIX
@@ -71,6 +73,13 @@ def gunicorn_args(ctx: Context) -> str:
     return " ".join(args)
 
 
+def agent_statsd_tiers(ctx: Context) -> list[str]:
+    """The app tiers whose pods run a statsd_exporter for the agent: web and the worker pools, with monitoring."""
+    if not (agent.enabled(ctx) and ctx.spec.monitoring.enabled):
+        return []
+    return ["web", *(f"worker-{pool.name}" for pool in ctx.spec.worker_pools)]
+
+
 def tier_settings(ctx: Context) -> dict[str, dict[str, str]]:
     """Per tier, the variables only that tier's containers see."""
     t = ctx.tuning
@@ -89,6 +98,8 @@ def tier_settings(ctx: Context) -> dict[str, dict[str, str]]:
         out["beat"] = {}
     if ctx.spec.migrations:
         out["migrations"] = {}
+    for tier in agent_statsd_tiers(ctx):  # per-endpoint and per-task metrics into the pod's statsd_exporter
+        out[tier]["FLASKAPP_AGENT_STATSD"] = ctx.addresses.statsd
     prepares_off = _prepares_off(ctx)
     for tier in t.tiers:
         if tier.tier in out:  # not PgBouncer's own pool
@@ -105,6 +116,8 @@ def shared_settings(ctx: Context) -> dict[str, str]:
         out.update(CACHE_TYPE="MemcachedCache", CACHE_MEMCACHED_SERVERS=ctx.addresses.memcached)
     if spec.cdn.base_url:
         out["CDN_URL"] = spec.cdn.base_url
+    if agent.enabled(ctx):
+        out["FLASKAPP_AGENT_N_PLUS_ONE"] = str(spec.agent.n_plus_one_threshold)
     return out
 
 
@@ -138,8 +151,8 @@ def _config_ref(name: str, configmap: str, key: str) -> dict:
     return {"name": name, "valueFrom": {"configMapKeyRef": {"name": configmap, "key": key}}}
 
 
-def app_env(ctx: Context, tier: str) -> list[dict]:
-    """The env of an app container of `tier`, user-given variables winning over ours by name."""
+def operator_env(ctx: Context, tier: str) -> list[dict]:
+    """The variables the operator sets in an app container of `tier`."""
     configmap = ctx.child("env")
     env = [_config_ref(k, configmap, k) for k in shared_settings(ctx)]
     env += [_config_ref(k, configmap, f"{tier}.{k}") for k in tier_settings(ctx).get(tier, {})]
@@ -147,9 +160,48 @@ def app_env(ctx: Context, tier: str) -> list[dict]:
         env.append(database_url_env(ctx, tier))
     env += redis_url_env(ctx)
     env += tracing_env(ctx, tier)
-    user = {e.name: e for e in ctx.spec.env}
-    env = [e for e in env if e["name"] not in user]
+    if agent.enabled(ctx):
+        env.append({"name": "PYTHONPATH", "value": agent.python_path(ctx)})
+    return env
+
+
+# Where each operator-set variable comes from, for the message that refuses an env entry taking its name.
+_ENV_SOURCES = (
+    ("SQLALCHEMY_ENGINE_OPTIONS", "spec.database.pool (the connection budget)"),
+    ("DATABASE_URL", "spec.database.secretName and urlKey (PgBouncer's URL with spec.database.pooler)"),
+    ("GUNICORN_CMD_ARGS", "spec.web.gunicorn"), ("WEB_CONCURRENCY", "spec.web.gunicorn"),
+    ("CELERY_BROKER_URL", "spec.redis"), ("CELERY_RESULT_BACKEND", "spec.redis"),
+    ("CELERY_", "spec.workerPools"), ("CACHE_", "spec.redis"), ("CDN_URL", "spec.cdn.baseUrl"),
+    ("OTEL_", "spec.monitoring.otlpEndpoint"), ("FLASKAPP_AGENT", "spec.agent"), ("FLASKAPP_", "the FlaskApp's name"),
+)
+
+
+def env_conflicts(ctx: Context) -> list[FieldError]:
+    """spec.env entries that would replace a variable the operator sets: refused, because the plan (the
+    connection budget above all) would then report what the pods do not run. PYTHONPATH is the exception: the
+    agent's directory is put in front of the user's value."""
+    ours = {e["name"] for tier in tier_settings(ctx) for e in operator_env(ctx, tier)} - {"PYTHONPATH"}
+    errors = []
+    for i, e in enumerate(ctx.spec.env):
+        if e.name in ours:
+            source = next(s for prefix, s in _ENV_SOURCES + (("", "the operator"),) if e.name.startswith(prefix))
+            errors.append(FieldError(f"spec.env[{i}].name", f"{e.name} is set by the operator from {source}: "
+                                     "set that instead (an env entry would replace what the plan counts on)"))
+    if any(e.name == "PYTHONPATH" and e.value is None for e in ctx.spec.env) and agent.enabled(ctx):
+        i = next(i for i, e in enumerate(ctx.spec.env) if e.name == "PYTHONPATH")
+        errors.append(FieldError(f"spec.env[{i}].valueFrom", "PYTHONPATH must be a literal value with spec.agent "
+                                 "enabled: the agent's directory is put in front of it"))
+    return errors
+
+
+def app_env(ctx: Context, tier: str) -> list[dict]:
+    """The env of an app container of `tier`: ours, then the user's (which may not take our names:
+    env_conflicts; a user PYTHONPATH is folded into ours when the agent runs)."""
+    env = operator_env(ctx, tier)
+    taken = {e["name"] for e in env}
     for e in ctx.spec.env:
+        if e.name in taken:
+            continue
         entry: dict = {"name": e.name}
         if e.value is not None:
             entry["value"] = e.value
@@ -238,5 +290,7 @@ def config_checksums(ctx: Context) -> dict[str, str]:
         parts = [read, env, app_env_from(ctx), redis_password_checksum(ctx)]
         if pooled:
             parts.append(pooled)
+        if agent.enabled(ctx):  # a new agent (an operator upgrade) reaches running processes by a restart
+            parts.append(agent.agent_files())
         out[tier] = checksum(*parts)
     return out

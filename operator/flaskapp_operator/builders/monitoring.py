@@ -1,6 +1,8 @@
 """Metrics of every tier with no change to the app's code (`spec.monitoring`).
 
     gunicorn --statsd-host--> statsd_exporter sidecar          (requests, latency histogram, status codes)
+    in-process agent      --> the same statsd_exporter         (per endpoint / per task: latency, queries,
+                                                                 SQL time, cache hits, N+1 suspects)
     nginx stub_status      --> nginx-prometheus-exporter sidecar (connections, requests)
     nginx access log (JSON over syslog) --> nginxlog-exporter sidecar (response/upstream time, cache outcome)
     each managed Redis     --> redis_exporter sidecar            (memory, evictions, hits, Celery queue lengths)
@@ -35,6 +37,8 @@ ACCESS_LOG_TAG = "nginx"
 EXPORTER_USER = 65534  # nobody: for Flower, whose pod runs no app code
 # Latency buckets (seconds) shared by gunicorn's and nginx's histograms, so their quantiles compare.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+QUERY_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200)  # statements per request or task
 
 
 def enabled(ctx: Context) -> bool:
@@ -83,11 +87,36 @@ def statsd_mapping() -> str:
         {"match": "gunicorn.request.status.*", "name": "gunicorn_responses_total", "labels": {"status": "$1"}},
         {"match": "gunicorn.workers", "name": "gunicorn_workers"},
         {"match": "gunicorn.log.*", "name": "gunicorn_log_entries_total", "labels": {"level": "$1"}},
+        *agent_mappings(),
     ]
     return yaml.safe_dump({"mappings": mappings}, sort_keys=False)
 
 
-def gunicorn_sidecars(ctx: Context) -> list[dict]:
+def agent_mappings() -> list[dict]:
+    """The in-process agent's statsd lines (operator/flaskapp_agent): DogStatsD tags become labels (endpoint =
+    the Flask URL rule, method, status class; task = the Celery task name). Timers arrive in milliseconds."""
+    def histogram(match: str, name: str, buckets) -> dict:
+        return {"match": match, "name": name, "observer_type": "histogram",
+                "histogram_options": {"buckets": list(buckets)}}
+
+    return [
+        histogram("flaskapp.request.duration", "flaskapp_request_duration_seconds", LATENCY_BUCKETS),
+        histogram("flaskapp.request.sql_duration", "flaskapp_request_sql_duration_seconds", LATENCY_BUCKETS),
+        histogram("flaskapp.request.queries", "flaskapp_request_queries", QUERY_BUCKETS),
+        {"match": "flaskapp.request.n_plus_one", "name": "flaskapp_request_n_plus_one_total"},
+        {"match": "flaskapp.cache.requests", "name": "flaskapp_cache_requests_total"},
+        histogram("flaskapp.task.duration", "flaskapp_task_duration_seconds", TASK_BUCKETS),
+        histogram("flaskapp.task.sql_duration", "flaskapp_task_sql_duration_seconds", TASK_BUCKETS),
+        histogram("flaskapp.task.queries", "flaskapp_task_queries", QUERY_BUCKETS),
+        {"match": "flaskapp.task.n_plus_one", "name": "flaskapp_task_n_plus_one_total"},
+        {"match": "flaskapp.task.retries", "name": "flaskapp_task_retries_total"},
+        {"match": "flaskapp.agent.engines_lowered", "name": "flaskapp_agent_engines_lowered_total"},
+        {"match": "flaskapp.agent.unbounded_engines", "name": "flaskapp_agent_unbounded_engines_total"},
+    ]
+
+
+def statsd_sidecars(ctx: Context) -> list[dict]:
+    """statsd_exporter beside gunicorn (its --statsd-host) and the agent of web and worker pods."""
     if not enabled(ctx):
         return []
     return [_exporter("statsd-exporter", ctx.spec.monitoring.images.statsd_exporter, [

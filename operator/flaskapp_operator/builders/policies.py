@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..naming import COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL, selector_labels
 from .common import metadata
+from .config import agent_statsd_tiers
 from ..tuning import POOLER_TIER
 from .context import MEMCACHED_COMPONENT, MEMCACHED_PORT, NGINX_PORT, POOLER_PORT, REDIS_PORT, Context
 from .monitoring import METRICS_PORTS, enabled as monitoring_enabled, flower_enabled
@@ -107,8 +108,10 @@ def network_policies(ctx: Context) -> list[dict]:
                                      *_scrapers(ctx, "statsd-metrics")],
                 egress=_app_egress(ctx, "web")),
     ]
-    # Workers, beat and migrations serve nothing: no ingress at all.
-    policies += [_policy(ctx, tier, ingress=[], egress=_app_egress(ctx, tier)) for tier in app_tiers(ctx)[1:]]
+    # Workers, beat and migrations serve nothing: no ingress but the scrape of a worker's statsd_exporter (agent).
+    scraped = agent_statsd_tiers(ctx)
+    policies += [_policy(ctx, tier, ingress=_scrapers(ctx, "statsd-metrics") if tier in scraped else [],
+                         egress=_app_egress(ctx, tier)) for tier in app_tiers(ctx)[1:]]
     if pooled := [t for t in app_tiers(ctx) if _pooled(ctx, t)]:
         policies.append(_policy(ctx, POOLER_TIER, ingress=[{"from": [_pods(ctx, pooled)], "ports": _tcp(POOLER_PORT)}],
                                 egress=[DNS_EGRESS, _database_egress(ctx)]))

@@ -1,0 +1,183 @@
+"""What every hook shares: the settings from the environment, fail-open guards, the statsd sender and the
+measured unit of work (one request or one task)."""
+
+import contextvars
+import functools
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+_reported = set()
+_report_lock = threading.Lock()
+
+
+def log(message):
+    """One line on stderr, where `kubectl logs` finds it whatever logging the app configured."""
+    try:
+        sys.stderr.write("flaskapp-agent: %s\n" % message)
+    except Exception:
+        pass
+
+
+def log_once(key, message):
+    with _report_lock:
+        if key in _reported:
+            return
+        _reported.add(key)
+    log(message)
+
+
+def fail_open(where, error):
+    log_once(("error", where), "%s disabled after an error (%s: %s); the app runs as without it"
+             % (where, type(error).__name__, error))
+
+
+def guarded(where):
+    """Run a hook; any error is logged once and swallowed (the app must never see the agent fail)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as error:
+                fail_open(where, error)
+                return None
+        return run
+    return decorate
+
+
+class Settings(object):
+    """The operator's plan, as the env contract carries it (the FlaskApp's env ConfigMap and Secrets)."""
+
+    def __init__(self, environ):
+        self.environ = environ
+        self.statsd = _address(environ.get("FLASKAPP_AGENT_STATSD", ""))
+        self.n_plus_one = _int(environ.get("FLASKAPP_AGENT_N_PLUS_ONE"), 10)
+        self.log_interval = _int(environ.get("FLASKAPP_AGENT_LOG_INTERVAL_SECONDS"), 300)
+        self.engine_options = _json_object(environ.get("SQLALCHEMY_ENGINE_OPTIONS"))
+        self.database_url = environ.get("DATABASE_URL") or None
+
+
+def _int(text, default):
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
+
+
+def _json_object(text):
+    if not text:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, dict) else None
+
+
+def _address(text):
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+settings = None  # set by start()
+
+
+class Statsd(object):
+    """Metrics as DogStatsD-tagged statsd lines over UDP into the pod's statsd_exporter: one non-blocking
+    sendto per unit of work, nothing installed in the image. The socket belongs to the process that made it
+    (gunicorn and Celery fork after import)."""
+
+    def __init__(self, address):
+        self.address = address
+        self._sock = None
+        self._pid = None
+
+    def send(self, lines):
+        if not lines:
+            return
+        try:
+            if self._pid != os.getpid():
+                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+                self._pid = os.getpid()
+            self._sock.sendto("\n".join(lines).encode("utf-8", "replace"), self.address)
+        except OSError:
+            pass  # a full buffer or no exporter: a lost sample, never a slower request
+
+
+statsd = None  # a Statsd when FLASKAPP_AGENT_STATSD is set
+
+
+def tag_value(text):
+    """A DogStatsD tag value: its separators (`,` `|` `#` and newlines) replaced."""
+    return str(text).replace(",", "_").replace("|", "_").replace("#", "_").replace("\n", " ")
+
+
+class Unit(object):
+    """One request or one task: its statements (for the N+1 check), their time, its cache lookups."""
+
+    __slots__ = ("queries", "sql_seconds", "statements", "started", "cache_hits", "cache_misses")
+
+    def __init__(self):
+        self.queries = 0
+        self.sql_seconds = 0.0
+        self.statements = {}
+        self.started = None
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def repeated_statement(self, threshold):
+        """The statement run at least `threshold` times (an N+1 suspect), or None."""
+        if self.queries < threshold:
+            return None
+        statement, count = max(self.statements.items(), key=lambda item: item[1])
+        return (statement, count) if count >= threshold else None
+
+    def lines(self, prefix, tags):
+        out = ["%s.queries:%d|h|#%s" % (prefix, self.queries, tags)]
+        if self.queries:
+            out.append("%s.sql_duration:%.3f|ms|#%s" % (prefix, self.sql_seconds * 1000.0, tags))
+        if self.cache_hits:
+            out.append("flaskapp.cache.requests:%d|c|#%s,result:hit" % (self.cache_hits, tags))
+        if self.cache_misses:
+            out.append("flaskapp.cache.requests:%d|c|#%s,result:miss" % (self.cache_misses, tags))
+        return out
+
+
+current_unit = contextvars.ContextVar("flaskapp_agent_unit", default=None)
+_last_logged = {}
+
+
+def n_plus_one_lines(unit, prefix, tags, where):
+    """The N+1 counter line when `unit` repeated a statement; the statement is logged once per interval
+    per place."""
+    suspect = unit.repeated_statement(settings.n_plus_one)
+    if suspect is None:
+        return []
+    statement, count = suspect
+    now = time.monotonic()
+    if now - _last_logged.get(where, -1e9) >= settings.log_interval:
+        _last_logged[where] = now
+        log("N+1 suspect in %s: one statement ran %d times in one unit of work: %s"
+            % (where, count, " ".join(statement.split())[:500]))
+    return ["%s.n_plus_one:1|c|#%s" % (prefix, tags)]
+
+
+def count(metric, tags):
+    if statsd is not None:
+        statsd.send(["%s:1|c|#%s" % (metric, tags)])
+
+
+def start():
+    global settings, statsd
+    if settings is not None:
+        return
+    settings = Settings(os.environ)
+    if settings.statsd:
+        statsd = Statsd(settings.statsd)
+    from . import imports
+
+    imports.install()
