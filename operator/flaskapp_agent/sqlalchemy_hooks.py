@@ -100,6 +100,8 @@ def _apply_plan(url, kwargs, plan, server, sqlalchemy):
         if limit is None:
             continue
         asked = out.get(key, default)
+        if isinstance(asked, str):  # engine_from_config passes the config's strings (coerced by create_engine)
+            asked = int(asked)
         if asked is None or asked < 0 or asked > limit:  # max_overflow -1: no limit at all
             out[key] = limit
             lowered.append("%s %s -> %s" % (key, "unlimited" if asked is not None and asked < 0 else asked,
