@@ -176,6 +176,7 @@ class Tuning:
     tiers: tuple[TierConnections, ...]
     budget: Optional[Budget]
     pooler_max_clients: int = 0  # PgBouncer's max_client_conn: every client connection at peak, on one pod
+    agent: bool = True  # spec.agent.enabled: whether the pools are enforced inside the app's processes
     memcached_memory_mib: int = 0  # memcached -m, when the cache engine is memcached
     memcached_threads: int = 1
 
@@ -224,7 +225,12 @@ class Tuning:
                              "clientConnectionsAtPeak": sum(t.connections_at_peak for t in self.tiers if t.via_pooler),
                              "maxClientConnections": self.pooler_max_clients}
         if self.budget:
-            out["budget"] = {"maxConnections": self.budget.max_connections,
+            out["budget"] = {"enforcedBy": (
+                                 "agent: every SQLAlchemy engine for the database is lowered to poolSize + maxOverflow "
+                                 "inside the app's processes" if self.agent else
+                                 "the app: spec.agent is off, so the budget holds only if the app's code passes "
+                                 "SQLALCHEMY_ENGINE_OPTIONS to create_engine"),
+                             "maxConnections": self.budget.max_connections,
                              "reserved": self.budget.reserved, "available": self.budget.available,
                              "peakConnections": self.budget.peak_connections,
                              "feasible": self.budget.feasible, "message": self.budget.message,
@@ -250,6 +256,7 @@ def tune(spec: FlaskAppSpec) -> Tuning:
     else:
         tiers, budget = _fit_budget(spec, demands)
     return Tuning(
+        agent=spec.agent.enabled,
         web=web,
         pool_concurrency=concurrency,
         pool_concurrency_bound_by={name: bound for name, (_, bound) in derived.items()},

@@ -148,5 +148,6 @@ def test_an_external_redis_has_no_redis_alerts_or_exporters():
     rules = next(o for o in objects if o["kind"] == "PrometheusRule")["spec"]["groups"][0]["rules"]
     assert rules and not [r for r in rules if "redis_" in r["expr"]]
     assert {r["alert"] for r in rules} == {"FlaskAppHighErrorRatio", "FlaskAppSlowResponses",
-                                          "FlaskAppConnectionBudgetHigh"}
+                                          "FlaskAppConnectionBudgetHigh", "FlaskAppNPlusOneQueries",
+                                          "FlaskAppConnectionBudgetNotGuaranteed"}  # the last two: the agent's
     assert "flower" in workloads(objects)  # Celery still measured, from the workers' events

@@ -22,7 +22,9 @@ from typing import Optional
 
 import yaml
 
+from agentvolume import mount_agent
 from flaskapp_operator.builders import Addresses
+from flaskapp_operator.builders.agent import AGENT_DIR
 from flaskapp_operator.render import Rendered, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,6 +105,11 @@ class Stack:
 
     workdir: Path
     document: dict = field(default_factory=lambda: yaml.safe_load(WORKLOAD_APP.read_text()))
+    # The app's source as its image holds it (the processes' working directory) and its static files.
+    app_dir: Path = EXAMPLE_APP
+    static_dir: Optional[Path] = None
+    # The database Secret's URL scheme: a public app gets the driver its image installs (psycopg 3 here).
+    url_scheme: str = "postgresql"
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     rendered: Optional[Rendered] = None
@@ -120,7 +127,7 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://{DB_USER}:{DB_USER}@127.0.0.1:{self.ports['postgres']}/{DB_USER}"
+        return f"{self.url_scheme}://{DB_USER}:{DB_USER}@127.0.0.1:{self.ports['postgres']}/{DB_USER}"
 
     def addresses(self) -> Addresses:
         p = self.ports
@@ -250,10 +257,17 @@ class Stack:
         db = self.document["spec"].get("database")
         return {db["secretName"]: {db.get("urlKey", "url"): self.database_url}} if db else {}
 
-    def env_of(self, component: str) -> dict[str, str]:
-        deployment = find(self.rendered.objects, "Deployment", component)
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        return container_env(container, self.rendered.objects, self.secrets())
+    def env_of(self, component: str, kind: str = "Deployment") -> dict[str, str]:
+        """The env of `component`'s app container, with the agent's volume mounted where its pod would have it."""
+        workload = find(self.rendered.objects, kind, component)
+        pod = workload["spec"]["template"]["spec"]
+        env = container_env(pod["containers"][0], self.rendered.objects, self.secrets())
+        if AGENT_DIR in env.get("PYTHONPATH", ""):
+            agent = self.workdir / "agent"
+            if not agent.exists():
+                mount_agent(self.rendered.objects, pod, agent)
+            env["PYTHONPATH"] = env["PYTHONPATH"].replace(AGENT_DIR, str(agent))
+        return env
 
     def command_of(self, component: str) -> list[str]:
         deployment = find(self.rendered.objects, "Deployment", component)
@@ -265,7 +279,7 @@ class Stack:
         (self.workdir / "gunicorn").mkdir(exist_ok=True)
         for key, text in find(self.rendered.objects, "ConfigMap", "-gunicorn-conf")["data"].items():
             (self.workdir / "gunicorn" / key).write_text(text)
-        proc = self._spawn("gunicorn", self.command_of("-web"), env=self.env_of("-web"), cwd=EXAMPLE_APP)
+        proc = self._spawn("gunicorn", self.command_of("-web"), env=self.env_of("-web"), cwd=self.app_dir)
         wait_port(self.ports["gunicorn"], proc, log=self.log("gunicorn"))
 
     def start_celery(self, name: str = "celery", component: str = "-worker-default") -> Path:
@@ -278,7 +292,7 @@ class Stack:
         state.mkdir(exist_ok=True)
         command = [f"{state}/{a.removeprefix('/tmp/')}" if a.startswith("/tmp/") and not a.startswith(str(self.workdir))
                    else a for a in self.command_of(component)]  # the pod's /tmp (beat's schedule and pid files)
-        self._spawn(name, command, env={**self.env_of(component), "FLASKAPP_PROBE_DIR": str(state)}, cwd=EXAMPLE_APP)
+        self._spawn(name, command, env={**self.env_of(component), "FLASKAPP_PROBE_DIR": str(state)}, cwd=self.app_dir)
         return state
 
     def probe(self, component: str, probe: str, state: Path, *override: str) -> int:
@@ -311,7 +325,7 @@ class Stack:
         image_static = self.rendered.spec.nginx.static_dir.rstrip("/")
         for init in deployment["spec"]["template"]["spec"]["initContainers"]:
             volume = init["volumeMounts"][0]["mountPath"]
-            command = [a.replace(image_static, str(EXAMPLE_APP / "static")).replace(volume, str(static))
+            command = [a.replace(image_static, str(self.static_dir or self.app_dir / "static")).replace(volume, str(static))
                        for a in init["command"]]
             subprocess.run(command, check=True, capture_output=True)
 

@@ -85,6 +85,8 @@ def alert_rules(ctx: Context) -> list[dict]:
                "jsonpath='{.status.tuning}' shows each tier's share; raise database.maxConnections or lower "
                "autoscaling maxima."),
     ]
+    if ctx.spec.agent.enabled:
+        rules += agent_rules(ctx, app)
     if not ctx.redis_components:  # no exporter beside an external Redis (or no Redis): nothing to alert on
         rules = [r for r in rules if "redis_" not in r["expr"]]
     elif ctx.memcached:  # the cache is a memcached (no exporter here)
@@ -118,6 +120,29 @@ def alert_rules(ctx: Context) -> list[dict]:
                 "workers that cannot reach the broker or hang (their liveness probe restarts them), or every worker "
                 "busy with tasks longer than " + QUEUE_STALL_WINDOW + ".", queue=queue))
     return rules
+
+
+def agent_rules(ctx: Context, app: str) -> list[dict]:
+    """On the in-process agent's metrics (spec.agent): code that queries in a loop, and engines outside the plan."""
+    logs = f"kubectl logs -l app.kubernetes.io/instance={ctx.name} --all-containers | grep flaskapp-agent"
+    return [
+        _alert("FlaskAppNPlusOneQueries",
+               f"sum by (endpoint, method) (rate(flaskapp_request_n_plus_one_total{{{app}}}[15m])) > 0",
+               "15m", "warning",
+               f"Requests to an endpoint of {ctx.name} run one SQL statement {ctx.spec.agent.n_plus_one_threshold} "
+               "times or more (an N+1 query)",
+               f"{logs} names the statement (logged once per interval). Load the relationship with the parent "
+               "query (SQLAlchemy selectinload / joinedload) or fetch the rows in one IN query; the dashboard's "
+               "'Most queries per request' panel shows how many each request runs."),
+        _alert("FlaskAppConnectionBudgetNotGuaranteed",
+               f"sum(flaskapp_agent_unbounded_engines_total{{{app}}}) > 0",
+               "5m", "warning",
+               f"A process of {ctx.name} created a database engine the agent cannot bound (NullPool, a prebuilt pool "
+               "or several engines to one server): the connection budget is not guaranteed",
+               f"{logs} names the engine and the reason. Use SQLAlchemy's default QueuePool and one engine per "
+               "process (Flask-SQLAlchemy's db.engine), or count the extra connections in "
+               "spec.database.reservedConnections."),
+    ]
 
 
 def prometheus_rule(ctx: Context, meta: dict) -> dict:

@@ -60,6 +60,8 @@ def _rows(ctx: Context) -> list[tuple[str, list[dict]]]:
                 "available": f'flaskapp_connection_budget_available_connections{{flaskapp_namespace="{ctx.namespace}",flaskapp="{ctx.name}"}}'}),
         ]),
     ]
+    if ctx.spec.agent.enabled:
+        rows.insert(2, ("endpoints (in-process agent)", _endpoint_panels(web)))
     if flower_enabled(ctx):
         broker = f'{app},tier="redis-broker"'
         rows.insert(2, ("celery", [
@@ -69,6 +71,28 @@ def _rows(ctx: Context) -> list[tuple[str, list[dict]]]:
             _panel("Workers online", {"online": f"sum(flower_worker_online{{{app}}})"}),
         ]))
     return rows
+
+
+def _endpoint_panels(web: str) -> list[dict]:
+    """Per Flask URL rule and method, from the agent's histograms in the web pods' statsd_exporter."""
+    by = "endpoint, method"
+    per_request = (f"sum by ({by}) (rate(flaskapp_request_queries_sum{{{web}}}[5m])) / "
+                   f"sum by ({by}) (rate(flaskapp_request_queries_count{{{web}}}[5m]))")
+    return [
+        _panel("Slowest endpoints (p95)", {"{{method}} {{endpoint}}": f"topk(10, histogram_quantile(0.95, sum by ({by}, le) "
+                                           f"(rate(flaskapp_request_duration_seconds_bucket{{{web}}}[5m]))))"}, "s"),
+        _panel("Busiest endpoints", {"{{method}} {{endpoint}}": f"topk(10, sum by ({by}) "
+                                     f"(rate(flaskapp_request_duration_seconds_count{{{web}}}[5m])))"}, "reqps"),
+        _panel("Most queries per request", {"{{method}} {{endpoint}}": f"topk(10, {per_request})"}),
+        _panel("N+1 suspects (requests per second)", {"{{method}} {{endpoint}}": f"topk(10, sum by ({by}) "
+                                                      f"(rate(flaskapp_request_n_plus_one_total{{{web}}}[15m])))"}),
+        _panel("Share of request time in SQL", {"{{method}} {{endpoint}}": f"topk(10, sum by ({by}) "
+                                                f"(rate(flaskapp_request_sql_duration_seconds_sum{{{web}}}[5m])) / "
+                                                f"sum by ({by}) (rate(flaskapp_request_duration_seconds_sum{{{web}}}[5m])))"},
+               "percentunit"),
+        _panel("App cache hit ratio (Flask-Caching)", {"hits": f'sum(rate(flaskapp_cache_requests_total{{{web},result="hit"}}[5m])) / '
+                                                       f"sum(rate(flaskapp_cache_requests_total{{{web}}}[5m]))"}, "percentunit"),
+    ]
 
 
 def dashboard(ctx: Context) -> dict:

@@ -1,0 +1,173 @@
+"""A public Flask app, run unchanged behind the rendered configuration: real gunicorn, real PostgreSQL with a
+small max_connections, its own migration command as the migration Job runs it, and the in-process agent mounted
+as the pod mounts it. Under concurrent load the connections, sampled from pg_stat_activity, stay within the plan
+only because of the agent: with spec.agent off the same app, same load, opens more than the plan gave it.
+
+The bound is recomputed from the rendered objects (gunicorn's --workers in GUNICORN_CMD_ARGS times pool_size +
+max_overflow in SQLALCHEMY_ENGINE_OPTIONS), not with the tuning engine's formula."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from publicapps import FLASKR
+from stack import VENV_BIN, Stack, find
+
+pytestmark = pytest.mark.workload
+CLIENTS = 16
+REQUESTS = 400
+
+
+def flaskr_document(agent: bool) -> dict:
+    return {
+        "apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp",
+        "metadata": {"name": "flaskr", "namespace": "workload"},
+        "spec": {
+            "image": "registry.example/flaskr:2.5.1", "wsgi": FLASKR.wsgi,
+            "web": {"replicas": 1, "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                    "gunicorn": {"workerClass": "gthread", "workers": 3, "threads": 4}},
+            "database": {"secretName": "flaskr-db", "maxConnections": 10, "reservedConnections": 3},
+            "migrations": {"command": ["flask", "--app", "flaskr", "init-db"]},
+            "monitoring": {"enabled": True},
+            "agent": {"enabled": agent},
+        },
+    }
+
+
+def per_pod_bound(stack: Stack) -> int:
+    """Connections one web pod may hold, from what was rendered."""
+    env = stack.env_of("-web")
+    workers = int(re.search(r"--workers=(\d+)", env["GUNICORN_CMD_ARGS"]).group(1))
+    plan = json.loads(env["SQLALCHEMY_ENGINE_OPTIONS"])
+    return workers * (plan["pool_size"] + plan["max_overflow"])
+
+
+def run_migration(stack: Stack) -> None:
+    """The migration Job's container, as a local process: its command, its env, the app's directory."""
+    job = find(stack.rendered.objects, "Job", "")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = stack.env_of(job["metadata"]["name"], kind="Job")
+    command = [str(VENV_BIN / container["command"][0]), *container["command"][1:]]
+    subprocess.run(command, env={**os.environ, **env}, cwd=stack.app_dir, check=True, capture_output=True,
+                   timeout=120)
+
+
+class ConnectionSampler(threading.Thread):
+    """The app user's connections in pg_stat_activity, every 20 ms, from a superuser session."""
+
+    def __init__(self, port: int, user: str):
+        super().__init__(daemon=True)
+        self.port, self.user, self.peak, self.samples = port, user, 0, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            while not self.done.is_set():
+                count = conn.execute("select count(*) from pg_stat_activity where usename = %s",
+                                     (self.user,)).fetchone()[0]
+                self.peak, self.samples = max(self.peak, count), self.samples + 1
+                self.done.wait(0.02)
+
+
+def drive(stack: Stack) -> tuple[int, int, dict[int, int]]:
+    """CLIENTS concurrent clients, REQUESTS requests of the index (one query each, a session per request) straight
+    to gunicorn; returns (peak connections, failed requests, statuses)."""
+    sampler = ConnectionSampler(stack.ports["postgres"], "shop")
+    sampler.start()
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def one(_):
+        try:
+            status = requests.get(stack.gunicorn_url + "/", timeout=60).status_code
+        except requests.RequestException:
+            status = 0
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(one, range(REQUESTS)))
+    deadline = time.monotonic() + 5
+    while sampler.samples < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sampler.done.set()
+    sampler.join(10)
+    return sampler.peak, sum(n for s, n in statuses.items() if s != 200), statuses
+
+
+def start_flaskr(agent: bool) -> Stack:
+    app = FLASKR.source()
+    workdir = Path(tempfile.mkdtemp(prefix="flaskapp-public-"))
+    workdir.chmod(0o755)
+    # The Secret's URL names psycopg 3, the driver the app's image would install.
+    stack = Stack(workdir, document=flaskr_document(agent), app_dir=app, static_dir=app / "flaskr" / "static",
+                  url_scheme="postgresql+psycopg")
+    stack.start(with_celery=False)
+    return stack
+
+
+def sign_up_and_post(stack: Stack) -> None:
+    """A user registers, logs in and writes a post: the tables the migration created work."""
+    with requests.Session() as s:
+        form = {"username": "ada", "password": "lovelace"}
+        assert s.post(stack.gunicorn_url + "/auth/register", data=form, timeout=30).status_code == 200
+        assert s.post(stack.gunicorn_url + "/auth/login", data=form, timeout=30).status_code == 200
+        s.post(stack.gunicorn_url + "/create", data={"title": "Hello", "body": "from flaskr"}, timeout=30)
+        assert "from flaskr" in s.get(stack.gunicorn_url + "/", timeout=30).text
+
+
+@pytest.fixture
+def flaskr_stack(request):
+    stacks = []
+
+    def start(agent: bool) -> Stack:
+        stack = start_flaskr(agent)
+        stacks.append(stack)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+        shutil.rmtree(stack.workdir, ignore_errors=True)
+
+
+def test_flaskr_unchanged_stays_within_the_connection_plan_with_the_agent(flaskr_stack):
+    stack = flaskr_stack(True)
+    run_migration(stack)
+    sign_up_and_post(stack)
+    bound = per_pod_bound(stack)
+    peak, failed, statuses = drive(stack)
+    assert failed == 0, statuses
+    assert 1 <= peak <= bound, (peak, bound)
+    assert "lowered to the connection plan: pool_size 5 -> " in stack.log("gunicorn").read_text()
+    # Per-endpoint metrics in the web pod's statsd_exporter: the URL rule, its statements, no raw paths.
+    metrics = requests.get(stack.metrics_url("statsd-exporter", "web"), timeout=10).text
+    served = re.search(r'flaskapp_request_duration_seconds_count\{endpoint="/",method="GET",status="2xx"\} (\S+)',
+                       metrics)
+    assert served and float(served.group(1)) >= REQUESTS, metrics[-3000:]
+    assert re.search(r'flaskapp_request_queries_count\{endpoint="/",method="GET"\} \d', metrics)
+    assert 'endpoint="/auth/register",method="POST"' in metrics
+
+
+def test_flaskr_unchanged_exceeds_the_plan_without_the_agent(flaskr_stack):
+    """The control: the same app and load with spec.agent off opens more connections than the plan counts for
+    one pod (SQLAlchemy's default pool of 5 + 10 per process; only the threads limit it)."""
+    stack = flaskr_stack(False)
+    run_migration(stack)
+    bound = per_pod_bound(stack)
+    peak, failed, statuses = drive(stack)
+    assert peak > bound, (peak, bound, statuses)
