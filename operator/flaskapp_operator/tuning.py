@@ -255,6 +255,7 @@ def tune(spec: FlaskAppSpec) -> Tuning:
         tiers, budget = _fit_pooler(spec, demands)
     else:
         tiers, budget = _fit_budget(spec, demands)
+    web, tiers = _threads_within_pool(spec, web, tiers)
     return Tuning(
         agent=spec.agent.enabled,
         web=web,
@@ -291,6 +292,22 @@ def _tune_web(spec: FlaskAppSpec) -> WebTuning:
         max_requests=g.max_requests, max_requests_jitter=g.max_requests_jitter, preload=g.preload,
         termination_grace_period_seconds=grace,
     )
+
+
+def _threads_within_pool(spec: FlaskAppSpec, web: WebTuning,
+                         tiers: tuple[TierConnections, ...]) -> tuple[WebTuning, tuple[TierConnections, ...]]:
+    """Automatic gthread threads never exceed the connections the plan gives a process (pool_size + max_overflow):
+    a thread that finds the pool empty waits pool_timeout and then fails its request (SQLAlchemy pooling.rst,
+    QueuePool), so a thread the plan has no connection for only turns load into errors. Explicit threads stay."""
+    if spec.database is None or web.worker_class != "gthread" or spec.web.gunicorn.threads != "auto":
+        return web, tiers
+    tier = next(t for t in tiers if t.tier == "web")
+    room = tier.pool_size + tier.max_overflow
+    if tier.via_pooler or web.threads <= room:
+        return web, tiers
+    threads = max(1, room)
+    return (dataclasses.replace(web, threads=threads),
+            tuple(dataclasses.replace(t, threads_per_process=threads) if t is tier else t for t in tiers))
 
 
 @dataclass(frozen=True)

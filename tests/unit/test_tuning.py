@@ -277,3 +277,22 @@ def test_the_budget_capped_condition_names_each_lowered_maximum():
                               tuning=render(load_sample("minimal"), redis_password="pw").tuning.report(),
                               url="http://x/", previous={}, now="2026-01-01T00:00:00Z")
     assert "BudgetCapped" not in {c["type"] for c in without_db["conditions"]}
+
+
+@given(specs())
+def test_automatic_threads_never_exceed_the_connections_a_process_gets(doc):
+    """Under gthread a request thread with no connection waits pool_timeout and fails: automatic threads agree
+    with the pool the plan gives each web process. Read back from the rendered gunicorn args and engine options."""
+    try:
+        rendered = render(doc, redis_password="pw")
+    except SpecError:
+        assume(False)
+    spec = rendered.spec
+    assume(spec.database is not None and not spec.database.pooler.enabled)
+    assume(spec.web.gunicorn.worker_class == "gthread" and spec.web.gunicorn.threads == "auto")
+    env = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-env"))
+    threads = int(re.search(r"--threads=(\d+)", env["data"]["web.GUNICORN_CMD_ARGS"]).group(1))
+    plan = json.loads(env["data"]["web.SQLALCHEMY_ENGINE_OPTIONS"])
+    assert 1 <= threads <= max(1, plan["pool_size"] + plan["max_overflow"])
+    assert threads == min(gunicorn_threads(cpu_cores(spec.web.resources, "web")),
+                          max(1, plan["pool_size"] + plan["max_overflow"]))
