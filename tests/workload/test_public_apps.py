@@ -151,13 +151,20 @@ def test_flaskr_unchanged_stays_within_the_connection_plan_with_the_agent(flaskr
     sign_up_and_post(stack)
     bound = per_pod_bound(stack)
     peak, failed, statuses = drive(stack)
+    print(f"flaskr with the agent: peak {peak} connections (plan for one pod: {bound}), statuses {statuses}")
     assert failed == 0, statuses
     assert 1 <= peak <= bound, (peak, bound)
     assert "lowered to the connection plan: pool_size 5 -> " in stack.log("gunicorn").read_text()
     # Per-endpoint metrics in the web pod's statsd_exporter: the URL rule, its statements, no raw paths.
-    metrics = requests.get(stack.metrics_url("statsd-exporter", "web"), timeout=10).text
-    served = re.search(r'flaskapp_request_duration_seconds_count\{endpoint="/",method="GET",status="2xx"\} (\S+)',
-                       metrics)
+    # (The exporter handles UDP datagrams asynchronously: wait until it has counted the load's requests.)
+    deadline = time.monotonic() + 30
+    while True:
+        metrics = requests.get(stack.metrics_url("statsd-exporter", "web"), timeout=10).text
+        served = re.search(r'flaskapp_request_duration_seconds_count\{endpoint="/",method="GET",status="2xx"\} (\S+)',
+                           metrics)
+        if (served and float(served.group(1)) >= REQUESTS) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert served and float(served.group(1)) >= REQUESTS, metrics[-3000:]
     assert re.search(r'flaskapp_request_queries_count\{endpoint="/",method="GET"\} \d', metrics)
     assert 'endpoint="/auth/register",method="POST"' in metrics
@@ -170,4 +177,5 @@ def test_flaskr_unchanged_exceeds_the_plan_without_the_agent(flaskr_stack):
     run_migration(stack)
     bound = per_pod_bound(stack)
     peak, failed, statuses = drive(stack)
+    print(f"flaskr without the agent: peak {peak} connections (plan for one pod: {bound}), statuses {statuses}")
     assert peak > bound, (peak, bound, statuses)
