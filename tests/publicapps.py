@@ -56,3 +56,20 @@ FLASKR = PublicApp(
     sha256="2bda44b43e7cacb15d4e05ff3cc1f8bc97936cc464623424102bfc2c35e95912",
     path="examples/flaskr", wsgi="flaskr:create_app()",
     description="Flask-SQLAlchemy 2.5.1's examples/flaskr (a blog: users, posts, login)")
+
+# Flask's own Celery example: an app factory that builds its Celery app from app.config["CELERY"] (broker
+# redis://localhost in its code: the operator's CELERY_BROKER_URL wins, Celery 5 reads it first), tasks with
+# results; its package lives under src/, so the FlaskApp adds PYTHONPATH=src as an image would.
+FLASK_CELERY = PublicApp(
+    name="flask-celery", distribution="Flask", version="3.1.3",
+    sha256="0ef0e52b8a9cd932855379197dd8f94047b359ca0a78695144304cb45f87c9eb",
+    path="examples/celery", wsgi="task_app:create_app()",
+    description="Flask 3.1.3's examples/celery (tasks queued from views, results read back)")
+
+# Flask-Caching's own example: cached views, memoized functions; it sets CACHE_TYPE itself (SimpleCache), which
+# the agent keeps.
+FLASK_CACHING_HELLO = PublicApp(
+    name="flask-caching-hello", distribution="Flask-Caching", version="2.5.1",
+    sha256="f75b451fde3faac0e278da72263818134deca8c4ba6bb07b9b3b238991368dae",
+    path="examples", wsgi="hello:app",
+    description="Flask-Caching 2.5.1's examples/hello.py (@cached views, @memoize)")

@@ -141,9 +141,9 @@ class Unit(object):
         if self.queries:
             out.append("%s.sql_duration:%.3f|ms|#%s" % (prefix, self.sql_seconds * 1000.0, tags))
         if self.cache_hits:
-            out.append("flaskapp.cache.requests:%d|c|#%s,result:hit" % (self.cache_hits, tags))
+            out.append("flaskapp.cache.lookups:%d|c|#%s,result:hit" % (self.cache_hits, tags))
         if self.cache_misses:
-            out.append("flaskapp.cache.requests:%d|c|#%s,result:miss" % (self.cache_misses, tags))
+            out.append("flaskapp.cache.lookups:%d|c|#%s,result:miss" % (self.cache_misses, tags))
         return out
 
 

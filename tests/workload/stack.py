@@ -257,11 +257,23 @@ class Stack:
         db = self.document["spec"].get("database")
         return {db["secretName"]: {db.get("urlKey", "url"): self.database_url}} if db else {}
 
+    def statsd_port(self, tier: str) -> int:
+        """The UDP port of `tier`'s statsd_exporter: web's is the stack's statsd port, a worker pool's its own."""
+        if tier == "web":
+            return self.ports["statsd"]
+        key = f"statsd-udp-{tier}"
+        if key not in self.ports:
+            self.ports[key] = free_ports(1)[0]
+        return self.ports[key]
+
     def env_of(self, component: str, kind: str = "Deployment") -> dict[str, str]:
         """The env of `component`'s app container, with the agent's volume mounted where its pod would have it."""
         workload = find(self.rendered.objects, kind, component)
         pod = workload["spec"]["template"]["spec"]
         env = container_env(pod["containers"][0], self.rendered.objects, self.secrets())
+        tier = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        if "FLASKAPP_AGENT_STATSD" in env:  # the statsd_exporter of this pod (each pod has its own loopback)
+            env["FLASKAPP_AGENT_STATSD"] = f"127.0.0.1:{self.statsd_port(tier)}"
         if AGENT_DIR in env.get("PYTHONPATH", ""):
             agent = self.workdir / "agent"
             if not agent.exists():
@@ -358,9 +370,12 @@ class Stack:
             (config_dir / key).write_text(text)
         for name, container, metrics in exporters:
             port, inside = self.ports[name], str(metrics["containerPort"])
+            tier = name.removeprefix(container["name"] + "-")
             argv = [str(image_binary[container["name"]]), *container.get("command", [])[1:], *container.get("args", [])]
             argv = [(a[:-len(inside)] + str(port) if a.endswith((f"=:{inside}", f"--port={inside}")) else a)
                     .replace("=:", "=127.0.0.1:").replace(CONFIG_DIR, str(config_dir)) for a in argv]
+            argv = [f"--statsd.listen-udp=127.0.0.1:{self.statsd_port(tier)}" if a.startswith("--statsd.listen-udp=")
+                    else a for a in argv]
             env = container_env(container, self.rendered.objects, self.secrets())
             proc = self._spawn(name, argv, env=env, cwd=self.workdir)
             wait_port(port, proc, log=self.log(name))

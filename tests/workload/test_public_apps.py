@@ -21,10 +21,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 import requests
 
-from publicapps import FLASKR
-from stack import VENV_BIN, Stack, find
+from publicapps import FLASK_CACHING_HELLO, FLASK_CELERY, FLASKR, PublicApp
+from stack import REDIS_PASSWORD, VENV_BIN, Stack, find
 
 pytestmark = pytest.mark.workload
 CLIENTS = 16
@@ -109,14 +110,15 @@ def drive(stack: Stack) -> tuple[int, int, dict[int, int]]:
     return sampler.peak, sum(n for s, n in statuses.items() if s != 200), statuses
 
 
-def start_flaskr(agent: bool) -> Stack:
-    app = FLASKR.source()
+def start_public(app: PublicApp, document: dict, static: str | None = None, celery: bool = False) -> Stack:
+    source = app.source()
     workdir = Path(tempfile.mkdtemp(prefix="flaskapp-public-"))
     workdir.chmod(0o755)
+    static_dir = source / static if static else workdir / "no-static-files"
+    static_dir.mkdir(exist_ok=True)
     # The Secret's URL names psycopg 3, the driver the app's image would install.
-    stack = Stack(workdir, document=flaskr_document(agent), app_dir=app, static_dir=app / "flaskr" / "static",
-                  url_scheme="postgresql+psycopg")
-    stack.start(with_celery=False)
+    stack = Stack(workdir, document=document, app_dir=source, static_dir=static_dir, url_scheme="postgresql+psycopg")
+    stack.start(with_postgres="database" in document["spec"], with_celery=celery)
     return stack
 
 
@@ -131,11 +133,11 @@ def sign_up_and_post(stack: Stack) -> None:
 
 
 @pytest.fixture
-def flaskr_stack(request):
+def public_stack():
     stacks = []
 
-    def start(agent: bool) -> Stack:
-        stack = start_flaskr(agent)
+    def start(*args, **kwargs) -> Stack:
+        stack = start_public(*args, **kwargs)
         stacks.append(stack)
         return stack
 
@@ -145,8 +147,8 @@ def flaskr_stack(request):
         shutil.rmtree(stack.workdir, ignore_errors=True)
 
 
-def test_flaskr_unchanged_stays_within_the_connection_plan_with_the_agent(flaskr_stack):
-    stack = flaskr_stack(True)
+def test_flaskr_unchanged_stays_within_the_connection_plan_with_the_agent(public_stack):
+    stack = public_stack(FLASKR, flaskr_document(agent=True), static="flaskr/static")
     run_migration(stack)
     sign_up_and_post(stack)
     bound = per_pod_bound(stack)
@@ -170,12 +172,81 @@ def test_flaskr_unchanged_stays_within_the_connection_plan_with_the_agent(flaskr
     assert 'endpoint="/auth/register",method="POST"' in metrics
 
 
-def test_flaskr_unchanged_exceeds_the_plan_without_the_agent(flaskr_stack):
+def test_flaskr_unchanged_exceeds_the_plan_without_the_agent(public_stack):
     """The control: the same app and load with spec.agent off opens more connections than the plan counts for
     one pod (SQLAlchemy's default pool of 5 + 10 per process; only the threads limit it)."""
-    stack = flaskr_stack(False)
+    stack = public_stack(FLASKR, flaskr_document(agent=False), static="flaskr/static")
     run_migration(stack)
     bound = per_pod_bound(stack)
     peak, failed, statuses = drive(stack)
     print(f"flaskr without the agent: peak {peak} connections (plan for one pod: {bound}), statuses {statuses}")
     assert peak > bound, (peak, bound, statuses)
+
+
+def wait_for_metric(url: str, pattern: str, timeout: float = 30) -> re.Match:
+    """The first match of `pattern` in the exporter's metrics, waiting while the exporter takes in datagrams."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = requests.get(url, timeout=10).text
+        found = re.search(pattern, text)
+        if found or time.monotonic() > deadline:
+            assert found, f"{pattern} not in {url}:\n{text[-3000:]}"
+            return found
+        time.sleep(0.2)
+
+
+def test_flasks_celery_example_unchanged_runs_its_tasks_on_the_managed_broker(public_stack):
+    document = {
+        "apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp",
+        "metadata": {"name": "tasks", "namespace": "workload"},
+        "spec": {
+            "image": "registry.example/flask-celery:3.1.3", "wsgi": FLASK_CELERY.wsgi,
+            "celeryApp": "make_celery:celery_app",
+            "web": {"replicas": 1, "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+            "workerPools": [{"name": "default", "concurrency": 2, "replicas": 1}],
+            "monitoring": {"enabled": True},
+            # The package lives under src/ (the image would `pip install .`): a relative PYTHONPATH, after the agent's.
+            "env": [{"name": "PYTHONPATH", "value": "src"}],
+        },
+    }
+    stack = public_stack(FLASK_CELERY, document, celery=True)
+    assert stack.env_of("-web")["PYTHONPATH"].endswith(":src")
+    queued = requests.post(stack.gunicorn_url + "/tasks/add", data={"a": 20, "b": 22}, timeout=30)
+    assert queued.status_code == 200, queued.text
+    result_id = queued.json()["result_id"]
+    deadline = time.monotonic() + 60
+    while not (result := requests.get(f"{stack.gunicorn_url}/tasks/result/{result_id}", timeout=30).json())["ready"]:
+        assert time.monotonic() < deadline, f"task {result_id} not done: " + stack.log("celery").read_text()[-3000:]
+        time.sleep(0.2)
+    assert result == {"ready": True, "successful": True, "value": 42}
+    # The task went through the managed broker, whatever the app's code says (redis://localhost).
+    assert "redis://:**@127.0.0.1:%d" % stack.ports["redis-broker"] in stack.log("celery").read_text()
+    # Per-task metrics from the worker pod's own statsd_exporter, per-endpoint from the web pod's.
+    wait_for_metric(stack.metrics_url("statsd-exporter", "worker-default"),
+                    r'flaskapp_task_duration_seconds_count\{state="SUCCESS",task="task_app.tasks.add"\} 1')
+    wait_for_metric(stack.metrics_url("statsd-exporter", "web"),
+                    r'flaskapp_request_duration_seconds_count\{endpoint="/tasks/result/<id>",method="GET",status="2xx"\}')
+
+
+def test_flask_cachings_example_unchanged_is_measured_and_keeps_its_own_cache(public_stack):
+    document = {
+        "apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp",
+        "metadata": {"name": "hello", "namespace": "workload"},
+        "spec": {"image": "registry.example/flask-caching-hello:2.5.1", "wsgi": FLASK_CACHING_HELLO.wsgi,
+                 "web": {"replicas": 1, "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                         "gunicorn": {"workers": 1}},
+                 "monitoring": {"enabled": True}},
+    }
+    stack = public_stack(FLASK_CACHING_HELLO, document)
+    first = requests.get(stack.gunicorn_url + "/api/add/1/2", timeout=30).text
+    assert requests.get(stack.gunicorn_url + "/api/add/1/2", timeout=30).text == first  # memoized
+    url = stack.metrics_url("statsd-exporter", "web")
+    rule = 'endpoint="/api/add/<int:a>/<int:b>",method="GET"'
+    # Lookups of the backend (memoize also reads its version keys): the second request hit where the first missed.
+    misses = wait_for_metric(url, r'flaskapp_cache_lookups_total\{%s,result="miss"\} (\d+)' % rule)
+    hits = wait_for_metric(url, r'flaskapp_cache_lookups_total\{%s,result="hit"\} (\d+)' % rule)
+    assert int(misses.group(1)) >= 1 and int(hits.group(1)) >= 1
+    # hello.cfg sets CACHE_TYPE = SimpleCache: the app's own choice is kept (the agent only fills keys the app
+    # leaves unset), so the managed cache Redis holds nothing.
+    cache = redis.Redis(port=stack.ports["redis-cache"], password=REDIS_PASSWORD)
+    assert cache.dbsize() == 0

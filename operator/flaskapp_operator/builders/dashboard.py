@@ -90,8 +90,8 @@ def _endpoint_panels(web: str) -> list[dict]:
                                                 f"(rate(flaskapp_request_sql_duration_seconds_sum{{{web}}}[5m])) / "
                                                 f"sum by ({by}) (rate(flaskapp_request_duration_seconds_sum{{{web}}}[5m])))"},
                "percentunit"),
-        _panel("App cache hit ratio (Flask-Caching)", {"hits": f'sum(rate(flaskapp_cache_requests_total{{{web},result="hit"}}[5m])) / '
-                                                       f"sum(rate(flaskapp_cache_requests_total{{{web}}}[5m]))"}, "percentunit"),
+        _panel("App cache hit ratio (Flask-Caching)", {"hits": f'sum(rate(flaskapp_cache_lookups_total{{{web},result="hit"}}[5m])) / '
+                                                       f"sum(rate(flaskapp_cache_lookups_total{{{web}}}[5m]))"}, "percentunit"),
     ]
 
 

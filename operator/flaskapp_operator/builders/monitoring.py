@@ -104,7 +104,7 @@ def agent_mappings() -> list[dict]:
         histogram("flaskapp.request.sql_duration", "flaskapp_request_sql_duration_seconds", LATENCY_BUCKETS),
         histogram("flaskapp.request.queries", "flaskapp_request_queries", QUERY_BUCKETS),
         {"match": "flaskapp.request.n_plus_one", "name": "flaskapp_request_n_plus_one_total"},
-        {"match": "flaskapp.cache.requests", "name": "flaskapp_cache_requests_total"},
+        {"match": "flaskapp.cache.lookups", "name": "flaskapp_cache_lookups_total"},
         histogram("flaskapp.task.duration", "flaskapp_task_duration_seconds", TASK_BUCKETS),
         histogram("flaskapp.task.sql_duration", "flaskapp_task_sql_duration_seconds", TASK_BUCKETS),
         histogram("flaskapp.task.queries", "flaskapp_task_queries", QUERY_BUCKETS),
