@@ -1,0 +1,106 @@
+"""The in-process agent on the oldest library versions the README lists as supported and on the newest (this
+suite's own): the same script, in a fresh interpreter, with the agent loaded from the rendered ConfigMap. The
+oldest set is installed from PyPI into a virtualenv cached by its pinned list."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agentvolume import mount_agent
+from flaskapp_operator.render import render
+from publicapps import CACHE
+
+pytestmark = pytest.mark.workload
+
+OLDEST = ("Flask==2.2.5", "Werkzeug==2.2.3", "Flask-SQLAlchemy==2.5.1", "SQLAlchemy==1.4.54", "Flask-Caching==1.11.1",
+          "celery==5.3.6", "psycopg2-binary==2.9.10")
+PLAN = {"pool_size": 2, "max_overflow": 1, "pool_timeout": 7, "pool_recycle": 99, "pool_pre_ping": True}
+
+SCRIPT = textwrap.dedent("""
+    import json, socket, sys
+    import celery.signals, flask, flask_caching, flask_sqlalchemy, sqlalchemy
+    from flask import Flask
+    from flask_caching import Cache
+    from flask_sqlalchemy import SQLAlchemy
+
+    app = Flask("unchanged")
+    app.config["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
+    db = SQLAlchemy(app)
+    cache = Cache(app)
+    with app.app_context():
+        engine = db.get_engine() if flask_sqlalchemy.__version__.startswith("2.") else db.engine
+        pool = engine.pool
+    lite = sqlalchemy.create_engine("sqlite://")
+
+    @app.route("/items/<int:count>")
+    def items(count):
+        with lite.connect() as c:
+            for _ in range(count):
+                c.execute(sqlalchemy.text("select 1"))
+        cache.get("nothing")
+        return "ok"
+
+    app.test_client().get("/items/12")
+    print(json.dumps({
+        "versions": [flask.__version__, sqlalchemy.__version__, flask_sqlalchemy.__version__, celery.__version__],
+        "pool": [type(pool).__name__, pool.size(), pool._max_overflow, pool._timeout],
+        "uri": app.config["SQLALCHEMY_DATABASE_URI"], "cache": type(cache.cache).__name__,
+        "celery_hooked": any(r for r in celery.signals.task_prerun.receivers),
+    }))
+""")
+
+
+def oldest_python() -> Path:
+    """A virtualenv with the oldest supported libraries, cached by their pinned list."""
+    key = hashlib.sha256("\n".join(OLDEST).encode() + sys.version.encode()).hexdigest()[:12]
+    venv = CACHE.parent / "venvs" / f"agent-oldest-{key}"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *OLDEST], check=True, timeout=900)
+        (venv / ".installed").touch()
+    return python
+
+
+@pytest.mark.parametrize("libraries", ["oldest", "newest"])
+def test_the_agent_works_on_the_supported_library_versions(libraries, tmp_path):
+    doc = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": "versions"},
+           "spec": {"image": "registry.example/app:1", "wsgi": "app:app", "monitoring": {"enabled": True}}}
+    objects = render(doc, redis_password="pw").objects
+    web = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "versions-web")
+    agent = mount_agent(objects, web["spec"]["template"]["spec"], tmp_path / "agent")
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(10)
+    python = oldest_python() if libraries == "oldest" else Path(sys.executable)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(agent), "PYTHONDONTWRITEBYTECODE": "1",
+           "DATABASE_URL": "postgresql+psycopg2://u:p@db.internal:5432/app", "SQLALCHEMY_ENGINE_OPTIONS": json.dumps(PLAN),
+           "CACHE_TYPE": "SimpleCache", "FLASKAPP_AGENT_STATSD": "127.0.0.1:%d" % receiver.getsockname()[1]}
+    if libraries == "newest":  # this suite's venv has psycopg 3, not psycopg2
+        env["DATABASE_URL"] = "postgresql+psycopg://u:p@db.internal:5432/app"
+    proc = subprocess.run([str(python), "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    if libraries == "oldest":
+        assert result["versions"][:3] == ["2.2.5", "1.4.54", "2.5.1"]
+    assert result["pool"] == ["QueuePool", PLAN["pool_size"], PLAN["max_overflow"], PLAN["pool_timeout"]]
+    assert result["uri"] == env["DATABASE_URL"] and result["cache"] == "SimpleCache"
+    assert result["celery_hooked"]
+    metrics = ""
+    while "flaskapp.request.duration" not in metrics:  # the engine-lowered counter comes first
+        metrics += receiver.recv(65536).decode() + "\n"
+    receiver.close()
+    assert "flaskapp.agent.engines_lowered:1|c|" in metrics
+    assert "flaskapp.request.queries:12|h|#endpoint:/items/<int:count>,method:GET" in metrics
+    assert "flaskapp.request.n_plus_one:1|c|#endpoint:/items/<int:count>" in metrics
+    assert "flaskapp.cache.lookups:1|c|#endpoint:/items/<int:count>,method:GET,result:miss" in metrics
+    assert "flaskapp-agent: N+1 suspect in GET /items/<int:count>" in proc.stderr
