@@ -119,6 +119,58 @@ def monitoring_benchmarks(workdir: Path) -> list[dict]:
     return results
 
 
+def agent_benchmarks(workdir: Path) -> list[dict]:
+    """The web tier with the in-process agent on (measuring every request into statsd_exporter) against the
+    same stack with spec.agent off, straight to gunicorn (no micro-cache): a Flask-Caching endpoint (a Redis GET
+    per request) and the cheapest endpoint (/hello: where a fixed per-request cost weighs most). Plus the cost
+    at interpreter start: `import flask, sqlalchemy` with the agent's sitecustomize and without."""
+    import copy
+    import subprocess
+
+    import yaml
+
+    from agentvolume import mount_agent
+    from stack import VENV_BIN, WORKLOAD_APP, find
+
+    document = yaml.safe_load(WORKLOAD_APP.read_text())
+    document["spec"]["monitoring"] = {"enabled": True}
+    off_document = copy.deepcopy(document)
+    off_document["spec"]["agent"] = {"enabled": False}
+    on = Stack(workdir / "agent-on", document=document).start(with_postgres=False, with_celery=False)
+    off = Stack(workdir / "agent-off", document=off_document).start(with_postgres=False, with_celery=False)
+    results = []
+    try:
+        for url in (on.gunicorn_url, off.gunicorn_url):
+            wrk(url + "/expensive", 1)
+            wrk(url + "/hello", 1)
+        for name, path in (("cached_endpoint", "/expensive"), ("uncached_endpoint", "/hello")):
+            m = compare({"on": on.gunicorn_url + path, "off": off.gunicorn_url + path})
+            results.append(entry(f"agent_on_vs_off_{name}", m["on"], m["off"], "req/s", m["on"] / m["off"],
+                                 target=0.97, note="gunicorn direct; baseline: the same stack with spec.agent off"))
+            print(results[-1], flush=True)
+        web = find(on.rendered.objects, "Deployment", "-web")["spec"]["template"]["spec"]
+        agent = mount_agent(on.rendered.objects, web, workdir / "agent-import")
+        code = "import flask, sqlalchemy, flask_caching"
+
+        def seconds(with_agent: bool) -> float:
+            env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **({"PYTHONPATH": str(agent)} if with_agent else {})}
+            started = time.perf_counter()
+            subprocess.run([str(VENV_BIN / "python"), "-c", code], env=env, check=True)
+            return time.perf_counter() - started
+
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(max(10, ROUNDS * 5)):  # interleaved: the machine's noise hits both alike
+            for with_agent in (True, False):
+                samples[with_agent].append(seconds(with_agent))
+        with_agent, without = statistics.median(samples[True]), statistics.median(samples[False])
+        results.append(entry("agent_import_time", with_agent, without, "s", without / with_agent, target=0.95,
+                             note=f"`python -c '{code}'`, median; ratio = without / with the agent"))
+    finally:
+        on.stop()
+        off.stop()
+    return results
+
+
 def print_table(results: list[dict]) -> None:
     print(f"\n{'benchmark':40} {'generated':>12} {'baseline':>12} {'unit':>7} {'ratio':>9}  target")
     for r in results:
@@ -175,6 +227,9 @@ def main() -> int:
     if os.environ.get("BENCH_ONLY", "all") in ("all", "http", "monitoring"):
         print("7. monitoring on vs off", flush=True)
         results += monitoring_benchmarks(workdir)
+    if os.environ.get("BENCH_ONLY", "all") in ("all", "agent"):
+        print("9. the in-process agent on vs off", flush=True)
+        results += agent_benchmarks(workdir)
     if os.environ.get("BENCH_ONLY", "all") in ("all", "budget"):
         print("8. the connection budget and the pooler against PostgreSQL max_connections 100", flush=True)
         results += budget_benchmark(workdir / "budget", entry, max(DURATION, 10))

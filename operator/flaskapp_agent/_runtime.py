@@ -86,26 +86,68 @@ settings = None  # set by start()
 
 
 class Statsd(object):
-    """Metrics as DogStatsD-tagged statsd lines over UDP into the pod's statsd_exporter: one non-blocking
-    sendto per unit of work, nothing installed in the image. The socket belongs to the process that made it
-    (gunicorn and Celery fork after import)."""
+    """Metrics as DogStatsD-tagged statsd lines over UDP into the pod's statsd_exporter; nothing installed in the
+    image. Lines are batched per process into datagrams of up to MAX_DATAGRAM bytes, sent at once when the last
+    send is FLUSH_SECONDS old (so a quiet app's lines leave immediately) and by a flusher thread otherwise: one
+    sendto for many requests under load. Sockets and threads belong to the process that made them (gunicorn and
+    Celery fork after import). A full buffer or no exporter loses samples, never slows a request."""
+
+    MAX_DATAGRAM = 4096
+    FLUSH_SECONDS = 1.0
 
     def __init__(self, address):
         self.address = address
-        self._sock = None
+        self._lock = threading.Lock()
         self._pid = None
+        self._sock = None
+        self._buffer = []
+        self._size = 0
+        self._flushed = 0.0
 
     def send(self, lines):
         if not lines:
             return
-        try:
+        payload = "\n".join(lines)
+        now = time.monotonic()
+        with self._lock:
             if self._pid != os.getpid():
-                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                self._sock.setblocking(False)
-                self._pid = os.getpid()
-            self._sock.sendto("\n".join(lines).encode("utf-8", "replace"), self.address)
+                self._start_in_this_process()
+            if self._size + len(payload) >= self.MAX_DATAGRAM:
+                self._send_locked(now)
+            self._buffer.append(payload)
+            self._size += len(payload) + 1
+            if now - self._flushed >= self.FLUSH_SECONDS:
+                self._send_locked(now)
+
+    def flush(self):
+        with self._lock:
+            if self._pid == os.getpid():
+                self._send_locked(time.monotonic())
+
+    def _start_in_this_process(self):
+        self._pid = os.getpid()
+        self._buffer, self._size = [], 0  # what a parent buffered is the parent's to send
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        flusher = threading.Thread(target=self._flush_periodically, name="flaskapp-agent-statsd", daemon=True)
+        flusher.start()
+
+    def _flush_periodically(self):
+        pid = os.getpid()
+        while self._pid == pid:
+            time.sleep(self.FLUSH_SECONDS)
+            self.flush()
+
+    def _send_locked(self, now):
+        self._flushed = now
+        if not self._buffer:
+            return
+        data = "\n".join(self._buffer).encode("utf-8", "replace")
+        self._buffer, self._size = [], 0
+        try:
+            self._sock.sendto(data, self.address)
         except OSError:
-            pass  # a full buffer or no exporter: a lost sample, never a slower request
+            pass
 
 
 statsd = None  # a Statsd when FLASKAPP_AGENT_STATSD is set
@@ -137,8 +179,11 @@ class Unit(object):
         return (statement, count) if count >= threshold else None
 
     def lines(self, prefix, tags):
-        out = ["%s.queries:%d|h|#%s" % (prefix, self.queries, tags)]
+        """Statements and their time only for a unit that ran any: per request they are averaged over the
+        duration histogram's count, so a unit without SQL needs no line of its own."""
+        out = []
         if self.queries:
+            out.append("%s.queries:%d|h|#%s" % (prefix, self.queries, tags))
             out.append("%s.sql_duration:%.3f|ms|#%s" % (prefix, self.sql_seconds * 1000.0, tags))
         if self.cache_hits:
             out.append("flaskapp.cache.lookups:%d|c|#%s,result:hit" % (self.cache_hits, tags))
@@ -177,7 +222,10 @@ def start():
         return
     settings = Settings(os.environ)
     if settings.statsd:
+        import atexit
+
         statsd = Statsd(settings.statsd)
+        atexit.register(statsd.flush)
     from . import imports
 
     imports.install()

@@ -70,19 +70,33 @@ def _measure_requests(app_class, flask):
             return response
         finally:
             _runtime.current_unit.reset(token)
-            _record(request, unit, time.perf_counter() - started, status)
+            _record(request._get_current_object(), unit, time.perf_counter() - started, status)
 
     full_dispatch_request.__wrapped__ = original
     app_class.full_dispatch_request = full_dispatch_request
+
+
+_tags = {}  # (URL rule, method) -> its tag string: built once per endpoint, not once per request
+
+
+def _tags_of(endpoint, method):
+    key = (endpoint, method)
+    tags = _tags.get(key)
+    if tags is None:
+        tags = _tags[key] = "endpoint:%s,method:%s" % (_runtime.tag_value(endpoint), method)
+    return tags
 
 
 @_runtime.guarded("request metrics")
 def _record(request, unit, seconds, status):
     rule = request.url_rule
     endpoint = rule.rule if rule is not None else UNMATCHED
-    method = request.method if request.method in METHODS else "OTHER"
-    tags = "endpoint:%s,method:%s" % (_runtime.tag_value(endpoint), method)
+    method = request.method
+    if method not in METHODS:
+        method = "OTHER"
+    tags = _tags_of(endpoint, method)
     lines = ["flaskapp.request.duration:%.3f|ms|#%s,status:%dxx" % (seconds * 1000.0, tags, status // 100)]
     lines += unit.lines("flaskapp.request", tags)
-    lines += _runtime.n_plus_one_lines(unit, "flaskapp.request", tags, "%s %s" % (method, endpoint))
+    if unit.queries >= _runtime.settings.n_plus_one:
+        lines += _runtime.n_plus_one_lines(unit, "flaskapp.request", tags, "%s %s" % (method, endpoint))
     _runtime.statsd.send(lines)

@@ -145,20 +145,54 @@ def test_every_request_is_measured_by_url_rule_and_an_n_plus_one_is_counted(agen
         client = app.test_client()
         client.get("/post/1"); client.get("/post/2"); client.get("/no/such/path")
     """, agent_env)
-    lines = []
-    try:
-        while len(lines) < 3:
-            lines.append(receiver.recv(65536).decode())
-    finally:
-        receiver.close()
-    metrics = "\n".join(lines)
+    metrics = drain(receiver)
     assert metrics.count("flaskapp.request.duration:") == 3
     assert "#endpoint:/post/<int:post_id>,method:GET,status:2xx" in metrics  # the rule, never /post/1
     assert "/post/1" not in metrics and "/no/such/path" not in metrics
     assert "endpoint:(unmatched),method:GET,status:4xx" in metrics
     assert metrics.count("flaskapp.request.queries:6|h|") == 2
+    assert "flaskapp.request.queries:0" not in metrics  # a request without SQL sends no statement count
     assert metrics.count("flaskapp.request.n_plus_one:1|c|#endpoint:/post/<int:post_id>") == 2
     assert proc.stderr.count("N+1 suspect in GET /post/<int:post_id>") == 1  # once per interval
+
+
+def drain(receiver: socket.socket) -> str:
+    """Every datagram the agent sent (it flushes its batch when the process exits, before run() returns)."""
+    received = []
+    receiver.settimeout(1)
+    try:
+        while True:
+            received.append(receiver.recv(65536).decode())
+    except socket.timeout:
+        pass
+    finally:
+        receiver.close()
+    return "\n".join(received)
+
+
+def test_metrics_are_batched_into_few_datagrams(agent_env):
+    """One sendto for many requests under load (statsd_exporter splits a datagram at newlines), all delivered."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    agent_env = {**agent_env, "FLASKAPP_AGENT_STATSD": "127.0.0.1:%d" % receiver.getsockname()[1]}
+    run("""
+        from flask import Flask
+        app = Flask("unchanged")
+        app.add_url_rule("/hello", "hello", lambda: "hi")
+        client = app.test_client()
+        for _ in range(500):
+            client.get("/hello")
+    """, agent_env)
+    received = []
+    receiver.settimeout(1)
+    try:
+        while True:
+            received.append(receiver.recv(65536).decode())
+    except socket.timeout:
+        receiver.close()
+    assert sum(d.count("flaskapp.request.duration:") for d in received) == 500
+    assert len(received) < 100, len(received)
+    assert all(len(d.encode()) <= 4096 for d in received)
 
 
 def test_the_image_sitecustomize_still_runs(agent_env, tmp_path):

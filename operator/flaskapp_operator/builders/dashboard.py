@@ -76,8 +76,9 @@ def _rows(ctx: Context) -> list[tuple[str, list[dict]]]:
 def _endpoint_panels(web: str) -> list[dict]:
     """Per Flask URL rule and method, from the agent's histograms in the web pods' statsd_exporter."""
     by = "endpoint, method"
+    # Requests without SQL send no statement count: average over every request (the duration's count).
     per_request = (f"sum by ({by}) (rate(flaskapp_request_queries_sum{{{web}}}[5m])) / "
-                   f"sum by ({by}) (rate(flaskapp_request_queries_count{{{web}}}[5m]))")
+                   f"sum by ({by}) (rate(flaskapp_request_duration_seconds_count{{{web}}}[5m]))")
     return [
         _panel("Slowest endpoints (p95)", {"{{method}} {{endpoint}}": f"topk(10, histogram_quantile(0.95, sum by ({by}, le) "
                                            f"(rate(flaskapp_request_duration_seconds_bucket{{{web}}}[5m]))))"}, "s"),
