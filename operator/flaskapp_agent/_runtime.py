@@ -3,9 +3,7 @@ measured unit of work (one request or one task)."""
 
 import contextvars
 import functools
-import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -71,6 +69,8 @@ def _int(text, default):
 def _json_object(text):
     if not text:
         return None
+    import json  # only in processes that have a plan to read
+
     value = json.loads(text)
     return value if isinstance(value, dict) else None
 
@@ -125,6 +125,8 @@ class Statsd(object):
                 self._send_locked(time.monotonic())
 
     def _start_in_this_process(self):
+        import socket  # at the first sample, not at interpreter start
+
         self._pid = os.getpid()
         self._buffer, self._size = [], 0  # what a parent buffered is the parent's to send
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

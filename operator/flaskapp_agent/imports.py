@@ -2,19 +2,28 @@
 pattern of wrapt's post-import hooks and of OpenTelemetry's instrumentors), with no import of the library
 by the agent itself."""
 
-import importlib.util
 import sys
-import threading
 
 from . import _runtime
 
+# Library module -> the agent's module whose on_import(library) adapts it. The agent's modules are compiled and
+# imported only when the app imports the library (a web process never loads the Celery hooks).
+HOOKS = (("sqlalchemy", "sqlalchemy_hooks"), ("flask", "flask_hooks"), ("flask_caching", "caching_hooks"),
+         ("celery.signals", "celery_hooks"))
 _hooks = {}  # module name -> [hook(module)]
-_searching = threading.local()
 
 
 def _run(name, module):
     for hook in _hooks.get(name, ()):
         _runtime.guarded("%s hook" % name)(hook)(module)
+
+
+def _lazy(agent_module):
+    def hook(library):
+        from importlib import import_module
+
+        import_module("%s.%s" % (__package__, agent_module)).on_import(library)
+    return hook
 
 
 class _HookedLoader(object):
@@ -40,16 +49,23 @@ class _HookedLoader(object):
 
 
 class _Finder(object):
+    """First on sys.meta_path: for a hooked name, asks the finders after it for the module's spec (with the
+    arguments the import system gave) and wraps its loader."""
+
     def find_spec(self, name, path=None, target=None):
-        if name not in _hooks or getattr(_searching, "name", None) == name:
+        if name not in _hooks:
             return None
-        _searching.name = name
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            _searching.name = None
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        finders = sys.meta_path
+        after = finders[finders.index(self) + 1:] if self in finders else finders
+        for finder in after:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
             return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
         spec.loader = _HookedLoader(name, spec.loader)
         return spec
 
@@ -61,10 +77,6 @@ def when_imported(name, hook):
 
 
 def install():
-    from . import caching_hooks, celery_hooks, flask_hooks, sqlalchemy_hooks
-
     sys.meta_path.insert(0, _Finder())
-    when_imported("sqlalchemy", sqlalchemy_hooks.on_import)
-    when_imported("flask", flask_hooks.on_import)
-    when_imported("flask_caching", caching_hooks.on_import)
-    when_imported("celery.signals", celery_hooks.on_import)
+    for library, agent_module in HOOKS:
+        when_imported(library, _lazy(agent_module))
