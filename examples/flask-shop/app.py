@@ -181,6 +181,14 @@ def create_app() -> Flask:
             value = conn.execute(text("SELECT 1")).scalar()
         return jsonify(value=value)
 
+    @app.get("/db/each/<int:count>")
+    def database_each(count: int):
+        # One query per item, the way a lazy relationship walks a list: an N+1 that the operator's in-process
+        # agent counts against this endpoint (spec.agent.nPlusOneThreshold).
+        with db.engine.connect() as conn:
+            values = [conn.execute(text("SELECT :i + 1"), {"i": i}).scalar() for i in range(min(count, 100))]
+        return jsonify(values=values)
+
     @app.get("/pool")
     def pool():
         p = db.engine.pool

@@ -23,7 +23,7 @@ EXIT_INFEASIBLE = 3  # valid, but the connection budget cannot hold: the operato
 def _load_documents(path: str) -> list[dict]:
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with stream:
-        return [d for d in yaml.safe_load_all(stream) if d]
+        return [d for d in yaml.safe_load_all(stream) if d is not None]
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -32,13 +32,25 @@ def cmd_render(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError) as exc:
         print(f"error: cannot read {args.filename}: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if not documents:
+        print(f"error: {args.filename} holds no FlaskApp", file=sys.stderr)
+        return EXIT_INVALID
+    seen: set = set()
     out = []
     for doc in documents:
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        key = (meta.get("namespace") or "default", meta.get("name")) if isinstance(meta, dict) else None
+        if key is not None and key in seen:
+            print(f"error: FlaskApp {key[1]}: metadata.name: a second document with this name and namespace "
+                  f"(kubectl apply would keep only the last)", file=sys.stderr)
+            return EXIT_INVALID
+        seen.add(key)
         try:
             rendered = render(doc, redis_password=args.redis_password or secrets.token_urlsafe(24),
                               database_url=args.database_url)
         except SpecError as exc:
-            name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc, dict) else "?"
+            meta = doc.get("metadata") if isinstance(doc, dict) else None
+            name = meta.get("name", "?") if isinstance(meta, dict) else "?"
             for error in exc.errors:
                 print(f"error: FlaskApp {name}: {error}", file=sys.stderr)
             return EXIT_INVALID

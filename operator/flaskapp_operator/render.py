@@ -30,20 +30,29 @@ def parse_spec(spec: Any) -> api.FlaskAppSpec:
     return parse(api.FlaskAppSpec, spec, "spec")
 
 
-def app_ref(document: dict) -> AppRef:
+def app_ref(document: Any) -> AppRef:
     """Identity of a FlaskApp document; errors name the field like the API server would."""
+    if not isinstance(document, dict):
+        raise SpecError([FieldError("(document)", f"a FlaskApp is a YAML mapping, got {type(document).__name__}")])
+    meta = document.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise SpecError([FieldError("metadata", f"must be an object, got {type(meta).__name__}")])
     errors = []
     if document.get("apiVersion") != f"{api.GROUP}/{api.VERSION}":
         errors.append(FieldError("apiVersion", f"must be {api.GROUP}/{api.VERSION}"))
     if document.get("kind") != api.KIND:
         errors.append(FieldError("kind", f"must be {api.KIND}"))
-    meta = document.get("metadata") or {}
+    meta = meta or {}
     if not meta.get("name"):
         errors.append(FieldError("metadata.name", "required field is missing"))
+    elif not isinstance(meta["name"], str):
+        errors.append(FieldError("metadata.name", f"must be a string, got {type(meta['name']).__name__}"))
     elif re.search(api.NAME_RULE_PATTERN, meta["name"]):
         errors.append(FieldError("metadata.name", api.NAME_RULE_MESSAGE.removeprefix("metadata.name ")))
     if errors:
         raise SpecError(errors)
+    if not isinstance(meta.get("namespace") or "", str):
+        raise SpecError([FieldError("metadata.namespace", "must be a string")])
     return AppRef(name=meta["name"], namespace=meta.get("namespace") or "default", uid=meta.get("uid"),
                   generation=meta.get("generation"))
 

@@ -220,7 +220,7 @@ def _parse_object(cls: type, data: Any, path: str, errors: list[FieldError]) -> 
         return None
     hints = _hints(cls)
     fields = {json_name(f): f for f in dataclasses.fields(cls)}
-    for unknown in sorted(set(data) - set(fields)):
+    for unknown in sorted(set(data) - set(fields), key=repr):  # YAML keys may be null or numbers
         errors.append(FieldError(f"{path}.{unknown}", "unknown field"))
     values: dict[str, Any] = {}
     before = len(errors)
@@ -283,6 +283,10 @@ def _parse_value(tp: Any, raw: Any, path: str, errors: list[FieldError]) -> Any:
         _key, value = typing.get_args(tp)
         if not isinstance(raw, dict):
             errors.append(FieldError(path, f"must be an object, got {_kind(raw)}"))
+            return None
+        bad_keys = [k for k in raw if not isinstance(k, str)]
+        if bad_keys:  # YAML allows null, number and boolean keys; a Kubernetes map has string keys only
+            errors.append(FieldError(path, f"keys must be strings, got {bad_keys[0]!r} ({_kind(bad_keys[0])})"))
             return None
         if value is Any:
             return dict(raw)

@@ -688,7 +688,8 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     expected = {(p["metadata"]["labels"]["app.kubernetes.io/component"], port["name"])
                 for p in pods if p["status"].get("phase") == "Running"
                 for c in p["spec"]["containers"] for port in c.get("ports", []) if port["name"].endswith("-metrics")}
-    assert {tier for tier, _ in expected} == {"web", "nginx", "redis-cache", "redis-broker", "flower"}
+    # (Worker pods run a statsd_exporter for the in-process agent's per-task metrics.)
+    assert {tier for tier, _ in expected} == {"web", "nginx", "redis-cache", "redis-broker", "flower", "worker-default"}
 
     def all_up():
         active = api("targets")["activeTargets"]
@@ -699,6 +700,33 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     served = wait_until(lambda: api("query", query=f'sum(gunicorn_requests_total{{namespace="{ns}"}})')["result"], 60,
                         interval=2, what="gunicorn's requests in Prometheus")
     assert float(served[0]["value"][1]) >= 20
+
+    # The in-process agent, with no line of the app's code for it: per-endpoint latency by URL rule, statements
+    # per request, an N+1 suspect, and per-task runtime, all in the real Prometheus.
+    for _ in range(3):
+        get(real_pods, "/db/each/12", cookies={"c": "1"})
+    get(real_pods, "/task", cookies={"c": "1"})
+
+    def agent_series(query):
+        return lambda: api("query", query=query)["result"]
+    by_rule = wait_until(agent_series(f'sum by (endpoint) (flaskapp_request_duration_seconds_count{{namespace="{ns}",'
+                                      f'tier="web",endpoint="/db/each/<int:count>"}})'), 90, interval=2,
+                         what="per-endpoint requests from the agent in Prometheus")
+    assert float(by_rule[0]["value"][1]) >= 3
+    n_plus_one = wait_until(agent_series(f'sum(flaskapp_request_n_plus_one_total{{namespace="{ns}",'
+                                         f'endpoint="/db/each/<int:count>"}})'), 90, interval=2,
+                            what="the N+1 suspect in Prometheus")
+    assert float(n_plus_one[0]["value"][1]) >= 3
+    queries = api("query", query=f'sum(flaskapp_request_queries_sum{{namespace="{ns}",endpoint="/db/each/<int:count>"}})')
+    assert float(queries["result"][0]["value"][1]) >= 36
+    tasks = wait_until(agent_series(f'sum by (task) (flaskapp_task_duration_seconds_count{{namespace="{ns}",'
+                                    f'tier="worker-default",state="SUCCESS"}})'), 90, interval=2,
+                       what="per-task metrics from the worker pods' agent")
+    record("agent_series", {"endpoint_requests": by_rule[0]["value"][1], "n_plus_one": n_plus_one[0]["value"][1],
+                            "tasks": {t["metric"]["task"]: t["value"][1] for t in tasks}})
+    assert any(t["metric"]["task"].endswith(".add") for t in tasks), tasks
+    assert not api("query", query=f'flaskapp_request_duration_seconds_count{{namespace="{ns}",endpoint="/db/each/12"}}')[
+        "result"]  # never the raw path
 
     # The end-to-end alert: no worker for the default queue while tasks wait in it.
     kube.kubectl("patch", "flaskapp", "shop", "-n", ns, "--type=json",

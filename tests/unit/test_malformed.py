@@ -1,0 +1,79 @@
+"""Malformed documents: the CLI and the operator's parser answer with a named field, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+import pytest
+
+from samples import load_sample
+from flaskapp_operator.render import render
+from flaskapp_operator.schema import SpecError
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=False),
+                    st.text(max_size=12))
+KEYS = st.one_of(st.none(), st.integers(-5, 5), st.booleans(), st.text(max_size=10),
+                 st.sampled_from(["name", "spec", "metadata", "image", "wsgi", "web", "env", "labels", "value"]))
+ANY_YAML = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                          st.dictionaries(KEYS, inner, max_size=4)), max_leaves=20)
+
+
+def _set(doc: dict, path: list, value) -> dict:
+    node = doc
+    for key in path[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[path[-1]] = value
+    return doc
+
+
+SAMPLE_PATHS = [["metadata"], ["metadata", "name"], ["metadata", "namespace"], ["spec"], ["spec", "web"],
+                ["spec", "env"], ["spec", "monitoring", "labels"], ["spec", "ingress", "annotations"],
+                ["spec", "pod"], ["spec", "pod", "tolerations"], ["spec", "workerPools"], ["spec", "database"],
+                ["spec", "redis"], ["spec", "nginx"], ["spec", "agent"], ["spec", "web", "resources"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(document=ANY_YAML)
+def test_any_yaml_document_is_refused_with_a_field_or_rendered(document):
+    try:
+        render(document, redis_password="pw")
+    except SpecError as exc:
+        assert exc.errors and all(e.path for e in exc.errors)
+
+
+@settings(max_examples=150, deadline=None)
+@given(path=st.sampled_from(SAMPLE_PATHS), value=ANY_YAML)
+def test_a_sample_with_any_value_anywhere_is_refused_with_a_field_or_rendered(path, value):
+    document = _set(load_sample("full"), path, value)
+    try:
+        render(document, redis_password="pw")
+    except SpecError as exc:
+        assert exc.errors and all(e.path for e in exc.errors)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("- a\n- b\n", "(document): a FlaskApp is a YAML mapping, got list"),
+    ("apiVersion: flaskapp.dev/v1alpha1\nkind: FlaskApp\nmetadata: [1]\nspec: {}\n", "metadata: must be an object"),
+    ("apiVersion: flaskapp.dev/v1alpha1\nkind: FlaskApp\nmetadata: {name: 123}\nspec: {}\n",
+     "metadata.name: must be a string"),
+    ("apiVersion: flaskapp.dev/v1alpha1\nkind: FlaskApp\nmetadata: {name: x}\n"
+     "spec: {image: a/b:1, wsgi: 'app:app', monitoring: {labels: {null: a}}}\n", "spec.monitoring.labels: keys must be strings"),
+    ("", "holds no FlaskApp"),
+    ("apiVersion: flaskapp.dev/v1alpha1\nkind: FlaskApp\nmetadata: {name: x}\nspec: {image: a/b:1, wsgi: 'app:app'}\n"
+     "---\napiVersion: flaskapp.dev/v1alpha1\nkind: FlaskApp\nmetadata: {name: x}\nspec: {image: a/b:2, wsgi: 'app:app'}\n",
+     "a second document with this name"),
+])
+def test_the_cli_refuses_malformed_input_in_one_line_with_exit_2(tmp_path, text, message):
+    path = tmp_path / "app.yaml"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "flaskapp_operator.cli", "render", "-f", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
