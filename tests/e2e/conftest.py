@@ -33,6 +33,8 @@ class Target:
     monitoring_images: Optional[dict] = None
     prometheus_image: str = "quay.io/prometheus/prometheus:v3.16.0"  # the release of Go module v0.316.0
     pooler_image: Optional[str] = None  # spec.database.pooler.image (None: the FlaskApp's default)
+    # A public Flask app, unchanged, in an image of its own (localcluster/publicapps.py).
+    flaskr_image: str = os.environ.get("FLASKR_IMG", "ghcr.io/flaskapp-operator/public-flaskr:2.5.1")
 
     @property
     def real_pods(self) -> bool:
@@ -65,7 +67,7 @@ def target(kube) -> Target:
         return KIND
     node = kube.local.node
     local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"],
-             "pooler_image": images.PGBOUNCER_REF}
+             "pooler_image": images.PGBOUNCER_REF, "flaskr_image": images.FLASKR_REF}
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
                   images.REDIS_REF, INGRESS_CLASS, node.ingress_url if node else None, **local)
 

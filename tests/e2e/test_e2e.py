@@ -549,6 +549,70 @@ def test_pgbouncer_serves_more_clients_than_its_server_pool(kube, target, real_p
     kube.kubectl("delete", "flaskapp", "orders", "-n", ns, "--wait=true", "--timeout=120s")
 
 
+# Drives one web pod's gunicorn from inside it (the NetworkPolicy admits only nginx to the web port from outside):
+# the index page, one query each, 16 at a time.
+FLASKR_LOAD = """
+import concurrent.futures, json, urllib.request
+def one(_):
+    try:
+        return urllib.request.urlopen("http://127.0.0.1:8000/", timeout=60).status
+    except Exception as exc:
+        return str(exc)
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    print(json.dumps(list(pool.map(one, range(300)))))
+"""
+
+
+@pytest.mark.order(4)
+def test_a_public_app_unchanged_stays_within_its_connection_plan(kube, target, real_pods):
+    """Flask-SQLAlchemy 2.5.1's examples/flaskr, taken unchanged from its sdist, in an image of its own: it never
+    reads SQLALCHEMY_ENGINE_OPTIONS (SQLAlchemy's default pool: 5 + 10 per process). Its init-db command runs as
+    the migration Job; under load on both web pods (2 workers x 4 threads each) PostgreSQL sees at most the
+    plan's connections for the running pods, because the operator's agent lowered every engine."""
+    ns = STATE["ns"]
+    for statement in ("CREATE ROLE flaskr LOGIN PASSWORD 'flaskr'", "CREATE DATABASE flaskr OWNER flaskr"):
+        kube.kubectl("exec", "-n", "e2e-db", "deploy/postgres", "--", "psql", "-U", "shop", "-d", "shop", "-c", statement)
+    kube.kubectl("create", "secret", "generic", "flaskr-db", "-n", ns,
+                 "--from-literal=url=postgresql+psycopg://flaskr:flaskr@postgres.e2e-db.svc:5432/flaskr")
+    app = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": "flaskr"}, "spec": {
+        "image": target.flaskr_image, "imagePullPolicy": "IfNotPresent", "wsgi": "flaskr:create_app()",
+        "web": {"replicas": 2, "gunicorn": {"workerClass": "gthread", "workers": 2, "threads": 4},
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}},
+        "database": {"secretName": "flaskr-db", "maxConnections": 10, "reservedConnections": 2},
+        "migrations": {"command": ["flask", "--app", "flaskr", "init-db"]},
+        "nginx": {"replicas": 1, **({"image": target.nginx_image} if target.nginx_image else {})},
+        "redis": {"cache": {"memory": "32Mi", "cpu": "50m"},
+                  **({"image": target.redis_image} if target.redis_image else {})},
+        "ingress": {"enabled": False}}}
+    kube.apply(app, ns)
+    wait_ready(kube, ns, "flaskr", 300)
+    web = next(t for t in kube.get("flaskapp", "flaskr", ns)["status"]["tuning"]["connections"] if t["tier"] == "web")
+    per_pod = web["processesPerPod"] * (web["poolSize"] + web["maxOverflow"])
+    assert per_pod < 2 * 4  # the plan is below what the app's threads would open on their own
+    pods = [p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web,"
+                                                    "app.kubernetes.io/instance=flaskr")["items"]]
+    assert len(pods) == 2
+
+    def connections() -> int:
+        out = kube.kubectl("exec", "-n", "e2e-db", "deploy/postgres", "--", "psql", "-U", "shop", "-d", "shop", "-tAc",
+                           "select count(*) from pg_stat_activity where usename = 'flaskr'", check=False)
+        return int(out.stdout.strip() or 0)
+
+    loads = [subprocess.Popen([kube.kubectl_bin, "exec", pod, "-n", ns, "-c", "gunicorn", "--", "python3", "-c",
+                               FLASKR_LOAD], stdout=subprocess.PIPE, text=True, env=kube.env()) for pod in pods]
+    peak = samples = 0
+    while any(load.poll() is None for load in loads):
+        peak, samples = max(peak, connections()), samples + 1
+    codes = [c for load in loads for c in json.loads(load.stdout.read())]
+    logs = kube.kubectl("logs", pods[0], "-n", ns, "-c", "gunicorn").stdout
+    record("public_app_flaskr", {"requests": len(codes), "ok": codes.count(200), "connections_peak": peak,
+                                 "plan_for_running_pods": 2 * per_pod, "samples": samples})
+    assert codes == [200] * 600, Counter(map(str, codes))
+    assert samples >= 3 and 1 <= peak <= 2 * per_pod, (peak, per_pod)
+    assert "flaskapp-agent: engine postgresql+psycopg@postgres.e2e-db.svc:5432/flaskr lowered to the connection plan" in logs
+    kube.kubectl("delete", "flaskapp", "flaskr", "-n", ns, "--wait=true", "--timeout=120s")
+
+
 # -- network policy -----------------------------------------------------------------------------------------
 
 # Connects to host:port for up to 30 s: the policy engine admits a new pod once its address is in the

@@ -17,7 +17,7 @@ import pytest
 
 from agentvolume import mount_agent
 from flaskapp_operator.render import render
-from publicapps import CACHE
+from localcluster.publicapps import CACHE
 
 pytestmark = pytest.mark.workload
 

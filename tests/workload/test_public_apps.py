@@ -24,7 +24,7 @@ import pytest
 import redis
 import requests
 
-from publicapps import FLASK_CACHING_HELLO, FLASK_CELERY, FLASKR, PublicApp
+from localcluster.publicapps import FLASK_CACHING_HELLO, FLASK_CELERY, FLASKR, PublicApp
 from stack import REDIS_PASSWORD, VENV_BIN, Stack, find
 
 pytestmark = pytest.mark.workload

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import cache_root, log
+from .publicapps import FLASKR
 from .node import unmount_under
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,7 @@ BASE_REF = f"localhost/debian-{DEBIAN_SUITE}/minbase:local"
 PYTHON_REF = f"localhost/debian-{DEBIAN_SUITE}/python3:local"
 OPERATOR_REF = "localhost/flaskapp-operator/operator:local"
 EXAMPLE_REF = "localhost/flaskapp-operator/example:local"
+FLASKR_REF = "localhost/public-apps/flaskr:2.5.1"  # Flask-SQLAlchemy 2.5.1's examples/flaskr, unchanged
 NGINX_REF = f"localhost/debian-{DEBIAN_SUITE}/nginx-light:local"
 REDIS_REF = f"localhost/debian-{DEBIAN_SUITE}/redis-server:local"
 POSTGRES_REF = f"localhost/debian-{DEBIAN_SUITE}/postgresql:local"
@@ -113,6 +115,8 @@ def image_builds() -> list[ImageBuild]:
         ImageBuild(PGBOUNCER_REF, DOCKERFILES, DOCKERFILES / "pgbouncer.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=()),
         ImageBuild(FLOWER_REF, DOCKERFILES, DOCKERFILES / "flower.Dockerfile", (base,), needs=(PYTHON_REF,), inputs=()),
+        ImageBuild(FLASKR_REF, FLASKR.source(), DOCKERFILES / "public-app.Dockerfile",
+                   (base, ("REQUIREMENTS", " ".join(FLASKR.requirements))), needs=(PYTHON_REF,)),
     ]
 
 

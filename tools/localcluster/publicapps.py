@@ -5,14 +5,15 @@ rendered configuration and the in-process agent, with not one line of their code
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CACHE = Path(os.environ.get("FLASKAPP_CACHE", Path.home() / ".cache" / "flaskapp-operator")) / "public-apps"
+from .build import cache_root
+
+CACHE = cache_root() / "public-apps"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class PublicApp:
     path: str  # the app's directory inside the sdist
     wsgi: str
     description: str
+    requirements: tuple[str, ...] = ()  # what its image installs (pinned), beside gunicorn
 
     def source(self) -> Path:
         """The app's directory, downloaded once (pip download, checked against the pinned digest)."""
@@ -55,7 +57,8 @@ FLASKR = PublicApp(
     name="flaskr", distribution="Flask-SQLAlchemy", version="2.5.1",
     sha256="2bda44b43e7cacb15d4e05ff3cc1f8bc97936cc464623424102bfc2c35e95912",
     path="examples/flaskr", wsgi="flaskr:create_app()",
-    description="Flask-SQLAlchemy 2.5.1's examples/flaskr (a blog: users, posts, login)")
+    description="Flask-SQLAlchemy 2.5.1's examples/flaskr (a blog: users, posts, login)",
+    requirements=("Flask==3.1.3", "Flask-SQLAlchemy==3.1.1", "psycopg[binary]==3.3.9"))
 
 # Flask's own Celery example: an app factory that builds its Celery app from app.config["CELERY"] (broker
 # redis://localhost in its code: the operator's CELERY_BROKER_URL wins, Celery 5 reads it first), tasks with
