@@ -37,6 +37,15 @@ ABSOLUTE_PATH = r"^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+/?$"
 # own suffixes can spell are the worker pools' `worker-<pool>` (app `shop` pool `web` = app `shop-worker`'s
 # web tier). A FlaskApp name without a `-worker` segment makes such collisions impossible.
 NAME_RULE_CEL = "!self.metadata.name.matches('-worker(-|$)')"
+# Every child is `<name>-<suffix>` and most are Services, whose names are DNS-1035 labels (a letter first, no dot);
+# the name is also the value of every child's app.kubernetes.io/instance label (at most 63 characters); and the
+# app's ServiceAccount takes the name, which must not be the namespace's own `default`.
+NAME_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_LABEL_CEL = (f"self.metadata.name.matches('{NAME_LABEL_PATTERN}') && size(self.metadata.name) <= 63 && "
+                  "self.metadata.name != 'default'")
+NAME_LABEL_MESSAGE = ("metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and "
+                      "'-', starting with a letter: it names Services and is a label value of every child), and not "
+                      "'default' (the namespace's own ServiceAccount)")
 NAME_RULE_PATTERN = r"-worker(-|$)"
 NAME_RULE_MESSAGE = ("metadata.name must not contain a '-worker' segment: its children could take the names "
                      "of another FlaskApp's worker pools")

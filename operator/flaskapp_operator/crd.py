@@ -83,7 +83,8 @@ def crd() -> dict:
                     "type": "object",
                     "description": "A Flask application run and tuned by flaskapp-operator.",
                     "required": ["spec"],
-                    "x-kubernetes-validations": [{"rule": api.NAME_RULE_CEL, "message": api.NAME_RULE_MESSAGE}],
+                    "x-kubernetes-validations": [{"rule": api.NAME_RULE_CEL, "message": api.NAME_RULE_MESSAGE},
+                                                 {"rule": api.NAME_LABEL_CEL, "message": api.NAME_LABEL_MESSAGE}],
                     "properties": {
                         "apiVersion": {"type": "string", "description": "API version of the object."},
                         "kind": {"type": "string", "description": "Kind of the object."},

@@ -17,13 +17,18 @@ OPERATOR_LABELS = (NAME_LABEL, INSTANCE_LABEL, COMPONENT_LABEL, MANAGED_BY_LABEL
 MANAGED_BY = "flaskapp-operator"
 
 
-def child_name(app: str, suffix: str = "") -> str:
-    """`<app>-<suffix>`, shortened with a stable hash when it would exceed 63 characters."""
+# A StatefulSet's pods carry `controller-revision-hash: <name>-<10 characters>`, a label value (at most 63): a longer
+# StatefulSet name creates no pod at all (kubernetes/kubernetes#64023).
+STATEFULSET_NAME_MAX = 52
+
+
+def child_name(app: str, suffix: str = "", limit: int = MAX_NAME) -> str:
+    """`<app>-<suffix>`, shortened with a stable hash when it would exceed `limit` (63) characters."""
     full = f"{app}-{suffix}" if suffix else app
-    if len(full) <= MAX_NAME:
+    if len(full) <= limit:
         return full
     digest = hashlib.sha256(full.encode()).hexdigest()[:6]
-    keep = MAX_NAME - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
+    keep = limit - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
     head = app[:keep].rstrip("-")
     return f"{head}-{digest}-{suffix}" if suffix else f"{head}-{digest}"
 

@@ -47,6 +47,8 @@ def app_ref(document: Any) -> AppRef:
         errors.append(FieldError("metadata.name", "required field is missing"))
     elif not isinstance(meta["name"], str):
         errors.append(FieldError("metadata.name", f"must be a string, got {type(meta['name']).__name__}"))
+    elif not re.match(api.NAME_LABEL_PATTERN, meta["name"]) or len(meta["name"]) > 63 or meta["name"] == "default":
+        errors.append(FieldError("metadata.name", api.NAME_LABEL_MESSAGE.removeprefix("metadata.name ")))
     elif re.search(api.NAME_RULE_PATTERN, meta["name"]):
         errors.append(FieldError("metadata.name", api.NAME_RULE_MESSAGE.removeprefix("metadata.name ")))
     if errors:

@@ -105,6 +105,30 @@ def test_degraded_with_an_event_and_no_rollout(kube, operator, namespace, case, 
     assert operator.alive
 
 
+@pytest.mark.parametrize("name", ["1shop", "shop.v2", "s" * 64, "default"])
+def test_names_no_child_could_carry_are_refused_by_the_api_server(kube, crd, namespace, name):
+    """A Service name is a DNS-1035 label, the name is every child's instance label (at most 63) and the app's
+    ServiceAccount: the CRD refuses such FlaskApp names, as the CLI does."""
+    result = kube.apply(variant(name, {}), namespace, check=False)
+    assert result.returncode != 0, f"{name} was accepted"
+    assert "DNS-1035" in result.stderr or "metadata.name" in result.stderr, result.stderr
+
+
+def test_an_env_entry_taking_an_operator_variable_is_invalid_and_applies_nothing(kube, operator, namespace):
+    """Only the operator knows which variables it sets for a spec: InvalidSpec naming the entry, no child."""
+    kube.apply(variant("env-override", {"env": [{"name": "SQLALCHEMY_ENGINE_OPTIONS",
+                                                 "value": '{"pool_size": 50, "max_overflow": 50}'}]}), namespace)
+
+    def invalid():
+        app = kube.get("flaskapp", "env-override", namespace)
+        conds = {c["type"]: c for c in app.get("status", {}).get("conditions", [])}
+        return conds.get("Degraded", {}).get("reason") == "InvalidSpec" and conds["Degraded"]
+
+    cond = wait_until(invalid, 60, what="env-override InvalidSpec")
+    assert "spec.env[0].name" in cond["message"] and "SQLALCHEMY_ENGINE_OPTIONS" in cond["message"]
+    assert kube.get("deployments", namespace=namespace, selector="app.kubernetes.io/instance=env-override")["items"] == []
+
+
 def test_autoscalers_too_large_for_the_budget_are_capped_and_the_app_rolls_out(kube, operator, namespace):
     """budgetPolicy capAutoscaling (the default): the HPA the cluster gets has the lowered maximum, the app
     becomes Ready, and BudgetCapped (condition and Warning event) says what was lowered. Raising the budget

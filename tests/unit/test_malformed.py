@@ -77,3 +77,36 @@ def test_the_cli_refuses_malformed_input_in_one_line_with_exit_2(tmp_path, text,
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["1shop", "shop.v2", "Shop", "shop-", "s" * 64, "default"])
+def test_names_no_child_could_carry_are_refused(name):
+    doc = load_sample("minimal")
+    doc["metadata"]["name"] = name
+    with pytest.raises(SpecError) as refused:
+        render(doc, redis_password="pw")
+    assert [e.path for e in refused.value.errors] == ["metadata.name"]
+    assert "DNS-1035" in str(refused.value)
+
+
+def test_the_crd_refuses_the_same_names():
+    from flaskapp_operator import api
+    from flaskapp_operator.crd import crd
+
+    rules = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    assert {"rule": api.NAME_LABEL_CEL, "message": api.NAME_LABEL_MESSAGE} in rules
+
+
+def test_a_long_name_keeps_the_broker_statefulset_within_52_characters():
+    """The StatefulSet controller labels its pods `controller-revision-hash: <name>-<10 characters>`: a name
+    above 52 creates no pod (kubernetes/kubernetes#64023). The Service keeps the full name."""
+    doc = load_sample("full")
+    doc["metadata"]["name"] = "a" * 63
+    objects = render(doc, redis_password="pw").objects
+    sts = next(o for o in objects if o["kind"] == "StatefulSet")
+    assert len(sts["metadata"]["name"]) <= 52 and len(sts["metadata"]["name"]) + 11 <= 63
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == sts["spec"]["serviceName"])
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "redis-broker"
+    for obj in objects:
+        assert len(obj["metadata"]["name"]) <= 63
+        assert all(len(v) <= 63 for v in obj["metadata"].get("labels", {}).values())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..api import RedisBroker, RedisInstance
-from ..naming import selector_labels
+from ..naming import STATEFULSET_NAME_MAX, child_name, selector_labels
 from .common import (RECREATE, bounded, deployment, exec_probe, metadata, pod_spec, pod_template, restricted_container_security,
                      restricted_pod_security, service, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_password_checksum, redis_secret
@@ -60,14 +60,15 @@ def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, 
 def _stateful_set(ctx: Context, component: str, pod: dict, broker: RedisBroker) -> dict:
     """One pod that keeps its volume across restarts and rescheduling; the StatefulSet controller replaces
     the pod only after the old one is gone (never two Redis on one append-only file)."""
-    name = ctx.child(component)
+    service = ctx.child(component)
+    name = child_name(ctx.name, component, limit=STATEFULSET_NAME_MAX)  # the same as the Service's up to 52
     claim: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": broker.storage}}}
     if broker.storage_class_name:
         claim["storageClassName"] = broker.storage_class_name
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata(ctx, name, component),
         "spec": {
-            "replicas": 1, "serviceName": name,
+            "replicas": 1, "serviceName": service,
             "selector": {"matchLabels": selector_labels(ctx.name, component)},
             "updateStrategy": {"type": "RollingUpdate"},
             # Deleting the FlaskApp deletes the queue with it; nothing else does.
