@@ -68,6 +68,20 @@ def _is_network(value: str) -> bool:
     return True
 
 
+def _within(value: Optional[str], low: str, high: str) -> bool:
+    return value is None or parse_quantity(low) <= parse_quantity(value) <= parse_quantity(high)
+
+
+# Sizes no container runs with: "1500m" of memory is 1.5 bytes, "1.5Gi" of CPU 1.6 billion cores.
+@rules(
+    Rule("!has(self.cpu) || (quantity(string(self.cpu)).compareTo(quantity('1m')) >= 0 && "
+         "quantity(string(self.cpu)).compareTo(quantity('10000')) <= 0)",
+         "cpu must be between 1m and 10000 cores", lambda r: _within(r.cpu, "1m", "10000"), ".cpu"),
+    Rule("!has(self.memory) || (quantity(string(self.memory)).compareTo(quantity('1Mi')) >= 0 && "
+         "quantity(string(self.memory)).compareTo(quantity('64Ti')) <= 0)",
+         "memory must be between 1Mi and 64Ti (a suffix m means thousandths of a byte)",
+         lambda r: _within(r.memory, "1Mi", "64Ti"), ".memory"),
+)
 @dataclass(frozen=True, kw_only=True)
 class ResourceAmounts:
     cpu: Optional[Quantity] = field("CPU, e.g. 500m or 2. The tuning engine sizes processes from it.",

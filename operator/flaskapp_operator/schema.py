@@ -30,7 +30,10 @@ IntOrAuto = NewType("IntOrAuto", object)
 
 QUANTITY_MAX_LENGTH = 32
 # A positive Kubernetes quantity: 0 (or 0.0, 0m) is refused, a zero CPU or memory sizes nothing.
-QUANTITY_PATTERN = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.[0-9]*[1-9][0-9]*)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+# Kubernetes' grammar (resource.Quantity): a decimal number, then a decimal SI suffix, a binary suffix or an
+# exponent (1e9).
+QUANTITY_PATTERN = (r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.[0-9]*[1-9][0-9]*)"
+                    r"(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ REJECTED = [
     ("cpu-zero", {"web.resources.limits.cpu": "0"}, "spec.web.resources.limits.cpu"),
     ("request-over-limit", {"web.resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
      "spec.web.resources.requests.cpu"),
+    ("memory-milli", {"web.resources.limits.memory": "1500m"}, "spec.web.resources.limits.memory"),
+    ("cpu-binary", {"web.resources.limits.cpu": "1.5Gi"}, "spec.web.resources.limits.cpu"),
     *POD_BLOCK_REJECTED,
     *BUDGET_REJECTED,
     *KEDA_REJECTED,

@@ -110,3 +110,24 @@ def test_a_long_name_keeps_the_broker_statefulset_within_52_characters():
     for obj in objects:
         assert len(obj["metadata"]["name"]) <= 63
         assert all(len(v) <= 63 for v in obj["metadata"].get("labels", {}).values())
+
+
+@pytest.mark.parametrize("resources,field", [
+    ({"limits": {"memory": "1500m"}}, "spec.web.resources.limits.memory"),
+    ({"requests": {"cpu": "1.5Gi"}}, "spec.web.resources.requests.cpu"),
+    ({"requests": {"cpu": "0.0001"}}, "spec.web.resources.requests.cpu"),
+])
+def test_sizes_no_container_runs_with_are_refused(resources, field):
+    doc = load_sample("minimal")
+    doc["spec"].setdefault("web", {})["resources"] = resources
+    with pytest.raises(SpecError) as refused:
+        render(doc, redis_password="pw")
+    assert [e.path for e in refused.value.errors] == [field]
+
+
+def test_a_memory_quantity_in_exponent_form_is_accepted_as_kubernetes_does():
+    doc = load_sample("minimal")
+    doc["spec"].setdefault("web", {})["resources"] = {"limits": {"memory": "1e9", "cpu": "1"}}
+    web = next(o for o in render(doc, redis_password="pw").objects if o["metadata"]["name"].endswith("-web")
+               and o["kind"] == "Deployment")
+    assert web["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1e9"
