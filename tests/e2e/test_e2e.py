@@ -489,16 +489,22 @@ def test_queued_tasks_survive_a_broker_restart_on_its_volume(kube, real_pods):
 
 # Run in a web pod: 36 requests from 12 threads at once to its own gunicorn (3 workers x 4 threads), each holding a
 # database connection 0.3 s; prints the status codes.
-POOL_LOAD = """
+def load_script(url: str, clients: int, count: int) -> str:
+    """Python run inside a web pod (`kubectl exec ... python3 -c`): `count` GETs of `url`, `clients` at a time;
+    prints the status codes (or errors) as JSON."""
+    return f"""
 import concurrent.futures, json, urllib.request
 def one(_):
     try:
-        return urllib.request.urlopen("http://127.0.0.1:8000/db?sleep=0.3", timeout=60).status
+        return urllib.request.urlopen({url!r}, timeout=60).status
     except Exception as exc:
         return str(exc)
-with concurrent.futures.ThreadPoolExecutor(12) as pool:
-    print(json.dumps(list(pool.map(one, range(36)))))
+with concurrent.futures.ThreadPoolExecutor({clients}) as pool:
+    print(json.dumps(list(pool.map(one, range({count})))))
 """
+
+
+POOL_LOAD = load_script("http://127.0.0.1:8000/db?sleep=0.3", 12, 36)
 
 
 @pytest.mark.order(4)
@@ -551,16 +557,7 @@ def test_pgbouncer_serves_more_clients_than_its_server_pool(kube, target, real_p
 
 # Drives one web pod's gunicorn from inside it (the NetworkPolicy admits only nginx to the web port from outside):
 # the index page, one query each, 16 at a time.
-FLASKR_LOAD = """
-import concurrent.futures, json, urllib.request
-def one(_):
-    try:
-        return urllib.request.urlopen("http://127.0.0.1:8000/", timeout=60).status
-    except Exception as exc:
-        return str(exc)
-with concurrent.futures.ThreadPoolExecutor(16) as pool:
-    print(json.dumps(list(pool.map(one, range(300)))))
-"""
+FLASKR_LOAD = load_script("http://127.0.0.1:8000/", 16, 300)
 
 
 @pytest.mark.order(4)

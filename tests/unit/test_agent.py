@@ -145,7 +145,7 @@ def test_every_request_is_measured_by_url_rule_and_an_n_plus_one_is_counted(agen
         client = app.test_client()
         client.get("/post/1"); client.get("/post/2"); client.get("/no/such/path")
     """, agent_env)
-    metrics = drain(receiver)
+    metrics = "\n".join(datagrams(receiver))
     assert metrics.count("flaskapp.request.duration:") == 3
     assert "#endpoint:/post/<int:post_id>,method:GET,status:2xx" in metrics  # the rule, never /post/1
     assert "/post/1" not in metrics and "/no/such/path" not in metrics
@@ -156,7 +156,7 @@ def test_every_request_is_measured_by_url_rule_and_an_n_plus_one_is_counted(agen
     assert proc.stderr.count("N+1 suspect in GET /post/<int:post_id>") == 1  # once per interval
 
 
-def drain(receiver: socket.socket) -> str:
+def datagrams(receiver: socket.socket) -> list[str]:
     """Every datagram the agent sent (it flushes its batch when the process exits, before run() returns)."""
     received = []
     receiver.settimeout(1)
@@ -167,7 +167,7 @@ def drain(receiver: socket.socket) -> str:
         pass
     finally:
         receiver.close()
-    return "\n".join(received)
+    return received
 
 
 def test_metrics_are_batched_into_few_datagrams(agent_env):
@@ -183,13 +183,7 @@ def test_metrics_are_batched_into_few_datagrams(agent_env):
         for _ in range(500):
             client.get("/hello")
     """, agent_env)
-    received = []
-    receiver.settimeout(1)
-    try:
-        while True:
-            received.append(receiver.recv(65536).decode())
-    except socket.timeout:
-        receiver.close()
+    received = datagrams(receiver)
     assert sum(d.count("flaskapp.request.duration:") for d in received) == 500
     assert len(received) < 100, len(received)
     assert all(len(d.encode()) <= 4096 for d in received)
