@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import uuid
 from typing import Optional, Sequence
 
@@ -22,6 +23,7 @@ def run_operator(namespaces: Sequence[str], liveness: str | None, metrics_addres
     from . import handlers  # registers the handlers
     from .leader import LeaderElection
     from .metrics import APP_STATES, serve
+    from .crdwait import discovery, wait_until_served
     from .reconciler import load_kube_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -37,13 +39,17 @@ def run_operator(namespaces: Sequence[str], liveness: str | None, metrics_addres
     if lease:
         election = LeaderElection(client.CoordinationV1Api(load_kube_config(identity)), *lease, identity)
         reconciler.election = election
+    crd_served = threading.Event()
     APP_STATES.pending = lambda: reconciler.pending
     APP_STATES.leading = lambda: reconciler.started and (election is None or election.leading())
     APP_STATES.cache_sizes = handlers.cache.sizes
     APP_STATES.upgrades = reconciler.pacer.counts if reconciler.pacer is not None else dict
     if metrics_address:
         # A standby is ready too: it watches and keeps its cache warm, and a rolling update must go on.
-        serve(metrics_address, ready=lambda: reconciler.started or election is not None)
+        serve(metrics_address, ready=lambda: crd_served.is_set() and (reconciler.started or election is not None))
+    # Not ready, and kopf not started, until the API server serves the FlaskApp resource (crdwait.py).
+    wait_until_served(discovery(load_kube_config(identity)))
+    crd_served.set()
     try:
         asyncio.run(kopf.operator(
             clusterwide=not namespaces, namespaces=list(namespaces),
