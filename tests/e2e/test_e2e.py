@@ -556,8 +556,9 @@ def test_pgbouncer_serves_more_clients_than_its_server_pool(kube, target, real_p
 
 
 # Drives one web pod's gunicorn from inside it (the NetworkPolicy admits only nginx to the web port from outside):
-# the index page, one query each, 16 at a time.
-FLASKR_LOAD = load_script("http://127.0.0.1:8000/", 16, 300)
+# the index page, one query each, 16 at a time, long enough for pg_stat_activity to be sampled many times.
+FLASKR_REQUESTS = 1500
+FLASKR_LOAD = load_script("http://127.0.0.1:8000/", 16, FLASKR_REQUESTS)
 
 
 @pytest.mark.order(4)
@@ -604,7 +605,7 @@ def test_a_public_app_unchanged_stays_within_its_connection_plan(kube, target, r
     logs = kube.kubectl("logs", pods[0], "-n", ns, "-c", "gunicorn").stdout
     record("public_app_flaskr", {"requests": len(codes), "ok": codes.count(200), "connections_peak": peak,
                                  "plan_for_running_pods": 2 * per_pod, "samples": samples})
-    assert codes == [200] * 600, Counter(map(str, codes))
+    assert codes == [200] * (2 * FLASKR_REQUESTS), Counter(map(str, codes))
     assert samples >= 3 and 1 <= peak <= 2 * per_pod, (peak, per_pod)
     assert "flaskapp-agent: engine postgresql+psycopg@postgres.e2e-db.svc:5432/flaskr lowered to the connection plan" in logs
     kube.kubectl("delete", "flaskapp", "flaskr", "-n", ns, "--wait=true", "--timeout=120s")
