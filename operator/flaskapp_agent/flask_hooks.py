@@ -83,7 +83,7 @@ def _tags_of(endpoint, method):
     key = (endpoint, method)
     tags = _tags.get(key)
     if tags is None:
-        tags = _tags[key] = "endpoint:%s,method:%s" % (_runtime.tag_value(endpoint), method)
+        tags = _tags[key] = "route:%s,method:%s" % (_runtime.tag_value(endpoint), method)
     return tags
 
 

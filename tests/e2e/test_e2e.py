@@ -779,15 +779,15 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
 
     def agent_series(query):
         return lambda: api("query", query=query)["result"]
-    by_rule = wait_until(agent_series(f'sum by (endpoint) (flaskapp_request_duration_seconds_count{{namespace="{ns}",'
-                                      f'tier="web",endpoint="/db/each/<int:count>"}})'), 90, interval=2,
+    by_rule = wait_until(agent_series(f'sum by (route) (flaskapp_request_duration_seconds_count{{namespace="{ns}",'
+                                      f'tier="web",route="/db/each/<int:count>"}})'), 90, interval=2,
                          what="per-endpoint requests from the agent in Prometheus")
     assert float(by_rule[0]["value"][1]) >= 3
     n_plus_one = wait_until(agent_series(f'sum(flaskapp_request_n_plus_one_total{{namespace="{ns}",'
-                                         f'endpoint="/db/each/<int:count>"}})'), 90, interval=2,
+                                         f'route="/db/each/<int:count>"}})'), 90, interval=2,
                             what="the N+1 suspect in Prometheus")
     assert float(n_plus_one[0]["value"][1]) >= 3
-    queries = api("query", query=f'sum(flaskapp_request_queries_sum{{namespace="{ns}",endpoint="/db/each/<int:count>"}})')
+    queries = api("query", query=f'sum(flaskapp_request_queries_sum{{namespace="{ns}",route="/db/each/<int:count>"}})')
     assert float(queries["result"][0]["value"][1]) >= 36
     tasks = wait_until(agent_series(f'sum by (task) (flaskapp_task_duration_seconds_count{{namespace="{ns}",'
                                     f'tier="worker-default",state="SUCCESS"}})'), 90, interval=2,
@@ -795,7 +795,7 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     record("agent_series", {"endpoint_requests": by_rule[0]["value"][1], "n_plus_one": n_plus_one[0]["value"][1],
                             "tasks": {t["metric"]["task"]: t["value"][1] for t in tasks}})
     assert any(t["metric"]["task"].endswith(".add") for t in tasks), tasks
-    assert not api("query", query=f'flaskapp_request_duration_seconds_count{{namespace="{ns}",endpoint="/db/each/12"}}')[
+    assert not api("query", query=f'flaskapp_request_duration_seconds_count{{namespace="{ns}",route="/db/each/12"}}')[
         "result"]  # never the raw path
 
     # The end-to-end alert: no worker for the default queue while tasks wait in it.

@@ -147,12 +147,12 @@ def test_every_request_is_measured_by_url_rule_and_an_n_plus_one_is_counted(agen
     """, agent_env)
     metrics = "\n".join(datagrams(receiver))
     assert metrics.count("flaskapp.request.duration:") == 3
-    assert "#endpoint:/post/<int:post_id>,method:GET,status:2xx" in metrics  # the rule, never /post/1
+    assert "#route:/post/<int:post_id>,method:GET,status:2xx" in metrics  # the rule, never /post/1
     assert "/post/1" not in metrics and "/no/such/path" not in metrics
-    assert "endpoint:(unmatched),method:GET,status:4xx" in metrics
+    assert "route:(unmatched),method:GET,status:4xx" in metrics
     assert metrics.count("flaskapp.request.queries:6|h|") == 2
     assert "flaskapp.request.queries:0" not in metrics  # a request without SQL sends no statement count
-    assert metrics.count("flaskapp.request.n_plus_one:1|c|#endpoint:/post/<int:post_id>") == 2
+    assert metrics.count("flaskapp.request.n_plus_one:1|c|#route:/post/<int:post_id>") == 2
     assert proc.stderr.count("N+1 suspect in GET /post/<int:post_id>") == 1  # once per interval
 
 

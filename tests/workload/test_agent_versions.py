@@ -100,7 +100,7 @@ def test_the_agent_works_on_the_supported_library_versions(libraries, tmp_path):
         metrics += receiver.recv(65536).decode() + "\n"
     receiver.close()
     assert "flaskapp.agent.engines_lowered:1|c|" in metrics
-    assert "flaskapp.request.queries:12|h|#endpoint:/items/<int:count>,method:GET" in metrics
-    assert "flaskapp.request.n_plus_one:1|c|#endpoint:/items/<int:count>" in metrics
-    assert "flaskapp.cache.lookups:1|c|#endpoint:/items/<int:count>,method:GET,result:miss" in metrics
+    assert "flaskapp.request.queries:12|h|#route:/items/<int:count>,method:GET" in metrics
+    assert "flaskapp.request.n_plus_one:1|c|#route:/items/<int:count>" in metrics
+    assert "flaskapp.cache.lookups:1|c|#route:/items/<int:count>,method:GET,result:miss" in metrics
     assert "flaskapp-agent: N+1 suspect in GET /items/<int:count>" in proc.stderr

@@ -127,7 +127,7 @@ def agent_rules(ctx: Context, app: str) -> list[dict]:
     logs = f"kubectl logs -l app.kubernetes.io/instance={ctx.name} --all-containers | grep flaskapp-agent"
     return [
         _alert("FlaskAppNPlusOneQueries",
-               f"sum by (endpoint, method) (rate(flaskapp_request_n_plus_one_total{{{app}}}[15m])) > 0",
+               f"sum by (route, method) (rate(flaskapp_request_n_plus_one_total{{{app}}}[15m])) > 0",
                "15m", "warning",
                f"Requests to an endpoint of {ctx.name} run one SQL statement {ctx.spec.agent.n_plus_one_threshold} "
                "times or more (an N+1 query)",

@@ -75,19 +75,19 @@ def _rows(ctx: Context) -> list[tuple[str, list[dict]]]:
 
 def _endpoint_panels(web: str) -> list[dict]:
     """Per Flask URL rule and method, from the agent's histograms in the web pods' statsd_exporter."""
-    by = "endpoint, method"
+    by = "route, method"
     # Requests without SQL send no statement count: average over every request (the duration's count).
     per_request = (f"sum by ({by}) (rate(flaskapp_request_queries_sum{{{web}}}[5m])) / "
                    f"sum by ({by}) (rate(flaskapp_request_duration_seconds_count{{{web}}}[5m]))")
     return [
-        _panel("Slowest endpoints (p95)", {"{{method}} {{endpoint}}": f"topk(10, histogram_quantile(0.95, sum by ({by}, le) "
+        _panel("Slowest endpoints (p95)", {"{{method}} {{route}}": f"topk(10, histogram_quantile(0.95, sum by ({by}, le) "
                                            f"(rate(flaskapp_request_duration_seconds_bucket{{{web}}}[5m]))))"}, "s"),
-        _panel("Busiest endpoints", {"{{method}} {{endpoint}}": f"topk(10, sum by ({by}) "
+        _panel("Busiest endpoints", {"{{method}} {{route}}": f"topk(10, sum by ({by}) "
                                      f"(rate(flaskapp_request_duration_seconds_count{{{web}}}[5m])))"}, "reqps"),
-        _panel("Most queries per request", {"{{method}} {{endpoint}}": f"topk(10, {per_request})"}),
-        _panel("N+1 suspects (requests per second)", {"{{method}} {{endpoint}}": f"topk(10, sum by ({by}) "
+        _panel("Most queries per request", {"{{method}} {{route}}": f"topk(10, {per_request})"}),
+        _panel("N+1 suspects (requests per second)", {"{{method}} {{route}}": f"topk(10, sum by ({by}) "
                                                       f"(rate(flaskapp_request_n_plus_one_total{{{web}}}[15m])))"}),
-        _panel("Share of request time in SQL", {"{{method}} {{endpoint}}": f"topk(10, sum by ({by}) "
+        _panel("Share of request time in SQL", {"{{method}} {{route}}": f"topk(10, sum by ({by}) "
                                                 f"(rate(flaskapp_request_sql_duration_seconds_sum{{{web}}}[5m])) / "
                                                 f"sum by ({by}) (rate(flaskapp_request_duration_seconds_sum{{{web}}}[5m])))"},
                "percentunit"),

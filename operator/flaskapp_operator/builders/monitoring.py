@@ -93,7 +93,7 @@ def statsd_mapping() -> str:
 
 
 def agent_mappings() -> list[dict]:
-    """The in-process agent's statsd lines (operator/flaskapp_agent): DogStatsD tags become labels (endpoint =
+    """The in-process agent's statsd lines (operator/flaskapp_agent): DogStatsD tags become labels (route =
     the Flask URL rule, method, status class; task = the Celery task name). Timers arrive in milliseconds."""
     def histogram(match: str, name: str, buckets) -> dict:
         return {"match": match, "name": name, "observer_type": "histogram",
