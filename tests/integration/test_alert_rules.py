@@ -74,6 +74,16 @@ SCENARIOS = {
         [series("flaskapp_connection_budget_peak_connections", OPERATOR, "80x20"),
          series("flaskapp_connection_budget_available_connections", OPERATOR, "100x20")],
         "10m", {"flaskapp_namespace": "default", "flaskapp": "shop"}),
+    # The in-process agent's counters (web pods' statsd_exporter): an endpoint whose requests keep repeating a
+    # statement; then one that did once, long ago.
+    "FlaskAppNPlusOneQueries": (
+        [series("flaskapp_request_n_plus_one_total", f'{APP},tier="web",route="/posts",method="GET"', "0+3x60")],
+        [series("flaskapp_request_n_plus_one_total", f'{APP},tier="web",route="/posts",method="GET"', "4x60")],
+        "30m", {"route": "/posts", "method": "GET"}),
+    "FlaskAppConnectionBudgetNotGuaranteed": (  # a process created a NullPool engine; then none did
+        [series("flaskapp_agent_unbounded_engines_total", f'{APP},tier="web",reason="NullPool"', "1x20")],
+        [series("flaskapp_agent_unbounded_engines_total", f'{APP},tier="web",reason="NullPool"', "0x20")],
+        "10m", {}),
     "FlaskAppQueueBacklogGrowing": (  # the celery queue: +5 a minute for 40 minutes; then steady at 10
         [series("redis_key_size", f'{BROKER},key="celery",db="db0"', "10+5x40")],
         [series("redis_key_size", f'{BROKER},key="celery",db="db0"', "10x40")],
