@@ -792,7 +792,7 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     tasks = wait_until(agent_series(f'sum by (task) (flaskapp_task_duration_seconds_count{{namespace="{ns}",'
                                     f'tier="worker-default",state="SUCCESS"}})'), 90, interval=2,
                        what="per-task metrics from the worker pods' agent")
-    record("agent_series", {"endpoint_requests": by_rule[0]["value"][1], "n_plus_one": n_plus_one[0]["value"][1],
+    record("agent_series", {"route_requests": by_rule[0]["value"][1], "n_plus_one": n_plus_one[0]["value"][1],
                             "tasks": {t["metric"]["task"]: t["value"][1] for t in tasks}})
     assert any(t["metric"]["task"].endswith(".add") for t in tasks), tasks
     assert not api("query", query=f'flaskapp_request_duration_seconds_count{{namespace="{ns}",route="/db/each/12"}}')[
