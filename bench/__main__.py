@@ -92,6 +92,24 @@ def http_benchmarks(workdir: Path) -> list[dict]:
     return results
 
 
+def _stack_pair(workdir: Path, name: str, on_document: dict, off_document: dict) -> tuple[Stack, Stack]:
+    """The same stack twice, a feature on and off (no PostgreSQL, no worker): what the feature costs."""
+    off = Stack(workdir / f"{name}-off", document=off_document).start(with_postgres=False, with_celery=False)
+    try:
+        on = Stack(workdir / f"{name}-on", document=on_document).start(with_postgres=False, with_celery=False)
+    except BaseException:
+        off.stop()
+        raise
+    return on, off
+
+
+def _warm(urls: list[str], paths: list[str]) -> None:
+    """Imports, Flask-Caching's first computation, nginx's open_file_cache: before anything is measured."""
+    for url in urls:
+        for path in paths:
+            wrk(url + path, 1)
+
+
 def monitoring_benchmarks(workdir: Path) -> list[dict]:
     """The same stack with spec.monitoring on (exporters beside nginx and gunicorn, the JSON access log on
     stdout and over syslog, gunicorn's statsd packets) against it off: what monitoring costs."""
@@ -101,13 +119,10 @@ def monitoring_benchmarks(workdir: Path) -> list[dict]:
 
     document = yaml.safe_load(WORKLOAD_APP.read_text())
     document["spec"]["monitoring"] = {"enabled": True}
-    off = Stack(workdir / "monitoring-off").start(with_postgres=False, with_celery=False)
-    on = Stack(workdir / "monitoring-on", document=document).start(with_postgres=False, with_celery=False)
+    on, off = _stack_pair(workdir, "monitoring", document, yaml.safe_load(WORKLOAD_APP.read_text()))
     results = []
     try:
-        for url in (off.url, on.url):
-            wrk(url + "/static/app.css", 1)
-            wrk(url + "/expensive", 1)
+        _warm([off.url, on.url], ["/static/app.css", "/expensive"])
         for name, path, headers in (("static", "/static/app.css", {"Accept-Encoding": "gzip"}),
                                     ("cached_endpoint", "/expensive", None)):
             m = compare({"on": on.url + path, "off": off.url + path}, headers)
@@ -136,13 +151,10 @@ def agent_benchmarks(workdir: Path) -> list[dict]:
     document["spec"]["monitoring"] = {"enabled": True}
     off_document = copy.deepcopy(document)
     off_document["spec"]["agent"] = {"enabled": False}
-    on = Stack(workdir / "agent-on", document=document).start(with_postgres=False, with_celery=False)
-    off = Stack(workdir / "agent-off", document=off_document).start(with_postgres=False, with_celery=False)
+    on, off = _stack_pair(workdir, "agent", document, off_document)
     results = []
     try:
-        for url in (on.gunicorn_url, off.gunicorn_url):
-            wrk(url + "/expensive", 1)
-            wrk(url + "/hello", 1)
+        _warm([on.gunicorn_url, off.gunicorn_url], ["/expensive", "/hello"])
         stacks = {"on": on, "off": off}
         for name, path in (("cached_endpoint", "/expensive"), ("uncached_endpoint", "/hello")):
             rates: dict[str, list[float]] = {"on": [], "off": []}
