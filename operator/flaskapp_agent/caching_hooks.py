@@ -4,6 +4,8 @@ Cache.init_app builds the backend in _set_cache (Flask-Caching 1.x and 2.x) and 
 app.extensions["cache"]; its `get` is what Cache.get, @cached and @memoize call. A value of None is a miss.
 """
 
+import functools
+
 from . import _runtime
 
 
@@ -14,11 +16,11 @@ def on_import(flask_caching):
     cache_class._flaskapp_agent = True
     original = cache_class._set_cache
 
+    @functools.wraps(original)
     def _set_cache(self, app, config):
         original(self, app, config)
         _count_lookups(app.extensions["cache"][self])
 
-    _set_cache.__wrapped__ = original
     cache_class._set_cache = _set_cache
 
 
@@ -28,6 +30,7 @@ def _count_lookups(backend):
     if getattr(get, "_flaskapp_agent", False):
         return
 
+    @functools.wraps(get)
     def counted_get(*args, **kwargs):
         value = get(*args, **kwargs)
         unit = _runtime.current_unit.get()

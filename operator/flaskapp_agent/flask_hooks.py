@@ -5,6 +5,7 @@ Both go through the Flask class itself (its __init__ and full_dispatch_request, 
 they need neither blinker (Flask's signals before 2.3) nor anything the app must call.
 """
 
+import functools
 import time
 
 from . import _runtime
@@ -39,11 +40,11 @@ def on_import(flask):
     defaults = config_defaults(_runtime.settings.environ)
     original_init = app_class.__init__
 
+    @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         _set_defaults(self, defaults)
 
-    __init__.__wrapped__ = original_init
     app_class.__init__ = __init__
     if _runtime.statsd is not None:
         _measure_requests(app_class, flask)
@@ -59,6 +60,7 @@ def _measure_requests(app_class, flask):
     original = app_class.full_dispatch_request
     request = flask.request
 
+    @functools.wraps(original)
     def full_dispatch_request(self):
         unit = _runtime.Unit()
         token = _runtime.current_unit.set(unit)
@@ -72,7 +74,6 @@ def _measure_requests(app_class, flask):
             _runtime.current_unit.reset(token)
             _record(request._get_current_object(), unit, time.perf_counter() - started, status)
 
-    full_dispatch_request.__wrapped__ = original
     app_class.full_dispatch_request = full_dispatch_request
 
 

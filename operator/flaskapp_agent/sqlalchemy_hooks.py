@@ -7,6 +7,7 @@ the same function with AsyncAdaptedQueuePool (a QueuePool). All three names are 
 `import sqlalchemy` executes, before the app can take a reference to the original.
 """
 
+import functools
 import threading
 import time
 
@@ -56,6 +57,7 @@ def _server(url):
 
 
 def _bounded(original, plan, server, sqlalchemy):
+    @functools.wraps(original)
     def create_engine(url, *args, **kwargs):
         try:
             kwargs = _apply_plan(url, kwargs, plan, server, sqlalchemy)
@@ -64,9 +66,6 @@ def _bounded(original, plan, server, sqlalchemy):
         return original(url, *args, **kwargs)
 
     create_engine._flaskapp_agent = True
-    create_engine.__wrapped__ = original
-    create_engine.__doc__ = original.__doc__
-    create_engine.__name__ = original.__name__
     return create_engine
 
 

@@ -26,6 +26,12 @@ def _load_documents(path: str) -> list[dict]:
         return [d for d in yaml.safe_load_all(stream) if d is not None]
 
 
+def _identity(doc: object) -> Optional[tuple[str, str]]:
+    """(namespace, name) of a document as far as it has them, for messages and the duplicate check."""
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    return (meta.get("namespace") or "default", meta.get("name", "?")) if isinstance(meta, dict) else None
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     try:
         documents = _load_documents(args.filename)
@@ -38,8 +44,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     seen: set = set()
     out = []
     for doc in documents:
-        meta = doc.get("metadata") if isinstance(doc, dict) else None
-        key = (meta.get("namespace") or "default", meta.get("name")) if isinstance(meta, dict) else None
+        key = _identity(doc)
         if key is not None and key in seen:
             print(f"error: FlaskApp {key[1]}: metadata.name: a second document with this name and namespace "
                   f"(kubectl apply would keep only the last)", file=sys.stderr)
@@ -49,8 +54,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             rendered = render(doc, redis_password=args.redis_password or secrets.token_urlsafe(24),
                               database_url=args.database_url)
         except SpecError as exc:
-            meta = doc.get("metadata") if isinstance(doc, dict) else None
-            name = meta.get("name", "?") if isinstance(meta, dict) else "?"
+            name = key[1] if key else "?"
             for error in exc.errors:
                 print(f"error: FlaskApp {name}: {error}", file=sys.stderr)
             return EXIT_INVALID

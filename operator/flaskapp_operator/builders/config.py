@@ -187,10 +187,9 @@ def env_conflicts(ctx: Context) -> list[FieldError]:
             source = next(s for prefix, s in _ENV_SOURCES + (("", "the operator"),) if e.name.startswith(prefix))
             errors.append(FieldError(f"spec.env[{i}].name", f"{e.name} is set by the operator from {source}: "
                                      "set that instead (an env entry would replace what the plan counts on)"))
-    if any(e.name == "PYTHONPATH" and e.value is None for e in ctx.spec.env) and agent.enabled(ctx):
-        i = next(i for i, e in enumerate(ctx.spec.env) if e.name == "PYTHONPATH")
-        errors.append(FieldError(f"spec.env[{i}].valueFrom", "PYTHONPATH must be a literal value with spec.agent "
-                                 "enabled: the agent's directory is put in front of it"))
+        elif e.name == "PYTHONPATH" and e.value is None and agent.enabled(ctx):
+            errors.append(FieldError(f"spec.env[{i}].valueFrom", "PYTHONPATH must be a literal value with "
+                                     "spec.agent enabled: the agent's directory is put in front of it"))
     return errors
 
 
