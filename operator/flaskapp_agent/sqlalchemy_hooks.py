@@ -5,13 +5,19 @@ create_engine is reached as sqlalchemy.create_engine, sqlalchemy.engine.create_e
 engine_from_config (Flask-SQLAlchemy 3), sqlalchemy.engine.create.create_engine; async engines go through
 the same function with AsyncAdaptedQueuePool (a QueuePool). All three names are replaced right after
 `import sqlalchemy` executes, before the app can take a reference to the original.
+
+Two bounds: each QueuePool's pool_size/max_overflow is lowered to the plan's, and every synchronous engine to
+the budgeted server opens its DBAPI connections through one per-process ConnectionLimit of pool_size +
+max_overflow, which bounds what no pool size does (NullPool, several engines, SingletonThreadPool).
 """
 
 import functools
 import threading
 import time
+import weakref
 
 from . import _runtime
+from .connection_limit import ConnectionLimit
 
 # SQLAlchemy's own defaults for QueuePool (docs: "Engine Configuration", create_engine parameters).
 DEFAULT_POOL_SIZE = 5
@@ -19,6 +25,7 @@ DEFAULT_MAX_OVERFLOW = 10
 _ENGINE_MODULES = ("sqlalchemy", "sqlalchemy.engine", "sqlalchemy.engine.create")
 _lock = threading.Lock()
 _engines_per_server = {}
+_limits = {}  # (host, port) -> this process's ConnectionLimit for it
 
 
 def on_import(sqlalchemy):
@@ -59,39 +66,35 @@ def _server(url):
 def _bounded(original, plan, server, sqlalchemy):
     @functools.wraps(original)
     def create_engine(url, *args, **kwargs):
+        name = None
         try:
-            kwargs = _apply_plan(url, kwargs, plan, server, sqlalchemy)
+            kwargs, name = _apply_plan(url, kwargs, plan, server, sqlalchemy)
         except Exception as error:
             _runtime.fail_open("the connection plan", error)
-        return original(url, *args, **kwargs)
+        engine = original(url, *args, **kwargs)
+        if name is not None:
+            try:
+                _limit_connections(engine, name, kwargs, plan, server, sqlalchemy)
+            except Exception as error:
+                _runtime.fail_open("the connection limit", error)
+        return engine
 
     create_engine._flaskapp_agent = True
     return create_engine
 
 
 def _apply_plan(url, kwargs, plan, server, sqlalchemy):
-    """The engine's keyword arguments with the plan applied when `url` is on the budgeted server."""
+    """(keyword arguments with the plan applied, engine name) when `url` is on the budgeted server, else
+    (kwargs, None)."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
     if not parsed.host or (parsed.host.lower(), parsed.port or 5432) != server:
-        return kwargs
+        return kwargs, None
     name = "%s@%s:%s/%s" % (parsed.drivername, parsed.host, parsed.port or 5432, parsed.database or "")
-    with _lock:
-        _engines_per_server[server] = _engines_per_server.get(server, 0) + 1
-        engines = _engines_per_server[server]
-    if engines > 1:
-        _unbounded(name, "more than one engine",
-                   "%d engines to one server in this process: each gets the plan, together they may open %d times "
-                   "what the budget counts for one process" % (engines, engines))
     poolclass = kwargs.get("poolclass")
-    if "pool" in kwargs:
-        _unbounded(name, "prebuilt pool", "a prebuilt pool= was passed: its size is the app's")
-        return kwargs
-    if poolclass is not None and not issubclass(poolclass, sqlalchemy.pool.QueuePool):
-        _unbounded(name, poolclass.__name__, "%s opens connections outside any pool size: the budget cannot "
-                   "bound it" % poolclass.__name__)
-        return kwargs
+    if "pool" in kwargs or (poolclass is not None and not issubclass(poolclass, sqlalchemy.pool.QueuePool)):
+        return kwargs, name  # no pool size to lower: the connection limit bounds it
     out = dict(kwargs)
     lowered = []
     for key, default in (("pool_size", DEFAULT_POOL_SIZE), ("max_overflow", DEFAULT_MAX_OVERFLOW)):
@@ -117,7 +120,113 @@ def _apply_plan(url, kwargs, plan, server, sqlalchemy):
     if lowered:
         _runtime.log("engine %s lowered to the connection plan: %s" % (name, ", ".join(lowered)))
         _runtime.count("flaskapp.agent.engines_lowered", "engine:%s" % _runtime.tag_value(parsed.drivername))
-    return out
+    return out, name
+
+
+def _limit_connections(engine, name, kwargs, plan, server, sqlalchemy):
+    """Open the engine's connections through the process's limit for its server, or report why it cannot be."""
+    with _lock:
+        _engines_per_server[server] = _engines_per_server.get(server, 0) + 1
+        engines = _engines_per_server[server]
+    if "pool" in kwargs or "creator" in kwargs:
+        # Connections come from the app's own pool or function, not the dialect's connect: none pass here.
+        reason = "prebuilt pool" if "pool" in kwargs else "creator"
+        _unbounded(name, reason, "a %s= was passed: its connections are the app's to count" % reason)
+        return
+    if getattr(engine.dialect, "is_async", False):
+        # A blocking wait would stall the event loop: an async engine has only its (lowered) pool size.
+        poolclass = kwargs.get("poolclass")
+        if poolclass is not None and not issubclass(poolclass, sqlalchemy.pool.QueuePool):
+            _unbounded(name, poolclass.__name__, "an async engine with %s: no pool size bounds it"
+                       % poolclass.__name__)
+        elif engines > 1:
+            _unbounded(name, "more than one engine", "%d engines to one server in this process, async ones "
+                       "among them: each gets the plan, together they may open %d times what the budget counts "
+                       "for one process" % (engines, engines))
+        return
+    limit = _limit_for(server, plan, sqlalchemy)
+    if limit is None:
+        return
+    dialect = engine.dialect
+    connect = dialect.connect  # called by the pool's creator after any do_connect handler the app added
+
+    @functools.wraps(connect)
+    def limited_connect(*cargs, **cparams):
+        overdrafts = limit.overdrafts
+        connection = limit.open(lambda: connect(*cargs, **cparams), nested=_checked_out.count > 0)
+        if limit.overdrafts > overdrafts:
+            _unbounded(name, "nested connections", "a request or task took a second connection while holding "
+                       "one, with every place of the plan taken: opened over the limit (waiting could only "
+                       "time out); the plan counts one connection per thread")
+        if limit.untracked:
+            _unbounded(name, "untracked driver", "its DBAPI connections refuse weak references: the process "
+                       "limit cannot follow them")
+        return connection
+
+    dialect.connect = limited_connect
+    limit.add_idle_closer(functools.partial(_close_one_idle, weakref.ref(engine)))
+    from sqlalchemy import event
+
+    event.listen(engine, "checkout", _on_checkout)
+    event.listen(engine, "checkin", _on_checkin)
+    if engines > 1:
+        _runtime.log_once(("shared limit", server),
+                          "more than one engine to %s:%s in this process: together held to the plan's %d "
+                          "connections" % (server[0], server[1], limit.limit))
+
+
+def _close_one_idle(engine_ref):
+    """Close the DBAPI connection of one idle record of the engine's QueuePool, leaving the record in the pool
+    (SQLAlchemy 1.4 and 2.x reconnect a record whose connection is None at its next checkout)."""
+    engine = engine_ref()
+    idle = getattr(getattr(engine, "pool", None), "_pool", None)  # QueuePool's queue of checked-in records
+    if idle is None:
+        return False
+    taken = []
+    try:
+        while True:
+            try:
+                record = idle.get(False)
+            except Exception:  # none left idle
+                return False
+            taken.append(record)
+            if record.dbapi_connection is not None:
+                record.close()
+                return True
+    finally:
+        for record in taken:  # back in the pool, in the order taken
+            try:
+                idle.put(record, False)
+            except Exception:  # full: a checkin took its slot meanwhile; QueuePool's own way out
+                record.close()
+                engine.pool._dec_overflow()
+
+
+class _CheckedOut(threading.local):
+    count = 0  # connections to the budgeted server this thread has checked out of a limited engine's pool
+
+
+_checked_out = _CheckedOut()
+
+
+def _on_checkout(dbapi_connection, record, proxy):
+    _checked_out.count += 1
+
+
+def _on_checkin(dbapi_connection, record):
+    _checked_out.count = max(0, _checked_out.count - 1)  # a checkin by the garbage collector's thread
+
+
+def _limit_for(server, plan, sqlalchemy):
+    size = plan.get("pool_size")
+    if size is None:
+        return None
+    with _lock:
+        if server not in _limits:
+            _limits[server] = ConnectionLimit(
+                server, size + max(plan.get("max_overflow", 0), 0), float(plan.get("pool_timeout", 30)),
+                timeout_error=sqlalchemy.exc.TimeoutError)
+        return _limits[server]
 
 
 def _unbounded(name, reason, detail):

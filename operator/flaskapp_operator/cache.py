@@ -14,6 +14,7 @@ copy a watch event behind; that event, the echo of our own write, asks for no pa
 from __future__ import annotations
 
 import json
+import struct
 import threading
 import time
 import zlib
@@ -75,31 +76,62 @@ def _dictionary_key(kind: str, name: str) -> str:
     return next((kind + suffix for k, suffix in OWN_DICTIONARY_SUFFIXES if k == kind and name.endswith(suffix)), kind)
 
 
-def _dictionary(key: str, raw: bytes) -> bytes:
-    dictionary = _dictionaries.get(key)
-    if dictionary is None:
+def _reference(key: str, raw: bytes) -> bytes:
+    """The reference text of a dictionary key: every object of the kind in the reference render, in order."""
+    reference = _dictionaries.get(key)
+    if reference is None:
         with _dictionaries_lock:
             if not _dictionaries:
                 from .render import render  # the renderer does not import the cache: no cycle
 
                 for obj in render(REFERENCE_APP, redis_password="reference").objects:  # every one of a kind
                     own = _dictionary_key(obj["kind"], obj["metadata"]["name"])
-                    text = _dictionaries.get(own, b"") + json.dumps(slim(obj), separators=(",", ":")).encode()
-                    _dictionaries[own] = text[-ZLIB_WINDOW:]
-            dictionary = _dictionaries.setdefault(key, raw[-ZLIB_WINDOW:])
-    return dictionary
+                    _dictionaries[own] = _dictionaries.get(own, b"") + json.dumps(slim(obj), separators=(",", ":")).encode()
+            reference = _dictionaries.setdefault(key, raw)
+    return reference
+
+
+# An object longer than zlib's window cannot refer to the start of a dictionary as long as itself: it is packed in
+# chunks, each against the part of the reference around the same offset (the agent's ConfigMap, ~40 KB, is the same
+# text in every app but its name and labels).
+CHUNK = 16384
+_CHUNK_LEAD = 4096  # how far past the chunk's own offset its dictionary reaches (names shift the text a little)
+_LENGTH = struct.Struct(">I")
+_CHUNKED = b"\x00"  # first byte of a chunked packing; a zlib stream never starts with it
+
+
+def _chunk_dictionary(reference: bytes, offset: int) -> bytes:
+    end = offset + CHUNK + _CHUNK_LEAD
+    return reference[max(0, end - ZLIB_WINDOW):end]
 
 
 def pack(body: dict) -> bytes:
     raw = json.dumps(slim(body), separators=(",", ":")).encode()
-    key = _dictionary_key(body.get("kind", ""), body.get("metadata", {}).get("name", ""))
-    compressor = zlib.compressobj(1, zdict=_dictionary(key, raw))
-    return compressor.compress(raw) + compressor.flush()
+    reference = _reference(_dictionary_key(body.get("kind", ""), body.get("metadata", {}).get("name", "")), raw)
+    if len(raw) <= CHUNK:  # one zlib stream: its first byte is 0x78 (RFC 1950 CMF for a 32 KB window)
+        compressor = zlib.compressobj(1, zdict=reference[-ZLIB_WINDOW:])
+        return compressor.compress(raw) + compressor.flush()
+    out = [_CHUNKED]
+    for offset in range(0, len(raw), CHUNK):
+        compressor = zlib.compressobj(1, zdict=_chunk_dictionary(reference, offset))
+        packed = compressor.compress(raw[offset:offset + CHUNK]) + compressor.flush()
+        out += [_LENGTH.pack(len(packed)), packed]
+    return b"".join(out)
 
 
 def unpack(packed: bytes, kind: str, name: str = "") -> dict:
-    decompressor = zlib.decompressobj(zdict=_dictionaries[_dictionary_key(kind, name)])
-    return json.loads(decompressor.decompress(packed) + decompressor.flush())
+    reference = _dictionaries[_dictionary_key(kind, name)]
+    if not packed.startswith(_CHUNKED):
+        decompressor = zlib.decompressobj(zdict=reference[-ZLIB_WINDOW:])
+        return json.loads(decompressor.decompress(packed) + decompressor.flush())
+    raw, position = b"", len(_CHUNKED)
+    while position < len(packed):
+        (size,) = _LENGTH.unpack_from(packed, position)
+        position += _LENGTH.size
+        decompressor = zlib.decompressobj(zdict=_chunk_dictionary(reference, len(raw)))
+        raw += decompressor.decompress(packed[position:position + size]) + decompressor.flush()
+        position += size
+    return json.loads(raw)
 
 
 @dataclass(frozen=True)

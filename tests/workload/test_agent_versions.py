@@ -104,3 +104,69 @@ def test_the_agent_works_on_the_supported_library_versions(libraries, tmp_path):
     assert "flaskapp.request.n_plus_one:1|c|#route:/items/<int:count>" in metrics
     assert "flaskapp.cache.lookups:1|c|#route:/items/<int:count>,method:GET,result:miss" in metrics
     assert "flaskapp-agent: N+1 suspect in GET /items/<int:count>" in proc.stderr
+
+
+LIMIT_SCRIPT = textwrap.dedent("""
+    import json, os, threading, time
+    import sqlalchemy
+    from sqlalchemy import text
+    from sqlalchemy.pool import NullPool
+
+    url = os.environ["DATABASE_URL"]
+    engines = [sqlalchemy.create_engine(url, poolclass=NullPool), sqlalchemy.create_engine(url)]
+    # Another server name (not limited); autocommit: pg_stat_activity is a snapshot per transaction.
+    monitor = sqlalchemy.create_engine(os.environ["MONITOR_URL"], isolation_level="AUTOCOMMIT")
+    peak, errors, stop = [0], [], threading.Event()
+
+    def sample():
+        with monitor.connect() as c:
+            while not stop.is_set():
+                n = c.execute(text("select count(*) from pg_stat_activity where usename = 'shop'")).scalar()
+                peak[0] = max(peak[0], n)
+                time.sleep(0.005)
+
+    def work(i):
+        for j in range(30):
+            try:
+                with engines[(i + j) % 2].connect() as c:
+                    c.execute(text("select pg_sleep(0.005)"))
+            except Exception as error:
+                errors.append(repr(error))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    sampler.join()
+    print(json.dumps({"peak": peak[0], "errors": errors[:3], "version": sqlalchemy.__version__}))
+""")
+
+
+@pytest.mark.parametrize("libraries", ["oldest", "newest"])
+def test_the_connection_limit_holds_on_the_supported_library_versions(libraries, stack, tmp_path):
+    """Eight threads over a NullPool engine and a pooled one to the same real PostgreSQL: at most the plan's
+    pool_size + max_overflow connections at once, and every query served (idle pooled connections are closed
+    for the waiters), on SQLAlchemy 1.4 with psycopg2 and 2.x with psycopg 3."""
+    doc = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": "versions"},
+           "spec": {"image": "registry.example/app:1", "wsgi": "app:app"}}
+    objects = render(doc, redis_password="pw").objects
+    web = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "versions-web")
+    agent = mount_agent(objects, web["spec"]["template"]["spec"], tmp_path / "agent")
+    python = oldest_python() if libraries == "oldest" else Path(sys.executable)
+    driver = "psycopg2" if libraries == "oldest" else "psycopg"
+    port = stack.ports["postgres"]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(agent), "PYTHONDONTWRITEBYTECODE": "1",
+           "DATABASE_URL": f"postgresql+{driver}://shop:shop@127.0.0.1:{port}/shop",
+           "MONITOR_URL": f"postgresql+{driver}://postgres@localhost:{port}/postgres",
+           "SQLALCHEMY_ENGINE_OPTIONS": json.dumps(PLAN)}
+    proc = subprocess.run([str(python), "-c", LIMIT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    print(f"connection limit on {libraries} libraries: {result}", proc.stderr)
+    assert result["errors"] == []
+    assert 1 <= result["peak"] <= PLAN["pool_size"] + PLAN["max_overflow"], result
+    assert "together held to the plan's 3 connections" in proc.stderr

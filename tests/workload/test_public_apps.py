@@ -84,24 +84,25 @@ class ConnectionSampler(threading.Thread):
                 self.done.wait(0.02)
 
 
-def drive(stack: Stack) -> tuple[int, int, dict[int, int]]:
-    """CLIENTS concurrent clients, REQUESTS requests of the index (one query each, a session per request) straight
-    to gunicorn; returns (peak connections, failed requests, statuses)."""
+def drive(stack: Stack, path_of=lambda i: "/", requests_count: int = REQUESTS) -> tuple[int, int, dict[int, int]]:
+    """CLIENTS concurrent clients, requests_count requests straight to gunicorn, the i-th for path_of(i) (by
+    default the index: one query each, a session per request); returns (peak connections, failed requests,
+    statuses)."""
     sampler = ConnectionSampler(stack.ports["postgres"], "shop")
     sampler.start()
     statuses: dict[int, int] = {}
     lock = threading.Lock()
 
-    def one(_):
+    def one(i):
         try:
-            status = requests.get(stack.gunicorn_url + "/", timeout=60).status_code
+            status = requests.get(stack.gunicorn_url + path_of(i), timeout=60).status_code
         except requests.RequestException:
             status = 0
         with lock:
             statuses[status] = statuses.get(status, 0) + 1
 
     with ThreadPoolExecutor(CLIENTS) as pool:
-        list(pool.map(one, range(REQUESTS)))
+        list(pool.map(one, range(requests_count)))
     deadline = time.monotonic() + 5
     while sampler.samples < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
