@@ -35,6 +35,9 @@ class Target:
     pooler_image: Optional[str] = None  # spec.database.pooler.image (None: the FlaskApp's default)
     # A public Flask app, unchanged, in an image of its own (localcluster/publicapps.py).
     flaskr_image: str = os.environ.get("FLASKR_IMG", "ghcr.io/flaskapp-operator/public-flaskr:2.5.1")
+    flask_celery_image: str = os.environ.get("FLASK_CELERY_IMG", "ghcr.io/flaskapp-operator/public-flask-celery:3.1.3")
+    flask_caching_image: str = os.environ.get("FLASK_CACHING_IMG",
+                                              "ghcr.io/flaskapp-operator/public-flask-caching-hello:2.5.1")
 
     @property
     def real_pods(self) -> bool:
@@ -67,7 +70,8 @@ def target(kube) -> Target:
         return KIND
     node = kube.local.node
     local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"],
-             "pooler_image": images.PGBOUNCER_REF, "flaskr_image": images.FLASKR_REF}
+             "pooler_image": images.PGBOUNCER_REF, "flaskr_image": images.FLASKR_REF,
+             "flask_celery_image": images.FLASK_CELERY_REF, "flask_caching_image": images.FLASK_CACHING_REF}
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
                   images.REDIS_REF, INGRESS_CLASS, node.ingress_url if node else None, **local)
 

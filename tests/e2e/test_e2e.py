@@ -4,6 +4,7 @@ load, break it, police its network, and delete it. Every figure is measured here
 
 from __future__ import annotations
 
+import ast
 import base64
 import copy
 import datetime
@@ -724,23 +725,19 @@ def prometheus_objects(target, app_ns: str, config: dict, rules: dict) -> list[d
     ]
 
 
-@pytest.mark.order(8)
-def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(kube, target, real_pods):
-    """A real Prometheus in the `monitoring` namespace (the one the metrics ports are open to) with the scrape
-    jobs the Prometheus Operator would make of the rendered PodMonitor, and the rendered PrometheusRule:
-    every exporter is up through the NetworkPolicies, and stopping the worker pool while tasks wait fires
-    FlaskAppQueueNotConsumed end to end."""
-    from flaskapp_operator.render import render
-
-    ns = STATE["ns"]
-    live = kube.get("flaskapp", "shop", ns)
-    rendered = render(live, redis_password="unused").objects
-    pod_monitor = next(o for o in rendered if o["kind"] == "PodMonitor")
-    rule = next(o for o in rendered if o["kind"] == "PrometheusRule")
+def start_prometheus(kube, target, ns: str, rendered: list[dict]):
+    """A real Prometheus in the `monitoring` namespace (the one the metrics ports are open to) with the scrape jobs
+    the Prometheus Operator would make of every rendered PodMonitor and the rendered PrometheusRules; returns a
+    function that reads its HTTP API."""
+    scrape = [job for o in rendered if o["kind"] == "PodMonitor" for job in scrape_configs(o)]
+    groups = [group for o in rendered if o["kind"] == "PrometheusRule" for group in o["spec"]["groups"]]
     config = {"global": {"evaluation_interval": "10s"}, "rule_files": ["/etc/prometheus/rules.yaml"],
-              "scrape_configs": scrape_configs(pod_monitor)}
+              "scrape_configs": scrape}
+    # (A previous test's monitoring namespace may still be terminating.)
+    wait_until(lambda: kube.kubectl("get", "namespace", "monitoring", check=False).returncode != 0, 180,
+               what="the monitoring namespace of an earlier test gone")
     kube.kubectl("create", "namespace", "monitoring")
-    kube.apply(prometheus_objects(target, ns, config, rule["spec"]))
+    kube.apply(prometheus_objects(target, ns, config, {"groups": groups}))
     ready = kube.kubectl("wait", "--for=condition=Ready", "pod/prometheus", "-n", "monitoring", "--timeout=120s",
                          check=False, timeout=150)
     if ready.returncode != 0:
@@ -751,6 +748,20 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
 
     def api(path, **params):
         return requests.get(f"http://{ip}:9090/api/v1/{path}", params=params, timeout=10).json()["data"]
+    return api
+
+
+@pytest.mark.order(8)
+def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(kube, target, real_pods):
+    """A real Prometheus in the `monitoring` namespace (the one the metrics ports are open to) with the scrape
+    jobs the Prometheus Operator would make of the rendered PodMonitor, and the rendered PrometheusRule:
+    every exporter is up through the NetworkPolicies, and stopping the worker pool while tasks wait fires
+    FlaskAppQueueNotConsumed end to end."""
+    from flaskapp_operator.render import render
+
+    ns = STATE["ns"]
+    rendered = render(kube.get("flaskapp", "shop", ns), redis_password="unused").objects
+    api = start_prometheus(kube, target, ns, rendered)
 
     for _ in range(20):
         get(real_pods, "/hello")
@@ -828,6 +839,101 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     # The story goes on with a Ready app (a restored worker may hang at start, celery/celery#1847, until its
     # liveness probe restarts it: it is ready only once its event loop has beaten).
     wait_ready(kube, ns, "shop", 300)
+
+
+# Flask's Celery example, from inside its web pod: queue add(20, 22) through its own view, read the result back.
+CELERY_ROUND_TRIP = """
+import json, time, urllib.parse, urllib.request
+base = "http://127.0.0.1:8000/tasks/"
+queued = json.load(urllib.request.urlopen(base + "add", urllib.parse.urlencode({"a": 20, "b": 22}).encode(), 30))
+deadline = time.monotonic() + 120
+while True:
+    result = json.load(urllib.request.urlopen(base + "result/" + queued["result_id"], timeout=30))
+    if result["ready"] or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+print(json.dumps(result))
+"""
+# Flask-Caching's example, from inside its web pod: the same memoized view twice.
+CACHED_TWICE = """
+import urllib.request
+print([urllib.request.urlopen("http://127.0.0.1:8000/api/add/1/2", timeout=30).read().decode() for _ in range(2)])
+"""
+
+
+def public_app(target, name: str, image: str, wsgi: str, **spec) -> dict:
+    """A public app's FlaskApp on the real node: one small pod per tier, monitored, no ingress."""
+    small = {"requests": {"cpu": "50m", "memory": "128Mi"}}
+    return {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": name}, "spec": {
+        "image": image, "imagePullPolicy": "IfNotPresent", "wsgi": wsgi,
+        "web": {"replicas": 1, "gunicorn": {"workers": 1}, "resources": small},
+        "nginx": {"replicas": 1, **({"image": target.nginx_image} if target.nginx_image else {})},
+        "redis": {"cache": {"memory": "32Mi", "cpu": "50m"}, "broker": {"memory": "32Mi", "cpu": "50m"},
+                  **({"image": target.redis_image} if target.redis_image else {})},
+        "monitoring": {"enabled": True, **({"images": dict(target.monitoring_images)} if target.monitoring_images else {})},
+        "ingress": {"enabled": False}, **spec}}
+
+
+@pytest.mark.order(8)
+def test_public_celery_and_caching_apps_unchanged_are_measured_on_real_pods(kube, target, real_pods):
+    """Flask 3.1.3's examples/celery and Flask-Caching 2.5.1's examples/hello.py, each taken unchanged from its
+    sdist into an image of its own (localcluster/publicapps.py): the Celery app's task runs on the managed broker
+    whatever its code says (redis://localhost), and the in-process agent's per-task and per-endpoint series, and
+    the cache lookups per endpoint, reach a real Prometheus with no line of the apps' code for them."""
+    from flaskapp_operator.render import render
+
+    ns = STATE["ns"]
+    apps = [
+        public_app(target, "tasks", target.flask_celery_image, "task_app:create_app()",
+                   celeryApp="make_celery:celery_app", env=[{"name": "PYTHONPATH", "value": "src"}],
+                   workerPools=[{"name": "default", "concurrency": 1, "replicas": 1,
+                                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}}}],
+                   beat={"enabled": False}),
+        public_app(target, "hello", target.flask_caching_image, "hello:app"),
+    ]
+    rendered = [o for app in apps
+                for o in render({**app, "metadata": {"name": app["metadata"]["name"], "namespace": ns}},
+                                redis_password="unused").objects]
+    try:
+        for app in apps:
+            kube.apply(app, ns)
+        api = start_prometheus(kube, target, ns, rendered)
+        for app in apps:
+            wait_ready(kube, ns, app["metadata"]["name"], 300)
+
+        def web_pod(name: str) -> str:
+            return kube.get("pods", namespace=ns, selector=f"app.kubernetes.io/component=web,"
+                            f"app.kubernetes.io/instance={name}")["items"][0]["metadata"]["name"]
+
+        def run_in(name: str, script: str) -> str:
+            return kube.kubectl("exec", web_pod(name), "-n", ns, "-c", "gunicorn", "--", "python3", "-c", script,
+                                timeout=180).stdout
+
+        result = json.loads(run_in("tasks", CELERY_ROUND_TRIP))
+        assert result == {"ready": True, "successful": True, "value": 42}, result
+        answers = ast.literal_eval(run_in("hello", CACHED_TWICE).strip())
+        assert answers[0] == answers[1], answers
+
+        def series(query):
+            return lambda: api("query", query=query)["result"]
+        tasks = wait_until(series(f'sum(flaskapp_task_duration_seconds_count{{namespace="{ns}",flaskapp="tasks",'
+                                  f'task="task_app.tasks.add",state="SUCCESS"}})'), 120, interval=2,
+                           what="the Celery example's task in Prometheus")
+        requests_by_rule = wait_until(series(
+            f'sum(flaskapp_request_duration_seconds_count{{namespace="{ns}",flaskapp="tasks",'
+            f'route="/tasks/result/<id>"}})'), 120, interval=2, what="the Celery example's endpoint in Prometheus")
+        hits = wait_until(series(f'sum(flaskapp_cache_lookups_total{{namespace="{ns}",flaskapp="hello",'
+                                 f'route="/api/add/<int:a>/<int:b>",result="hit"}})'), 120, interval=2,
+                          what="Flask-Caching's example's cache hits in Prometheus")
+        record("public_apps_measured", {"celery_task_runs": tasks[0]["value"][1],
+                                        "celery_result_requests": requests_by_rule[0]["value"][1],
+                                        "cache_hits": hits[0]["value"][1]})
+        assert float(tasks[0]["value"][1]) >= 1 and float(hits[0]["value"][1]) >= 1
+    finally:  # the later tests count the namespace's web pods
+        for app in apps:
+            kube.kubectl("delete", "flaskapp", app["metadata"]["name"], "-n", ns, "--wait=true", "--timeout=120s",
+                         check=False)
+        kube.kubectl("delete", "namespace", "monitoring", "--wait=false", check=False)
 
 
 # -- failures only real pods show ---------------------------------------------------------------------------

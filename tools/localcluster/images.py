@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import cache_root, log
-from .publicapps import FLASKR
+from .publicapps import FLASK_CACHING_HELLO, FLASK_CELERY, FLASKR, PublicApp
 from .node import unmount_under
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,10 @@ BASE_REF = f"localhost/debian-{DEBIAN_SUITE}/minbase:local"
 PYTHON_REF = f"localhost/debian-{DEBIAN_SUITE}/python3:local"
 OPERATOR_REF = "localhost/flaskapp-operator/operator:local"
 EXAMPLE_REF = "localhost/flaskapp-operator/example:local"
-FLASKR_REF = "localhost/public-apps/flaskr:2.5.1"  # Flask-SQLAlchemy 2.5.1's examples/flaskr, unchanged
+# Public Flask apps, unchanged, each in an image of its own (localcluster/publicapps.py).
+FLASKR_REF = f"localhost/public-apps/{FLASKR.name}:{FLASKR.version}"
+FLASK_CELERY_REF = f"localhost/public-apps/{FLASK_CELERY.name}:{FLASK_CELERY.version}"
+FLASK_CACHING_REF = f"localhost/public-apps/{FLASK_CACHING_HELLO.name}:{FLASK_CACHING_HELLO.version}"
 NGINX_REF = f"localhost/debian-{DEBIAN_SUITE}/nginx-light:local"
 REDIS_REF = f"localhost/debian-{DEBIAN_SUITE}/redis-server:local"
 POSTGRES_REF = f"localhost/debian-{DEBIAN_SUITE}/postgresql:local"
@@ -115,9 +118,14 @@ def image_builds() -> list[ImageBuild]:
         ImageBuild(PGBOUNCER_REF, DOCKERFILES, DOCKERFILES / "pgbouncer.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=()),
         ImageBuild(FLOWER_REF, DOCKERFILES, DOCKERFILES / "flower.Dockerfile", (base,), needs=(PYTHON_REF,), inputs=()),
-        ImageBuild(FLASKR_REF, FLASKR.source(), DOCKERFILES / "public-app.Dockerfile",
-                   (base, ("REQUIREMENTS", " ".join(FLASKR.requirements))), needs=(PYTHON_REF,)),
+        *(public_app_build(ref, app) for ref, app in ((FLASKR_REF, FLASKR), (FLASK_CELERY_REF, FLASK_CELERY),
+                                                      (FLASK_CACHING_REF, FLASK_CACHING_HELLO))),
     ]
+
+
+def public_app_build(ref: str, app: PublicApp) -> "ImageBuild":
+    return ImageBuild(ref, app.source(), DOCKERFILES / "public-app.Dockerfile",
+                      (("BASE_IMAGE", PYTHON_REF), ("REQUIREMENTS", " ".join(app.requirements))), needs=(PYTHON_REF,))
 
 
 def images_dir() -> Path:

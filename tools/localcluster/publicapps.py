@@ -67,7 +67,8 @@ FLASK_CELERY = PublicApp(
     name="flask-celery", distribution="Flask", version="3.1.3",
     sha256="0ef0e52b8a9cd932855379197dd8f94047b359ca0a78695144304cb45f87c9eb",
     path="examples/celery", wsgi="task_app:create_app()",
-    description="Flask 3.1.3's examples/celery (tasks queued from views, results read back)")
+    description="Flask 3.1.3's examples/celery (tasks queued from views, results read back)",
+    requirements=("Flask==3.1.3", "celery[redis]==5.7.0"))
 
 # Flask-Caching's own example: cached views, memoized functions; it sets CACHE_TYPE itself (SimpleCache), which
 # the agent keeps.
@@ -75,4 +76,5 @@ FLASK_CACHING_HELLO = PublicApp(
     name="flask-caching-hello", distribution="Flask-Caching", version="2.5.1",
     sha256="f75b451fde3faac0e278da72263818134deca8c4ba6bb07b9b3b238991368dae",
     path="examples", wsgi="hello:app",
-    description="Flask-Caching 2.5.1's examples/hello.py (@cached views, @memoize)")
+    description="Flask-Caching 2.5.1's examples/hello.py (@cached views, @memoize)",
+    requirements=("Flask==3.1.3", "Flask-Caching==2.5.1"))

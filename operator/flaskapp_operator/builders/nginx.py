@@ -57,17 +57,23 @@ def nginx_conf(ctx: Context) -> str:
     )
 
 
+COPY_STATIC = ('if [ -d "$1" ]; then exec cp -R "$1/." "$2/"; fi; '
+               'echo "flaskapp: $1 is not a directory in the app image: nginx serves no static files" >&2')
+
+
 def nginx_objects(ctx: Context) -> list[dict]:
     n = ctx.spec.nginx
     conf = nginx_conf(ctx)
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": metadata(ctx, ctx.child("nginx-conf"), "nginx"), "data": {"nginx.conf": conf}}
     copy_static = {
-        # Static files live in the app image; copy them to a volume nginx serves from disk.
+        # Static files live in the app image; copy them to a volume nginx serves from disk. An image without the
+        # directory (an API with no static files) starts nginx with none, saying so in this container's log.
+        # The paths are arguments, never part of the script.
         "name": "copy-static",
         "image": ctx.spec.image,
         "imagePullPolicy": ctx.spec.image_pull_policy,
-        "command": ["cp", "-R", n.static_dir.rstrip("/") + "/.", STATIC_VOLUME_MOUNT + "/"],
+        "command": ["sh", "-c", COPY_STATIC, "copy-static", n.static_dir.rstrip("/") or "/", STATIC_VOLUME_MOUNT],
         "resources": bounded({"cpu": "50m", "memory": "64Mi"}),
         "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": "static", "mountPath": STATIC_VOLUME_MOUNT}],
