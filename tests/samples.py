@@ -72,6 +72,12 @@ POD_BLOCK_REJECTED = [
     ("grace-zero", {"workerPools.0.terminationGracePeriodSeconds": 0},
      "spec.workerPools[0].terminationGracePeriodSeconds"),
     ("beat-memory-word", {"beat.resources": {"limits": {"memory": "lots"}}}, "spec.beat.resources.limits.memory"),
+    # What nginx, the operator's watch or gunicorn behind nginx would misread (issue 27).
+    ("static-path-injection", {"nginx.staticUrlPath": "/s/ { return 200; } location /t/"}, "spec.nginx.staticUrlPath"),
+    ("monitoring-label-reserved", {"monitoring.labels": {"app.kubernetes.io/managed-by": "me"}},
+     "spec.monitoring.labels"),
+    ("keepalive-below-nginx", {"web.gunicorn.keepaliveSeconds": 30}, "spec.web.gunicorn.keepaliveSeconds"),
+    ("queue-name-list", {"workerPools.0.queues": ["a,b"]}, "spec.workerPools[0].queues[0]"),
 ]
 
 # Invalid connection-budget settings (issue 13), same shape.

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from kubernetes.utils.quantity import parse_quantity
 
 from .naming import OPERATOR_LABELS
+from .nginx_syntax import URL_PATH_PREFIX, URL_PATH_PREFIX_MESSAGE, pcre_problem
 from .schema import IntOrAuto, Quantity, Rule, field, rules
 
 GROUP = "flaskapp.dev"
@@ -161,6 +162,10 @@ RESERVED_MOUNT_PATHS = ("/tmp", "/etc/flaskapp", "/etc/nginx/nginx.conf", "/var/
 RESERVED_LABELS = OPERATOR_LABELS
 CONFIG_CHECKSUM_ANNOTATION = f"{GROUP}/config-checksum"
 RESERVED_ANNOTATIONS = (CONFIG_CHECKSUM_ANNOTATION,)
+# A Celery queue name that every reader splits the same way: no comma (Celery's -Q list separator), no space, not
+# empty, no glob character (redis_exporter's --check-keys takes patterns).
+QUEUE_NAME = r"^[A-Za-z0-9._:-]+$"
+NGINX_UPSTREAM_IDLE_SECONDS = 60  # nginx.conf's upstream keepalive_timeout
 POD_LIST_MAX = 16  # bounds each list (and the API server's cost estimate of the rules over it)
 
 
@@ -289,6 +294,12 @@ _REPLICAS_XOR_AUTOSCALING = Rule(
     Rule("self.gracefulTimeoutSeconds <= self.timeoutSeconds * 4",
          "gracefulTimeoutSeconds is unreasonably longer than timeoutSeconds (at most 4x)",
          lambda g: g.graceful_timeout_seconds <= g.timeout_seconds * 4, ".gracefulTimeoutSeconds"),
+    # gunicorn closing an idle connection that nginx still holds for reuse makes nginx's next request on it fail
+    # (a 502 for a non-idempotent one): keep-alive off, or longer than nginx keeps an idle upstream connection.
+    Rule(f"self.keepaliveSeconds == 0 || self.keepaliveSeconds > {NGINX_UPSTREAM_IDLE_SECONDS}",
+         f"keepaliveSeconds must be 0 (off) or above nginx's upstream idle timeout ({NGINX_UPSTREAM_IDLE_SECONDS} "
+         "s), so that gunicorn never closes a connection nginx is about to reuse",
+         lambda g: g.keepalive_seconds == 0 or g.keepalive_seconds > NGINX_UPSTREAM_IDLE_SECONDS, ".keepaliveSeconds"),
 )
 @dataclass(frozen=True, kw_only=True)
 class Gunicorn:
@@ -303,8 +314,8 @@ class Gunicorn:
     graceful_timeout_seconds: int = field("Time a worker gets to finish requests after a restart "
                                           "signal. Must stay below terminationGracePeriodSeconds.",
                                           default=30, minimum=1, maximum=3600)
-    keepalive_seconds: int = field("Keep-alive for connections from nginx; above nginx's upstream idle "
-                                   "timeout (60 s) so gunicorn never closes first.", default=75,
+    keepalive_seconds: int = field("Keep-alive for connections from nginx: 0 (off) or above nginx's upstream "
+                                   "idle timeout (60 s) so gunicorn never closes first.", default=75,
                                    minimum=0, maximum=3600, json="keepaliveSeconds")
     max_requests: int = field("Restart a worker after this many requests (0 disables); limits leaks.",
                               default=1000, minimum=0, maximum=1000000)
@@ -348,8 +359,10 @@ class Web:
 @dataclass(frozen=True, kw_only=True)
 class WorkerPool:
     name: str = field("Pool name, used in object names.", pattern=DNS_LABEL, max_length=20)
-    queues: list[str] = field("Celery queues this pool consumes (default: celery).", default=list,
-                              max_items=20)
+    queues: list[str] = field("Celery queues this pool consumes (default: celery): names of letters, digits and "
+                              "._:-, as Celery's -Q (comma-separated), KEDA's listName and the exporter's key "
+                              "list all read them the same way.", default=list, max_items=20,
+                              item_pattern=QUEUE_NAME, item_max_length=200)
     concurrency: IntOrAuto = field('Prefork processes per pod: "auto" (one per CPU core of the container) '
                                    'or a number.', default="auto", minimum=1, maximum=64)
     replicas: Optional[int] = field("Fixed number of pods (default 1). Mutually exclusive with "
@@ -524,7 +537,9 @@ class Nginx:
     image: str = field("Unprivileged nginx image.", default="nginxinc/nginx-unprivileged:1.27.4-alpine",
                        pattern=IMAGE_REFERENCE)
     replicas: int = field("Nginx pods.", default=2, minimum=1, maximum=100)
-    static_url_path: str = field("URL prefix served from disk.", default="/static/", pattern=r"^/.*/$")
+    static_url_path: str = field("URL prefix served from disk: path segments of letters, digits and _~%@:+,=!*()-. "
+                                 "(no . or .. segment), starting and ending with /.", default="/static/",
+                                 pattern=URL_PATH_PREFIX, max_length=256, pattern_message=URL_PATH_PREFIX_MESSAGE)
     static_dir: str = field("Directory in the app image copied to nginx at pod start (absolute, no . or .. "
                             "segments).", default="/app/static", pattern=ABSOLUTE_PATH)
     static_max_age_seconds: int = field("Cache-Control max-age of fingerprinted static files (a content hash "
@@ -540,7 +555,7 @@ class Nginx:
                                      # It is written inside double quotes in nginx.conf: no quote, no space,
                                      # no trailing backslash (it would escape the closing quote).
                                      pattern=r'^[^"\s]*[^"\s\\]$',
-                                     max_length=200)
+                                     max_length=200, check=pcre_problem)
     gzip: bool = field("Compress text responses.", default=True)
     gzip_level: int = field("gzip level; above ~5 costs CPU and gains little.", default=4, minimum=1,
                             maximum=9)
@@ -574,6 +589,10 @@ class Nginx:
                               default=PodOverrides)
 
 
+# KEDA installs its operator, which runs the Redis scaler, in the namespace `keda` (keda.sh/docs/latest/deploy/).
+KEDA_PEERS = ({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}},)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetworkPolicies:
     enabled: bool = field("Create a NetworkPolicy per tier: each accepts traffic only from the tier that calls "
@@ -592,6 +611,10 @@ class NetworkPolicies:
         "NetworkPolicyEgressRules added to every app tier (web, worker pools, beat, migrations), for the "
         "other services the app calls (an external API, an external Redis on another port).", default=list,
         max_items=16)
+    autoscaler_from: list[dict[str, Any]] = field(
+        "NetworkPolicyPeers of the autoscaler that reads the queue lengths of pools with autoscaling.queueLength "
+        "(KEDA's operator), admitted to the managed broker's port. Default: the namespace `keda` (KEDA's Helm "
+        "chart and manifests).", default=KEDA_PEERS, max_items=16)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -617,6 +640,13 @@ class MonitoringImages:
 DEFAULT_SCRAPERS = ({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},)
 
 
+@rules(
+    # The same rule as a pod's labels: objects carrying another instance or manager label would escape the
+    # operator's label-filtered watch (re-applied on every pass, never pruned).
+    Rule("!has(self.labels) || !(" + " || ".join(f"'{k}' in self.labels" for k in RESERVED_LABELS) + ")",
+         f"labels must not set the operator's own labels ({', '.join(RESERVED_LABELS)})",
+         lambda m: not set(m.labels) & set(RESERVED_LABELS), ".labels"),
+)
 @dataclass(frozen=True, kw_only=True)
 class Monitoring:
     enabled: bool = field("Export metrics of every tier (exporter sidecars, Flower), a PodMonitor, a "

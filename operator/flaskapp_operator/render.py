@@ -10,6 +10,7 @@ from . import api
 from .builders import Addresses, AppRef, Context, desired_objects
 from .builders.app import migration_job_name
 from .builders.config import env_conflicts
+from .builders.ports import port_conflicts
 from .schema import FieldError, SpecError, parse
 from .tuning import Tuning, tune
 
@@ -83,5 +84,9 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
     conflicts = env_conflicts(ctx)
     if conflicts:
         raise SpecError(conflicts)
-    return Rendered(spec=spec, tuning=tuning, objects=desired_objects(ctx),
+    objects = desired_objects(ctx)
+    conflicts = port_conflicts(ctx, objects)
+    if conflicts:
+        raise SpecError(conflicts)
+    return Rendered(spec=spec, tuning=tuning, objects=objects,
                     migration_job=migration_job_name(ctx) if spec.migrations else None)

@@ -16,7 +16,7 @@ import re
 import types
 import typing
 from dataclasses import MISSING, dataclass
-from typing import Any, Callable, NewType
+from typing import Any, Callable, NewType, Optional
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -68,15 +68,20 @@ def field(description: str, *, default: Any = MISSING, json: str | None = None,
           pattern: str | None = None, max_length: int | None = None, min_length: int | None = None,
           min_items: int | None = None, max_items: int | None = None, list_map_key: str | None = None,
           item_pattern: str | None = None, item_max_length: int | None = None,
-          preserve_unknown: bool = False, kubernetes: str | None = None) -> Any:
+          preserve_unknown: bool = False, kubernetes: str | None = None,
+          check: Callable[[Any], Optional[str]] | None = None, pattern_message: str | None = None) -> Any:
     """Declare a model field; a mutable or nested default is given as a factory (a class or `list`).
 
-    `kubernetes`: the field (or each item of a list) is that core/v1 type (kubernetes_types.py)."""
+    `kubernetes`: the field (or each item of a list) is that core/v1 type (kubernetes_types.py).
+    `check`: a grammar the CRD cannot express (a PCRE regex nginx must compile): the value's problem, or None;
+    the CLI and the operator refuse the value with that message, the API server admits it.
+    `pattern_message`: what a value that does not match `pattern` is told, instead of the regex."""
     meta = {k: v for k, v in dict(
         description=description, json=json, enum=enum, minimum=minimum, maximum=maximum,
         pattern=pattern, max_length=max_length, min_length=min_length, min_items=min_items,
         max_items=max_items, list_map_key=list_map_key, item_pattern=item_pattern,
-        item_max_length=item_max_length, preserve_unknown=preserve_unknown, kubernetes=kubernetes).items()
+        item_max_length=item_max_length, preserve_unknown=preserve_unknown, kubernetes=kubernetes,
+        check=check, pattern_message=pattern_message).items()
         # Not `v not in (None, False)`: 0 == False, which silently dropped every `minimum=0`.
         if v is not None and v is not False}
     if default is MISSING:
@@ -302,6 +307,7 @@ def _parse_value(tp: Any, raw: Any, path: str, errors: list[FieldError]) -> Any:
 def _check_bounds(value: Any, meta: typing.Mapping[str, Any], path: str, errors: list[FieldError]) -> None:
     if value is None:
         return
+    before = len(errors)
     if "enum" in meta and value not in meta["enum"]:
         errors.append(FieldError(path, f"must be one of {', '.join(meta['enum'])}, got {value!r}"))
     if isinstance(value, int) and not isinstance(value, bool):
@@ -311,11 +317,15 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], path: str, errors:
             errors.append(FieldError(path, f"must be <= {meta['maximum']}, got {value}"))
     if isinstance(value, str):
         if "pattern" in meta and not re.search(meta["pattern"], value):
-            errors.append(FieldError(path, f"must match {meta['pattern']}, got {value!r}"))
+            errors.append(FieldError(path, f"{meta.get('pattern_message') or 'must match ' + meta['pattern']}, "
+                                           f"got {value!r}"))
         if "max_length" in meta and len(value) > meta["max_length"]:
             errors.append(FieldError(path, f"must be at most {meta['max_length']} characters"))
         if "min_length" in meta and len(value) < meta["min_length"]:
             errors.append(FieldError(path, f"must be at least {meta['min_length']} characters"))
+        problem = meta["check"](value) if "check" in meta and len(errors) == before else None
+        if problem:
+            errors.append(FieldError(path, problem))
     if isinstance(value, tuple):
         if "min_items" in meta and len(value) < meta["min_items"]:
             errors.append(FieldError(path, f"must have at least {meta['min_items']} item(s)"))

@@ -380,13 +380,15 @@ def _cap_autoscalers(tiers: tuple[TierConnections, ...], order: list[str],
                      available: int) -> Optional[tuple[TierConnections, ...]]:
     """Lower autoscaler maxima, lowest priority first, until the total fits; then hand what is left back in
     priority order, so that no capped maximum could be raised by one without breaking the budget. None when
-    even every autoscaler at its minReplicas does not fit."""
+    even every autoscaler at its minReplicas (at least 1) does not fit."""
     current = list(tiers)
     by_name = {t.tier: t for t in tiers}
     for name in reversed(order):
         bounds = by_name[name].autoscaling
-        most = _largest_fitting(current, name, bounds.min_replicas, bounds.max_replicas, available)
-        current = _with_most(current, name, most if most is not None else bounds.min_replicas)
+        # Never below one: a maximum of 0 (a queue-scaled pool's minReplicas) is a pool that can never run a task.
+        low = max(1, bounds.min_replicas)
+        most = _largest_fitting(current, name, low, bounds.max_replicas, available)
+        current = _with_most(current, name, most if most is not None else low)
         if most is not None:
             break
     if _total(current) > available:
@@ -468,6 +470,16 @@ def _fit_pooler(spec: FlaskAppSpec, demands: list[_Demand]) -> tuple[tuple[TierC
     total = _total(tiers)
     feasible = total <= available
     server = tiers[-1]
+    # Session pooling gives each client connection a server connection until it closes: clients beyond the
+    # server pools wait query_wait_timeout, then fail (pgbouncer.org/features.html).
+    sessions = sum(t.connections_at_peak for t in clients if t.via_pooler)
+    serving = pooler.most_pods * size
+    if feasible and db.pooler.pool_mode == "session" and sessions > serving:
+        return tiers, Budget(db.max_connections, db.reserved_connections, total, False, (
+            f"poolMode session holds a server connection per client connection: the app opens up to {sessions} "
+            f"at peak, PgBouncer's pools hold {serving} ({pooler.most_pods} pods x poolSize {size}); the rest "
+            f"would wait and fail. Use poolMode transaction, or lower the app's pools (database.pool), or raise "
+            f"database.pooler.poolSize within maxConnections."), db.budget_policy)
     message = (f"{total} of {available} connections at peak: PgBouncer {server.peak_pods} pods x {size}"
                if feasible else
                f"connection budget exceeded: peak {total} > {available} (maxConnections {db.max_connections} - "

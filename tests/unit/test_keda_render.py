@@ -74,3 +74,27 @@ def test_a_pool_scaled_to_zero_by_keda_counts_as_ready():
     short = {**at_zero, "spec": {"replicas": 2}, "status": {"observedGeneration": 3, "replicas": 1,
                                                             "updatedReplicas": 1, "availableReplicas": 1}}
     assert components([short], {})["worker-reports"]["ready"] is False
+
+
+@pytest.mark.parametrize("max_connections", range(18, 32))
+def test_a_capped_queue_scaled_pool_keeps_at_least_one_pod_or_the_plan_is_infeasible(max_connections):
+    """A maximum of 0 would be a pool that never runs a task while the app reports Ready: capping stops at one
+    pod, and a budget that cannot give it one is infeasible."""
+    doc = patched(load_sample("full"), "shop", {**QUEUED, "database.maxConnections": max_connections,
+                                                "database.budgetPolicy": "capAutoscaling"})
+    r = render(doc, redis_password="pw")
+    scaled = by_key(r.objects)[("ScaledObject", "shop-worker-reports")]
+    assert not r.feasible or scaled["spec"]["maxReplicaCount"] >= 1, (max_connections, r.tuning.report()["budget"])
+
+
+def test_the_broker_policy_admits_kedas_namespace_only_when_a_pool_scales_on_queue_length():
+    def broker_sources(doc):
+        policy = by_key(render(doc, redis_password="pw").objects)[("NetworkPolicy", "shop-redis-broker")]
+        return [peer for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])
+                if {"port": 6379, "protocol": "TCP"} in rule["ports"]]
+
+    keda = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+    assert keda in broker_sources(patched(load_sample("full"), "shop", QUEUED))
+    assert keda not in broker_sources(load_sample("full"))
+    own = {"namespaceSelector": {"matchLabels": {"team": "autoscaling"}}}
+    assert broker_sources(patched(load_sample("full"), "shop", {**QUEUED, "networkPolicy.autoscalerFrom": [own]}))[-1] == own

@@ -273,6 +273,7 @@ def test_the_full_sample_sets_every_field_of_the_api_somewhere():
     # example app has one health path, which readiness uses), queue-length autoscaling (it needs KEDA, which the
     # clusters the sample runs on in the suite do not all have; tests/unit/test_keda_render.py covers it).
     exclusive = {"PoolAutoscaling.queueLength", "PoolAutoscaling.cooldownSeconds", "PoolAutoscaling.pollingSeconds",
+                 "NetworkPolicies.autoscalerFrom",  # only with queueLength
                  "Web.replicas", "Redis.external", "ExternalRedis.secretName", "ExternalRedis.cacheUrlKey",
                  "ExternalRedis.brokerUrlKey", "PoolOverrides.size", "PoolOverrides.maxOverflow",
                  "RedisBroker.storageClassName", "WebLivenessProbe.path", "WebStartupProbe.path"}

@@ -73,7 +73,7 @@ def test_the_app_connects_to_pgbouncer_which_connects_to_the_server():
     assert "sslmode" not in app_url.query and "application_name=shop" in app_url.query
     assert (app_url.username, app_url.password) == ("shop", "s%40cret%22")  # still percent-encoded
     config = ini(r.objects)
-    assert config["databases"]["shop"] == "host=db.example port=5433 dbname=shop user=shop"
+    assert config["databases"]["shop"] == "host='db.example' port=5433 dbname='shop' user='shop'"  # quoted
     assert config["pgbouncer"]["pool_mode"] == "transaction"
     assert config["pgbouncer"]["server_tls_sslmode"] == "verify-full"
     assert files["userlist.txt"] == '"shop" "s@cret"""\n'  # the quote doubled (auth_file format)
@@ -140,3 +140,28 @@ def test_a_url_the_pooler_cannot_use_is_refused_naming_the_secret(url, problem):
     with pytest.raises(SpecError) as err:
         pooled(url=url)
     assert "Secret shop-db key url" in str(err.value) and problem in str(err.value)
+
+
+def test_the_pooler_and_the_migration_reach_the_port_the_database_url_names():
+    """networkPolicy.databasePort defaults to 5432; a URL on another port would leave PgBouncer (and the migration,
+    which connects directly) blocked by their own egress policy."""
+    objects = by_key(pooled(url="postgresql://shop:pw@db.example:5433/shop").objects)
+    for name in ("shop-pooler", "shop-migrations"):
+        ports = [p["port"] for rule in objects[("NetworkPolicy", name)]["spec"]["egress"] for p in rule["ports"]]
+        assert 5433 in ports and 5432 not in ports, (name, ports)
+
+
+def test_session_pooling_with_more_client_connections_than_server_pools_is_infeasible():
+    """Recomputed from the rendered objects: the app's client connections at peak (gunicorn workers x the engine
+    plan per pod, at the autoscaler's maximum) against PgBouncer's pools (pods x default_pool_size)."""
+    for mode in ("transaction", "session"):
+        r = pooled({"database.pooler.poolMode": mode, "database.pooler.replicas": 1, "database.maxConnections": 30})
+        objects = by_key(r.objects)
+        config = ini(r.objects)
+        serving = objects[("Deployment", "shop-pooler")]["spec"]["replicas"] * int(config["pgbouncer"]["default_pool_size"])
+        env = objects[("ConfigMap", "shop-env")]["data"]
+        plan = json.loads(env["web.SQLALCHEMY_ENGINE_OPTIONS"])
+        web = (objects[("HorizontalPodAutoscaler", "shop-web")]["spec"]["maxReplicas"] * int(env["web.WEB_CONCURRENCY"])
+               * (plan["pool_size"] + plan["max_overflow"]))
+        assert web > serving  # the web tier alone, at its maximum, opens more client connections than that
+        assert r.feasible == (mode == "transaction"), r.tuning.report()["budget"]["message"]

@@ -106,7 +106,7 @@ def test_a_pooler_waits_for_the_database_secret_and_then_rolls_out_from_it():
     reconcile(cluster, "ns", "shop")
     pooler = cluster.live[("Secret", "shop-pooler")]
     ini = base64.b64decode(pooler["data"]["pgbouncer.ini"]).decode()
-    assert "shop = host=db.example port=5432 dbname=shop user=shop" in ini
+    assert "shop = host='db.example' port=5432 dbname='shop' user='shop'" in ini
     assert ("Deployment", "shop-pooler") in cluster.applied
 
     cluster.secrets["shop-db"] = {"data": {"url": base64.b64encode(b"mysql://shop:pw@db/shop").decode()}}

@@ -144,12 +144,14 @@ def test_capped_autoscalers_fit_and_are_maximal_in_priority_order(doc):
     capped = [c for c in order if max_of(hpas[c]) < requested_max_replicas(doc, hpas[c])]
     reported = {c["tier"]: c["maxReplicas"] for c in rendered.tuning.report()["budget"]["cappedAutoscalers"]}
     assert reported == {c: max_of(hpas[c]) for c in capped}
+    # A maximum of 0 would be a pool that never runs a task: capping stops at one (or the plan is infeasible).
+    assert all(max_of(h) >= 1 for h in hpas.values()), {c: max_of(h) for c, h in hpas.items()}
     for component in capped:
         assert max_of(hpas[component]) >= min_of(hpas[component])
         one_more = {component: max_of(hpas[component]) + 1}
         assert peak_connections_from_objects(with_max_replicas(objects, one_more)) > available
         lower = order[order.index(component) + 1:]
-        at_minimum = {c: min_of(hpas[c]) for c in lower}
+        at_minimum = {c: max(1, min_of(hpas[c])) for c in lower}
         assert peak_connections_from_objects(with_max_replicas(objects, {**at_minimum, **one_more})) > available
 
 

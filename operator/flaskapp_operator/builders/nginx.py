@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..api import NGINX_UPSTREAM_IDLE_SECONDS
 from ..templates import render_template
 from .common import (ROLLING_UPDATE, bounded, checksum, deployment, drain_before_stop, http_probe, metadata,
                      resources, restricted_container_security, restricted_pod_security, pod_spec, service, tcp_probe,
@@ -40,7 +41,7 @@ def nginx_conf(ctx: Context) -> str:
         # Idle connections kept per nginx worker: enough for every gunicorn thread of one web pod.
         upstream_keepalive=max(8, t.web.workers * t.web.threads),
         upstream_connection_lifetime_seconds=UPSTREAM_CONNECTION_LIFETIME_SECONDS,
-        upstream_connection_requests=UPSTREAM_CONNECTION_REQUESTS,
+        upstream_connection_requests=UPSTREAM_CONNECTION_REQUESTS, upstream_idle_seconds=NGINX_UPSTREAM_IDLE_SECONDS,
         static_url_path=n.static_url_path, static_root=a.static_root,
         static_max_age_seconds=n.static_max_age_seconds, static_revalidate_seconds=n.static_revalidate_seconds,
         fingerprint_pattern=n.fingerprint_pattern, gzip=n.gzip, gzip_level=n.gzip_level,

@@ -16,6 +16,7 @@ from .context import Context
 
 # The tiers that run the app image: spec.pod's volumes, mounts and extra containers are meant for them.
 APP_IMAGE_TIERS = ("web", "beat", "migrations")
+JOB_TIER = "migrations"  # the one tier whose pod must run to completion
 # Soft spread over nodes and zones (kubernetes.io/docs/concepts/scheduling-eviction/topology-spread-constraints):
 # ScheduleAnyway never leaves a pod pending, and a node without the zone label is simply not counted.
 # matchLabelKeys keeps a rolling update's new ReplicaSet from counting the old one's pods.
@@ -109,6 +110,13 @@ def shape_pod(ctx: Context, tier: str, template: dict, *, spread: bool) -> dict:
     if init:
         pod["initContainers"] = [*pod.get("initContainers", []), *map(_user_container, init)]
     sidecars = _by_key([*inherited.sidecars, *own.sidecars], "name")
-    if sidecars:
+    if sidecars and tier == JOB_TIER:
+        # A Job completes when all its containers have exited: an ordinary sidecar (a proxy, a log shipper) never
+        # does. As native sidecars (init containers restarted Always, Kubernetes >= 1.29) they start before the
+        # migration, serve it, and are stopped by the kubelet when it ends (kubernetes.io/docs/concepts/workloads/
+        # pods/sidecar-containers/).
+        native = [{**_user_container(c), "restartPolicy": "Always"} for c in sidecars]
+        pod["initContainers"] = [*pod.get("initContainers", []), *native]
+    elif sidecars:
         pod["containers"] = [*pod["containers"], *map(_user_container, sidecars)]
     return template

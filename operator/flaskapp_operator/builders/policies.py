@@ -6,6 +6,7 @@ deny everything, and nothing else in the cluster reaches gunicorn or Redis.
                                   workers, beat, migrations -> {redis-cache or memcached, redis-broker, database}
     with a pooler: web, workers, beat -> pooler -> database (migrations still -> database)
     flower -> redis-broker (monitoring)
+    KEDA (networkPolicy.autoscalerFrom) -> redis-broker (pools scaled on queue length)
     monitoring.scrapeFrom -> each tier's metrics ports (monitoring)
     every tier that resolves names -> DNS
 """
@@ -13,10 +14,12 @@ deny everything, and nothing else in the cluster reaches gunicorn or Redis.
 from __future__ import annotations
 
 from ..naming import COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL, selector_labels
+from .availability import queue_scaled
 from .common import metadata
 from .config import agent_statsd_tiers
 from ..tuning import POOLER_TIER
 from .context import MEMCACHED_COMPONENT, MEMCACHED_PORT, NGINX_PORT, POOLER_PORT, REDIS_PORT, Context
+from .pooler import database_url
 from .monitoring import METRICS_PORTS, enabled as monitoring_enabled, flower_enabled
 
 # DNS wherever the cluster runs it (a kube-system pod, a node-local cache, a host process).
@@ -36,9 +39,18 @@ def _pooled(ctx: Context, tier: str) -> bool:
     return bool(ctx.spec.database and ctx.spec.database.pooler.enabled and tier != "migrations")
 
 
+def _database_port(ctx: Context) -> int:
+    """The server's port: the database URL's when the operator reads it (the pooler's configuration comes from it),
+    else networkPolicy.databasePort."""
+    db = ctx.spec.database
+    if db and db.pooler.enabled and ctx.database_url:
+        return database_url(ctx).port
+    return ctx.spec.network_policy.database_port
+
+
 def _database_egress(ctx: Context) -> dict:
     np = ctx.spec.network_policy
-    rule: dict = {"ports": _tcp(np.database_port)}
+    rule: dict = {"ports": _tcp(_database_port(ctx))}
     if np.database_to:
         rule = {"to": [dict(peer) for peer in np.database_to], **rule}
     return rule
@@ -128,6 +140,9 @@ def network_policies(ctx: Context) -> list[dict]:
     if ctx.spec.redis.mode == "managed":
         for component in ctx.redis_components:
             clients = broker_clients if component == "redis-broker" else app_tiers(ctx)
-            policies.append(_policy(ctx, component, egress=[], ingress=[
-                {"from": [_pods(ctx, clients)], "ports": _tcp(REDIS_PORT)}, *_scrapers(ctx, "redis-metrics")]))
+            ingress = [{"from": [_pods(ctx, clients)], "ports": _tcp(REDIS_PORT)}, *_scrapers(ctx, "redis-metrics")]
+            if component == "redis-broker" and np.autoscaler_from and any(map(queue_scaled, ctx.spec.worker_pools)):
+                # KEDA reads the queues' lengths from its own namespace: a pool at zero wakes only if it can.
+                ingress.append({"from": [dict(peer) for peer in np.autoscaler_from], "ports": _tcp(REDIS_PORT)})
+            policies.append(_policy(ctx, component, egress=[], ingress=ingress))
     return policies

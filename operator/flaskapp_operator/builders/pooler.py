@@ -7,6 +7,8 @@ and passes the URL in (`Context.database_url`), so rendering stays pure."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -64,8 +66,57 @@ def parse_database_url(url: str, where: str) -> DatabaseUrl:
         port = 5432
     if problems:
         raise SpecError([FieldError(where, "; ".join(problems))])
-    return DatabaseUrl(parts.scheme, unquote(parts.username), unquote(parts.password or ""), parts.hostname, port,
-                       unquote(parts.path.strip("/")), tuple(parse_qsl(parts.query)))
+    db = DatabaseUrl(parts.scheme, unquote(parts.username), unquote(parts.password or ""), parts.hostname, port,
+                     unquote(parts.path.strip("/")), tuple(parse_qsl(parts.query)))
+    problems = _pgbouncer_problems(db)
+    if problems:
+        raise SpecError([FieldError(where, "; ".join(problems))])
+    return db
+
+
+# libpq's sslmode values (postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-SSLMODE), which
+# PgBouncer's server_tls_sslmode takes as they are.
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_HOST = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$|^[0-9A-Fa-f:.]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _pgbouncer_problems(db: DatabaseUrl) -> list[str]:
+    """What of the URL pgbouncer.ini and its auth file could not hold as written: every value is quoted
+    (_connstring_value, pooled_database_name, _quoted) except these, and quoting cannot carry a line break or, inside
+    PgBouncer's single quotes, a backslash (PgBouncer >= 1.21 reads \\' as an escaped quote)."""
+    problems = []
+    if not _HOST.match(db.host):
+        problems.append(f"the host {db.host!r} is not a DNS name or an IP address")
+    for what, value in (("user", db.user), ("password", db.password), ("database name", db.dbname)):
+        if _CONTROL.search(value):
+            problems.append(f"the {what} holds a control character (a line break would end its line in "
+                            "pgbouncer.ini)")
+    for what, value in (("user", db.user), ("database name", db.dbname)):
+        if "\\" in value:
+            problems.append(f"the {what} holds a backslash, which PgBouncer's connection strings cannot quote")
+    if db.dbname == "pgbouncer":
+        problems.append("the database name pgbouncer is PgBouncer's admin console: use another name")
+    sslmode = dict(db.query).get("sslmode", "prefer")
+    if sslmode not in SSLMODES:
+        problems.append(f"sslmode={sslmode!r} is not one of {', '.join(SSLMODES)}")
+    return problems
+
+
+def _connstring_value(value: str) -> str:
+    """A value of a [databases] connection string, single-quoted, a quote written twice
+    (pgbouncer.org/config.html#section-databases; PgBouncer's loader.c cstr_unquote_value)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def pooled_database_name(name: str) -> str:
+    """The name the app asks PgBouncer for (the [databases] key), which `dbname=` maps to the server's database.
+    The server's own name when of _0-9A-Za-z (what PgBouncer reads unquoted); else an alias of those characters:
+    quoted keys are PgBouncer >= 1.19 only (pgbouncer.org/config.html#section-databases)."""
+    if re.fullmatch(r"[_0-9A-Za-z]{1,63}", name):
+        return name
+    stem = re.sub(r"[^_0-9A-Za-z]+", "_", name).strip("_")[:40] or "db"
+    return f"{stem}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def pooler_url(ctx: Context, db: DatabaseUrl) -> str:
@@ -74,7 +125,7 @@ def pooler_url(ctx: Context, db: DatabaseUrl) -> str:
     host = ctx.addresses.pooler
     query = urlencode([(k, v) for k, v in db.query if k not in TLS_PARAMETERS])
     userinfo = f"{quote(db.user, safe='')}:{quote(db.password, safe='')}"
-    return urlunsplit((db.scheme, f"{userinfo}@{host}", "/" + quote(db.dbname, safe=""), query, ""))
+    return urlunsplit((db.scheme, f"{userinfo}@{host}", "/" + pooled_database_name(db.dbname), query, ""))
 
 
 def _quoted(value: str) -> str:
@@ -87,8 +138,9 @@ def pooler_files(ctx: Context, db: DatabaseUrl) -> dict[str, str]:
     tier = ctx.tuning.tier(POOLER_TIER)
     sslmode = dict(db.query).get("sslmode", "prefer")  # libpq's default
     ini = render_template(
-        "pgbouncer.ini.j2", app=ctx.name, database=db.dbname, host=db.host, port=db.port, dbname=db.dbname,
-        user=db.user, port_listen=ctx.addresses.pooler_listen_port,
+        "pgbouncer.ini.j2", app=ctx.name, database=pooled_database_name(db.dbname), host=_connstring_value(db.host),
+        port=db.port, dbname=_connstring_value(db.dbname), user=_connstring_value(db.user),
+        port_listen=ctx.addresses.pooler_listen_port,
         auth_file=f"{ctx.addresses.pooler_config_dir}/userlist.txt",
         pool_mode=pooler.pool_mode, pool_size=tier.pool_size, max_clients=ctx.tuning.pooler_max_clients,
         prepared_statements=pooler.prepared_statements, server_sslmode=sslmode,
