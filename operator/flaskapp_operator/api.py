@@ -736,6 +736,46 @@ class Ingress:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RouteParent:
+    name: str = field("Name of the Gateway.", pattern=DNS_SUBDOMAIN, max_length=253)
+    namespace: Optional[str] = field("Namespace of the Gateway (default: the FlaskApp's). Its listener must allow "
+                                     "routes from this namespace (allowedRoutes).", default=None, pattern=DNS_LABEL,
+                                     max_length=63)
+    section_name: Optional[str] = field("The Gateway's listener to attach to (default: every listener that allows "
+                                        "the route).", default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    port: Optional[int] = field("Only the Gateway's listeners on this port.", default=None, minimum=1,
+                                maximum=65535)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutePath:
+    path: str = field("URL path routed to nginx.", pattern=r"^/\S*$", max_length=1024)
+    type: str = field("How path matches (Gateway API HTTPPathMatch).", default="PathPrefix",
+                      enum=("PathPrefix", "Exact"))
+
+
+@rules(
+    Rule("!self.enabled || (has(self.parentRefs) && size(self.parentRefs) > 0)",
+         "parentRefs names the Gateway the route attaches to", lambda r: not r.enabled or bool(r.parent_refs),
+         ".parentRefs"),
+)
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    enabled: bool = field("Create a Gateway API HTTPRoute (gateway.networking.k8s.io/v1) routing to nginx, attached "
+                          "to an existing Gateway. Beside or instead of the Ingress; needs the Gateway API CRDs and a "
+                          "Gateway controller in the cluster. Ready only once the Gateway accepted the route.",
+                          default=False)
+    parent_refs: list[RouteParent] = field("The Gateways (and listeners) the route attaches to.", default=list,
+                                           max_items=8)
+    hostnames: list[str] = field("Host names the route answers (default: every host of the listener). The status "
+                                 "URL uses the first.", default=list, item_pattern=HOST, item_max_length=253,
+                                 max_items=16)
+    paths: list[RoutePath] = field("Paths routed to nginx, on every host.",
+                                   default=(RoutePath(path="/", type="PathPrefix"),), min_items=1, max_items=16)
+    annotations: dict[str, str] = field("Extra annotations for the HTTPRoute.", default=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServiceAccount:
     annotations: dict[str, str] = field(
         "Annotations of the app's ServiceAccount, e.g. cloud workload identity (eks.amazonaws.com/role-arn, "
@@ -842,6 +882,7 @@ class FlaskAppSpec:
     nginx: Nginx = field("Nginx in front of gunicorn: static files, gzip, micro-cache, buffering.",
                          default=Nginx)
     ingress: Ingress = field("Ingress to nginx.", default=Ingress)
+    route: Route = field("Gateway API HTTPRoute to nginx.", default=Route)
     network_policy: NetworkPolicies = field("NetworkPolicies of every tier.", default=NetworkPolicies)
     monitoring: Monitoring = field("Metrics, alerts, dashboards and tracing for every tier.", default=Monitoring)
     cdn: Cdn = field("CDN settings.", default=Cdn)

@@ -20,7 +20,7 @@ import kopf
 
 from . import api
 from .cache import WatchCache
-from .kube import CHILD_KINDS, KEDA_KINDS, MONITORING_KINDS
+from .kube import CHILD_KINDS, GATEWAY_KINDS, KEDA_KINDS, MONITORING_KINDS
 from .naming import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from .reconciler import DEBOUNCE_SECONDS, Reconciler, load_kube_config
 from .watches import ChildWatches
@@ -113,6 +113,6 @@ async def _fill_cache(flaskapps_listed: asyncio.Event) -> None:
 # by the API server (Secrets included: only the operator's own Secrets match). Optional kinds (monitoring,
 # KEDA) are listed again while their CRDs are not served. Pods are watched to notice failures (image pulls,
 # crash loops, OOM kills) as they happen.
-WATCHED_KINDS = CHILD_KINDS + MONITORING_KINDS + KEDA_KINDS + (("v1", "Pod", "pods"),)
+WATCHED_KINDS = CHILD_KINDS + MONITORING_KINDS + KEDA_KINDS + GATEWAY_KINDS + (("v1", "Pod", "pods"),)
 CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}"
 child_watches: Optional[ChildWatches] = None

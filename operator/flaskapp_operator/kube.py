@@ -48,6 +48,9 @@ MONITORING_KINDS: tuple[tuple[str, str, str], ...] = (
 KEDA_API = "keda.sh/v1alpha1"
 KEDA_KINDS: tuple[tuple[str, str, str], ...] = (
     (KEDA_API, "ScaledObject", "scaledobjects"), (KEDA_API, "TriggerAuthentication", "triggerauthentications"))
+# Rendered only where the Gateway API is installed: spec.route's HTTPRoute.
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+GATEWAY_KINDS: tuple[tuple[str, str, str], ...] = ((GATEWAY_API, "HTTPRoute", "httproutes"),)
 # How long an answer about served APIs is kept: CRDs installed later are picked up within this time.
 DISCOVERY_TTL_SECONDS = float(os.environ.get("FLASKAPP_DISCOVERY_SECONDS", "300"))
 
@@ -182,9 +185,14 @@ class Cluster:
         """Whether KEDA's ScaledObject and TriggerAuthentication are served (same cache)."""
         return self._serves(KEDA_API, KEDA_KINDS)
 
+    def gateway_api(self) -> bool:
+        """Whether Gateway API's HTTPRoute is served (same cache)."""
+        return self._serves(GATEWAY_API, GATEWAY_KINDS)
+
     def optional_kinds(self) -> tuple[tuple[str, str, str], ...]:
         """The kinds of optional APIs the cluster serves now, which the renderer may produce."""
-        return ((MONITORING_KINDS if self.monitoring_api() else ()) + (KEDA_KINDS if self.keda_api() else ()))
+        return ((MONITORING_KINDS if self.monitoring_api() else ()) + (KEDA_KINDS if self.keda_api() else ())
+                + (GATEWAY_KINDS if self.gateway_api() else ()))
 
     def _serves(self, api_version: str, kinds: tuple[tuple[str, str, str], ...]) -> bool:
         with self._lock:

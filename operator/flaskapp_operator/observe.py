@@ -192,11 +192,49 @@ def budget_capped(budget: dict) -> tuple[bool, str, str]:
     return False, "WithinBudget", "every autoscaler keeps the maxReplicas of the spec"
 
 
+@dataclass(frozen=True)
+class RouteProblem:
+    reason: str
+    message: str
+    refused: bool  # a Gateway controller said no (else: no answer yet)
+
+
+def _same_parent(answered: dict, ref: dict, namespace: str) -> bool:
+    def key(r: dict) -> tuple:
+        return (r.get("name"), r.get("namespace") or namespace, r.get("sectionName"), r.get("port"))
+    return key(answered) == key(ref)
+
+
+def route_problem(route: Optional[dict], namespace: str) -> Optional[RouteProblem]:
+    """Why the HTTPRoute does not carry traffic yet, from the Gateway controllers' own conditions (Gateway API:
+    status.parents[].conditions Accepted and ResolvedRefs, per parentRef); None once every Gateway accepted it."""
+    if route is None:
+        return RouteProblem("RouteNotCreated", "the HTTPRoute does not exist yet", False)
+    answers = (route.get("status") or {}).get("parents") or []
+    for ref in route["spec"]["parentRefs"]:
+        gateway = f"Gateway {ref.get('namespace') or namespace}/{ref['name']}" + (
+            f" listener {ref['sectionName']}" if ref.get("sectionName") else "")
+        answer = next((a for a in answers if _same_parent(a.get("parentRef") or {}, ref, namespace)), None)
+        if answer is None:
+            return RouteProblem("RouteNotAccepted", f"no controller of {gateway} has accepted the route yet (does "
+                                "the Gateway exist, and allow routes from this namespace?)", False)
+        conditions = {c["type"]: c for c in answer.get("conditions") or []}
+        for kind in ("Accepted", "ResolvedRefs"):
+            found = conditions.get(kind)
+            if found is None:
+                return RouteProblem("RouteNotAccepted", f"{gateway}: no {kind} condition yet", False)
+            if found.get("status") != "True":
+                return RouteProblem(found.get("reason") or f"Not{kind}",
+                                    f"{gateway} ({answer.get('controllerName', 'its controller')}): {kind} is "
+                                    f"{found.get('status')}: {found.get('message') or found.get('reason')}", True)
+    return None
+
+
 def build_status(*, app: str, generation: int, verdict: Verdict, deployments: list[dict], pool_names: list[str],
                  tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = (),
                  pod_events: Optional[dict[str, list[dict]]] = None,
                  minimums: Optional[dict[str, int]] = None, monitoring_note: Optional[str] = None,
-                 upgrade_note: Optional[str] = None) -> dict:
+                 upgrade_note: Optional[str] = None, route: Optional[RouteProblem] = None) -> dict:
     comps = components(deployments, minimums)
     not_ready = sorted(n for n, c in comps.items() if not c["ready"])
     all_ready = not not_ready and bool(comps)
@@ -224,6 +262,10 @@ def build_status(*, app: str, generation: int, verdict: Verdict, deployments: li
         ready = (False, verdict.waiting_reason, verdict.waiting_message)
         progressing = (True, verdict.waiting_reason, verdict.waiting_message)
         degraded = (False, "AsExpected", "")
+    elif all_ready and route is not None:  # every pod serves, but no traffic reaches them through the Gateway
+        ready = (False, route.reason, route.message)
+        progressing = (not route.refused, "RouteNotAccepted" if not route.refused else route.reason, route.message)
+        degraded = (route.refused, route.reason if route.refused else "AsExpected", route.message if route.refused else "")
     elif all_ready:
         ready = (True, "AllComponentsReady", f"{len(comps)} components ready")
         progressing = (False, "RolloutComplete", "every component runs the current spec")

@@ -10,11 +10,13 @@ from typing import Optional
 from . import metrics
 from .builders.config import REDIS_SECRET_SUFFIX
 from .builders.availability import queue_scaled as queue_scaled_pool
-from .kube import (DISCOVERY_TTL_SECONDS, KEDA_API, MONITORING_API, ApplyRefused, Cluster, Key, NameConflict,
+from .kube import (DISCOVERY_TTL_SECONDS, GATEWAY_API, KEDA_API, MONITORING_API, ApplyRefused, Cluster, Key,
+                   NameConflict,
                    autoscaler_minimums, key_of, secret_value)
 from .naming import COMPONENT_LABEL, child_name
 from .pacing import AUTO_UPGRADE, RolloutPacer, auto_upgrade, inputs_hash, upgrades, with_inputs_hash
-from .observe import BUDGET_CAPPED, Verdict, build_status, job_state, status_changed, status_patch, stuck_pods
+from .observe import (BUDGET_CAPPED, Verdict, build_status, job_state, route_problem, status_changed, status_patch,
+                      stuck_pods)
 from .render import Rendered, render
 from .schema import SpecError
 
@@ -38,10 +40,14 @@ def _is_migration(obj: dict) -> bool:
     return (obj["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == "migrations"
 
 
-def _url(spec_ingress, name: str, namespace: str) -> str:
-    if spec_ingress is not None and spec_ingress.enabled and (spec_ingress.host or spec_ingress.hosts):
-        scheme = "https" if spec_ingress.tls_secret_name or spec_ingress.issuer_ref else "http"
-        return f"{scheme}://{spec_ingress.host or spec_ingress.hosts[0]}/"
+def _url(spec, name: str, namespace: str) -> str:
+    ingress = spec.ingress if spec else None
+    if ingress is not None and ingress.enabled and (ingress.host or ingress.hosts):
+        scheme = "https" if ingress.tls_secret_name or ingress.issuer_ref else "http"
+        return f"{scheme}://{ingress.host or ingress.hosts[0]}/"
+    route = spec.route if spec else None
+    if route is not None and route.enabled and route.hostnames:  # the scheme is the Gateway listener's: unknown
+        return f"http://{route.hostnames[0].removeprefix('*.')}{route.paths[0].path}"
     return f"http://{child_name(name, 'nginx')}.{namespace}.svc/"
 
 
@@ -70,10 +76,11 @@ def reconcile(cluster: Cluster, namespace: str, name: str, pacer: Optional[Rollo
                 or secrets.token_urlsafe(24))
     database_url, missing = _pooler_database_url(cluster, namespace, body.get("spec"))
     keda_api = cluster.keda_api()
+    gateway_api = cluster.gateway_api()
     try:
         rendered: Optional[Rendered] = render(body, redis_password=password,
                                               uid=meta["uid"], monitoring_api=monitoring_api,
-                                              database_url=database_url, keda_api=keda_api)
+                                              database_url=database_url, keda_api=keda_api, gateway_api=gateway_api)
     except SpecError as exc:
         rendered = None
         verdict = Verdict("InvalidSpec", str(exc))
@@ -90,7 +97,9 @@ def reconcile(cluster: Cluster, namespace: str, name: str, pacer: Optional[Rollo
         digest = inputs_hash(body, database_url=database_url,
                              # drawn anew each pass while no Redis runs (then no Secret keeps it)
                              redis_password=password if redis_secret in {key_of(o) for o in rendered.objects} else None,
-                             monitoring_api=monitoring_api, keda_api=keda_api)
+                             monitoring_api=monitoring_api, keda_api=keda_api,
+                             # (only where it changes the render: a new input changes every app's digest)
+                             **({"gateway_api": gateway_api} if rendered.spec.route.enabled else {}))
         desired = with_inputs_hash(rendered.objects, digest)
         queue_scaled = [p.name for p in rendered.spec.worker_pools if queue_scaled_pool(p)]
         if missing:
@@ -100,6 +109,11 @@ def reconcile(cluster: Cluster, namespace: str, name: str, pacer: Optional[Rollo
                               f"(autoscaling.queueLength), which needs KEDA: the cluster does not serve {KEDA_API} "
                               f"ScaledObject. Install KEDA (picked up within {DISCOVERY_TTL_SECONDS:.0f} s) or remove "
                               f"queueLength to scale on CPU; nothing was rolled out")
+        elif rendered.spec.route.enabled and not gateway_api:
+            verdict = Verdict("GatewayApiNotInstalled", f"spec.route needs the Gateway API: the cluster does not serve "
+                              f"{GATEWAY_API} HTTPRoute. Install the Gateway API CRDs and a Gateway controller "
+                              f"(picked up within {DISCOVERY_TTL_SECONDS:.0f} s), or use spec.ingress; nothing was "
+                              f"rolled out")
         elif not rendered.feasible:
             verdict = Verdict("ConnectionBudgetExceeded", rendered.tuning.budget.message)
         else:
@@ -151,7 +165,9 @@ def reconcile(cluster: Cluster, namespace: str, name: str, pacer: Optional[Rollo
         app=name, generation=generation, verdict=verdict, deployments=deployments,
         pool_names=[p.name for p in spec.worker_pools] if spec else [],
         tuning=rendered.tuning.report() if rendered else None,
-        url=_url(spec.ingress if spec else None, name, namespace), previous=previous, now=now, pods=pods,
+        url=_url(spec, name, namespace), previous=previous, now=now, pods=pods,
+        route=(route_problem(live.get(("HTTPRoute", name)), namespace)
+               if spec and spec.route.enabled and gateway_api and rendered is not None else None),
         pod_events=pod_events, minimums=autoscaler_minimums(rendered.objects if rendered else []),
         monitoring_note=MONITORING_API_MISSING if spec and spec.monitoring.enabled and not monitoring_api else None,
         upgrade_note=_upgrade_note(upgrade, paced, pacer))

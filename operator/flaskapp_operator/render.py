@@ -62,7 +62,7 @@ def app_ref(document: Any) -> AppRef:
 
 def render(document: dict, *, redis_password: str, addresses: Optional[Addresses] = None,
            uid: Optional[str] = None, monitoring_api: bool = True,
-           database_url: Optional[str] = None, keda_api: bool = True) -> Rendered:
+           database_url: Optional[str] = None, keda_api: bool = True, gateway_api: bool = True) -> Rendered:
     """Everything the operator would apply for `document` (a FlaskApp as a dict).
 
     `redis_password` is an input so that rendering stays pure: the operator passes the one stored in the
@@ -71,6 +71,7 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
     PrometheusRule can be created (the operator asks the cluster; offline they are assumed). `database_url`:
     the URL in the database Secret, which configures PgBouncer when spec.database.pooler is enabled (a
     placeholder when not given). `keda_api`: whether KEDA's ScaledObject is served (queue-length autoscaling).
+    `gateway_api`: whether Gateway API's HTTPRoute is served (spec.route).
     """
     ref = app_ref(document)
     if uid:
@@ -80,7 +81,7 @@ def render(document: dict, *, redis_password: str, addresses: Optional[Addresses
     ctx = Context(app=ref, spec=spec, tuning=tuning,
                   addresses=addresses or Addresses.in_cluster(ref.name, ref.namespace, spec.web.port),
                   redis_password=redis_password, monitoring_api=monitoring_api, database_url=database_url,
-                  keda_api=keda_api)
+                  keda_api=keda_api, gateway_api=gateway_api)
     conflicts = env_conflicts(ctx)
     if conflicts:
         raise SpecError(conflicts)

@@ -20,6 +20,7 @@ import requests
 import yaml
 
 from kubetest import ROOT, new_namespace, wait_until
+from localcluster.node import GATEWAY_CLASS
 
 SHOP = yaml.safe_load((ROOT / "tests" / "e2e" / "shop.yaml").read_text())
 POSTGRES = list(yaml.safe_load_all((ROOT / "tests" / "e2e" / "postgres.yaml").read_text()))
@@ -618,6 +619,89 @@ def check_flaskr_within_its_plan(kube, ns: str) -> None:
     assert codes == [200] * (2 * FLASKR_REQUESTS), Counter(map(str, codes))
     assert samples >= 3 and 1 <= peak <= 2 * per_pod, (peak, per_pod)
     assert "flaskapp-agent: engine postgresql+psycopg@postgres.e2e-db.svc:5432/flaskr lowered to the connection plan" in logs
+
+
+# -- Gateway API ------------------------------------------------------------------------------------------
+
+ROUTE_HOST = "routed.e2e.test"
+
+
+def self_signed(host: str) -> tuple[bytes, bytes]:
+    """A certificate for `host` and its key (PEM), for the Gateway's HTTPS listener."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def gateway(ns: str, gateway_class: str, tls_secret: str) -> dict:
+    """A Gateway with a plain and a TLS listener for ROUTE_HOST, admitting routes of its own namespace."""
+    same = {"namespaces": {"from": "Same"}}
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "e2e", "namespace": ns},
+            "spec": {"gatewayClassName": gateway_class, "listeners": [
+                {"name": "http", "protocol": "HTTP", "port": 80, "hostname": ROUTE_HOST, "allowedRoutes": same},
+                {"name": "https", "protocol": "HTTPS", "port": 443, "hostname": ROUTE_HOST, "allowedRoutes": same,
+                 "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": tls_secret}]}}]}}
+
+
+@pytest.mark.order(4)
+def test_a_gateway_serves_the_app_through_its_route_over_http_and_https(kube, target, real_pods, tmp_path):
+    """spec.route on a real Gateway controller (Traefik's Kubernetes Gateway provider, Gateway API v1.4 CRDs):
+    the FlaskApp is Ready only once Traefik accepted its HTTPRoute, then serves through the Gateway's HTTP and
+    HTTPS listeners (certificate from a Secret, checked by curl against that certificate); a route to a Gateway
+    that does not exist leaves it not Ready, naming the Gateway."""
+    ns = STATE["ns"]
+    cert, key = self_signed(ROUTE_HOST)
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    kube.kubectl("create", "secret", "tls", "routed-tls", "-n", ns, f"--cert={tmp_path / 'cert.pem'}",
+                 f"--key={tmp_path / 'key.pem'}")
+    kube.apply(gateway(ns, GATEWAY_CLASS, "routed-tls"), ns)
+    app = small_app(target, "routed", **{"route": {"enabled": True, "parentRefs": [{"name": "e2e"}],
+                                                  "hostnames": [ROUTE_HOST]}})
+    kube.apply(app, ns)
+    node_ip = requests.utils.urlparse(real_pods.ingress_url).hostname
+    try:
+        wait_ready(kube, ns, "routed", 300)
+        status = kube.get("flaskapp", "routed", ns)["status"]
+        assert status["url"] == f"http://{ROUTE_HOST}/"
+        route = kube.get("httproute", "routed", ns)
+        accepted = {c["type"]: c["status"] for p in route["status"]["parents"] for c in p["conditions"]}
+        assert accepted["Accepted"] == "True" and accepted["ResolvedRefs"] == "True", route["status"]
+
+        def curl(scheme: str, port: int) -> subprocess.CompletedProcess:
+            return subprocess.run(["curl", "-sS", "--max-time", "10", "--resolve", f"{ROUTE_HOST}:{port}:{node_ip}",
+                                   "--cacert", str(tmp_path / "cert.pem"), "-o", "/dev/null", "-w", "%{http_code}",
+                                   f"{scheme}://{ROUTE_HOST}/hello"], capture_output=True, text=True, timeout=30)
+        # Traefik applies a new route within a moment of accepting it.
+        for scheme, port in (("http", 80), ("https", 443)):
+            served = wait_until(lambda: (r := curl(scheme, port)).stdout == "200" and r, 60, interval=1,
+                                what=f"the app through the Gateway's {scheme} listener")
+            record(f"gateway_{scheme}", served.stdout)
+
+        kube.kubectl("patch", "flaskapp", "routed", "-n", ns, "--type=merge",
+                     "-p", json.dumps({"spec": {"route": {"parentRefs": [{"name": "no-such-gateway"}]}}}))
+
+        def not_accepted():
+            ready = conditions(kube, ns, "routed").get("Ready", {})
+            return ready if ready.get("status") == "False" and ready.get("reason") == "RouteNotAccepted" else None
+        ready = wait_until(not_accepted, 120, interval=2, what="Ready False for a route no Gateway accepted")
+        assert f"Gateway {ns}/no-such-gateway" in ready["message"], ready
+    finally:  # the later tests count the namespace's web pods
+        kube.kubectl("delete", "flaskapp", "routed", "-n", ns, "--wait=true", "--timeout=120s", check=False)
+        kube.kubectl("delete", "gateway", "e2e", "-n", ns, check=False)
 
 
 # -- network policy -----------------------------------------------------------------------------------------

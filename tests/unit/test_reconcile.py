@@ -17,6 +17,7 @@ class MemoryCluster:
     def __init__(self, app: dict, live: dict, secrets: dict | None = None):
         self.app, self.live, self.secrets = app, live, secrets or {}
         self.keda = False
+        self.gateway = False
         self.applied: list = []
         self.pruned: list = []
         self.status: dict = {}
@@ -32,6 +33,9 @@ class MemoryCluster:
 
     def keda_api(self):
         return self.keda
+
+    def gateway_api(self):
+        return self.gateway
 
     def apply(self, desired, live, owner_uid):
         for obj in desired:

@@ -32,6 +32,9 @@ HELM_VERSION = "v3.20.2"
 # The real node's add-ons, each a plain Go build from the module proxy (no image registry needed).
 COREDNS_VERSION = "v1.14.7"
 TRAEFIK_VERSION = "v3.6.12"
+# The Gateway API release Traefik v3.6.12 implements (its go.mod): the CRDs the local cluster serves.
+GATEWAY_API_VERSION = "v1.4.0"
+GATEWAY_API_CRDS = ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants", "backendtlspolicies")
 # NetworkPolicy engine: kube-router's firewall (iptables + ipset). sigs.k8s.io/kube-network-policies was
 # tried first: it needs the nftables `queue` expression, which this VM's kernel lacks (nft answers
 # "No such file or directory" to any `queue` rule), while iptables' set match works here.
@@ -308,6 +311,13 @@ def keda_crds(version: str = KEDA_VERSION) -> Path:
     return _module_files("keda-crds", "github.com/kedacore/keda/v2", version, files)
 
 
+def gateway_api_crds(version: str = GATEWAY_API_VERSION) -> Path:
+    """Gateway API's standard-channel CRDs as the project publishes them (its module's config/crd/standard)."""
+    files = {f"gateway.networking.k8s.io_{name}.yaml": f"config/crd/standard/gateway.networking.k8s.io_{name}.yaml"
+             for name in GATEWAY_API_CRDS}
+    return _module_files("gateway-api-crds", "sigs.k8s.io/gateway-api", version, files)
+
+
 def build_cert_manager_shim(version: str = CERT_MANAGER_VERSION) -> Path:
     """tools/certmanagershim: cert-manager's ingress-shim over one namespace, built against cert-manager's module.
     Cached by cert-manager's version and the program's own content."""
@@ -370,4 +380,4 @@ def ensure_node_tools() -> dict[str, Path]:
     return {"coredns": build_coredns() / "coredns", "traefik": build_traefik() / "traefik",
             "kube-router": build_kube_router() / "kube-router",
             "local-path-provisioner": build_local_path_provisioner() / "local-path-provisioner",
-            "pause": build_pause() / "pause"}
+            "pause": build_pause() / "pause", "gateway-api-crds": gateway_api_crds()}

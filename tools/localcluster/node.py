@@ -42,6 +42,12 @@ CNI_NETWORK = "flaskapp-pods"
 CLUSTER_DOMAIN = "cluster.local"
 INGRESS_CLASS = "traefik"
 INGRESS_PORT = 80
+INGRESS_TLS_PORT = 443
+# A GatewayClass for Traefik's Kubernetes Gateway provider: Gateways of this class listen on Traefik's entry points
+# (a listener's port is the entry point's: 80 plain, 443 TLS).
+GATEWAY_CLASS = "traefik"
+GATEWAY_CLASS_OBJECT = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                        "metadata": {"name": GATEWAY_CLASS}, "spec": {"controllerName": "traefik.io/gateway-controller"}}
 CNI_BIN_DIR = "/usr/lib/cni"
 SOCKETS_ROOT = Path("/run/flaskapp-localcluster/sockets")
 # Debian packages a real node runs; `hack/install-debian-packages.sh` installs the missing ones.
@@ -228,6 +234,17 @@ rules:
   - apiGroups: [networking.k8s.io, extensions]
     resources: [ingresses/status]
     verbs: [update]
+  # Its Kubernetes Gateway provider (doc.traefik.io/traefik/reference/install-configuration/providers/kubernetes/
+  # kubernetes-gateway/).
+  - apiGroups: [""]
+    resources: [namespaces, configmaps]
+    verbs: [get, list, watch]
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies]
+    verbs: [get, list, watch]
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status]
+    verbs: [update, patch]
 ---
 """ + _binding("ClusterRole", "traefik-ingress-controller", "traefik") + """\
 ---
@@ -396,7 +413,7 @@ class RealNode:
     def start_addons(self, spawn: Spawn, kubectl: Callable[..., subprocess.CompletedProcess], server: str,
                      pki: Path, bins: dict[str, Path], traefik_api_port: int, kube_router_health_port: int,
                      helper_image: str) -> None:
-        """Traefik (ingress), kube-router's firewall (NetworkPolicy) and local-path-provisioner
+        """Traefik (Ingress and Gateway API), kube-router's firewall (NetworkPolicy) and local-path-provisioner
         (PersistentVolumes), as host processes with ServiceAccount tokens of their own (least privilege,
         not the admin certificate)."""
         traefik, kube_router = bins["traefik"], bins["kube-router"]
@@ -404,15 +421,26 @@ class RealNode:
                 yaml.safe_dump(local_path_config(self.root / "volumes", helper_image)))
         tokens = {name: self._service_account_token(kubectl, name)
                   for name in ("traefik", "kube-router", "local-path-provisioner")}
+        # Gateway API: its CRDs (the release Traefik implements) and Traefik's GatewayClass.
+        kubectl("apply", "--server-side", "-f", str(bins["gateway-api-crds"]))
+        kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                *(f"crd/{name}.gateway.networking.k8s.io" for name in ("gatewayclasses", "gateways", "httproutes")))
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(GATEWAY_CLASS_OBJECT))
         spawn("traefik", [
             str(traefik), f"--entrypoints.web.address={NODE_IP}:{INGRESS_PORT}",
+            f"--entrypoints.websecure.address={NODE_IP}:{INGRESS_TLS_PORT}",
             # A test cluster stops at once (Traefik's default waits 10 s for open connections).
             "--entrypoints.web.transport.lifecycle.gracetimeout=1s",
+            "--entrypoints.websecure.transport.lifecycle.gracetimeout=1s",
             f"--entrypoints.traefik.address=127.0.0.1:{traefik_api_port}", "--ping=true",
             "--providers.kubernetesingress=true", f"--providers.kubernetesingress.endpoint={server}",
             f"--providers.kubernetesingress.token={tokens['traefik']}",
             f"--providers.kubernetesingress.certauthfilepath={pki / 'ca.crt'}",
             f"--providers.kubernetesingress.ingressendpoint.ip={NODE_IP}",
+            "--providers.kubernetesgateway=true", f"--providers.kubernetesgateway.endpoint={server}",
+            f"--providers.kubernetesgateway.token={tokens['traefik']}",
+            f"--providers.kubernetesgateway.certauthfilepath={pki / 'ca.crt'}",
+            f"--providers.kubernetesgateway.statusaddress.ip={NODE_IP}",
             "--global.checknewversion=false", "--global.sendanonymoususage=false", "--log.level=WARN"])
         kubeconfig = self._token_kubeconfig("kube-router", server, pki, tokens["kube-router"])
         spawn("local-path-provisioner", [

@@ -8,7 +8,7 @@ from .availability import availability_objects
 from .config import config_checksums, env_configmap
 from .context import Addresses, AppRef, Context
 from .monitoring import monitor_objects
-from .network import ingress_objects, service_account
+from .network import ingress_objects, route_objects, service_account
 from .nginx import nginx_objects
 from .policies import network_policies
 from .pooler import pooler_objects
@@ -33,6 +33,7 @@ def desired_objects(ctx: Context) -> list[dict]:
         *nginx_objects(ctx),
         *availability_objects(ctx),
         *ingress_objects(ctx),
+        *route_objects(ctx),
         *monitor_objects(ctx),
         *network_policies(ctx),
     ]

@@ -77,6 +77,7 @@ class Context:
     monitoring_api: bool = True
     # Whether the cluster serves keda.sh/v1alpha1 (ScaledObject): queue-length autoscaling. The CLI assumes so.
     keda_api: bool = True
+    gateway_api: bool = True  # whether the cluster serves Gateway API's HTTPRoute (spec.route)
     # The database URL from the user's Secret, which configures PgBouncer (spec.database.pooler); read by the
     # operator, given to the CLI with --database-url.
     database_url: Optional[str] = None

@@ -58,3 +58,27 @@ def ingress_objects(ctx: Context) -> list[dict]:
     if annotations:
         meta["annotations"] = dict(sorted(annotations.items()))
     return [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}]
+
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+
+
+def route_objects(ctx: Context) -> list[dict]:
+    """A Gateway API HTTPRoute to the nginx Service (gateway-api.sigs.k8s.io/api-types/httproute/): every path on
+    every hostname, to the Service's port 80."""
+    route = ctx.spec.route
+    if not route.enabled or not ctx.gateway_api:
+        return []
+    parents = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": p.name,
+                **({"namespace": p.namespace} if p.namespace else {}),
+                **({"sectionName": p.section_name} if p.section_name else {}),
+                **({"port": p.port} if p.port else {})} for p in route.parent_refs]
+    spec: dict = {"parentRefs": parents}
+    if route.hostnames:
+        spec["hostnames"] = list(route.hostnames)
+    spec["rules"] = [{"matches": [{"path": {"type": p.type, "value": p.path}} for p in route.paths],
+                      "backendRefs": [{"group": "", "kind": "Service", "name": ctx.child("nginx"), "port": 80}]}]
+    meta = metadata(ctx, ctx.child(), "route")
+    if route.annotations:
+        meta["annotations"] = dict(sorted(route.annotations.items()))
+    return [{"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": meta, "spec": spec}]
