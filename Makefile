@@ -12,7 +12,7 @@ IMG ?= ghcr.io/flaskapp-operator/flaskapp-operator:0.1.0
 EXAMPLE_IMG ?= ghcr.io/flaskapp-operator/example:0.1.0
 KIND_CLUSTER ?= flaskapp-e2e
 NAMESPACE ?= flaskapp-system
-DEBIAN_PACKAGES := nginx-light redis-server postgresql pgbouncer memcached wrk
+DEBIAN_PACKAGES := nginx-light redis-server valkey-server/bookworm-backports postgresql pgbouncer memcached wrk
 # The local cluster's real node (containerd, runc, CNI, iptables, ipset) and its image builds (Debian's
 # Docker engine, debootstrap). NODES=kwok runs fake nodes only and needs none of them.
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack ipset debootstrap docker.io

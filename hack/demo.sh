@@ -117,7 +117,7 @@ spec = app["spec"]
 spec.update(image=images.EXAMPLE_REF)
 for sidecar in spec["web"]["pod"]["sidecars"]:  # the web pods' uploads reader runs the example image too
     sidecar["image"] = images.EXAMPLE_REF
-spec["nginx"]["image"], spec["redis"]["image"] = images.NGINX_REF, images.REDIS_REF
+spec["nginx"]["image"], spec["redis"]["image"] = images.NGINX_REF, images.VALKEY_REF
 spec["monitoring"]["images"] = images.MONITORING_IMAGES
 spec["ingress"]["className"] = INGRESS_CLASS
 open(f"{sys.argv[1]}/postgres.yaml", "w").write(yaml.safe_dump_all(db))
@@ -150,7 +150,7 @@ from localcluster import images
 app = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": "orders"},
        "spec": {"image": images.EXAMPLE_REF, "wsgi": "app:create_app()", "ingress": {"enabled": False},
                 "web": {"replicas": 2, "healthCheckPath": "/healthz", "resources": {"requests": {"cpu": "100m", "memory": "384Mi"}}},
-                "nginx": {"replicas": 1, "image": images.NGINX_REF}, "redis": {"image": images.REDIS_REF},
+                "nginx": {"replicas": 1, "image": images.NGINX_REF}, "redis": {"image": images.VALKEY_REF},
                 "database": {"secretName": "orders-db", "maxConnections": 12, "reservedConnections": 2,
                              "pooler": {"enabled": True, "replicas": 1, "image": images.PGBOUNCER_REF}}}}
 open(f"{sys.argv[1]}/orders.yaml", "w").write(yaml.safe_dump(app))

@@ -447,7 +447,9 @@ class ExternalRedis:
 class Redis:
     mode: str = field("managed: the operator runs a cache and a broker instance; external: URLs come "
                       "from a Secret.", default="managed", enum=("managed", "external"))
-    image: str = field("Image of the managed instances.", default="redis:7.4.2-alpine", pattern=IMAGE_REFERENCE)
+    image: str = field("Image of the managed instances: Valkey (BSD-3-Clause) by default; a Redis image works the "
+                       "same (redis:7.2 is BSD; 7.4 and later are RSALv2/SSPL).", default="valkey/valkey:9.1.4-alpine",
+                       pattern=IMAGE_REFERENCE)
     cache: RedisCache = field("The cache instance (maxmemory-policy allkeys-lru), or a memcached.", default=RedisCache)
     broker: RedisBroker = field("The Celery broker instance (maxmemory-policy noeviction: evicting "
                                 "queued messages loses tasks), durable by default.", default=RedisBroker)
@@ -534,7 +536,7 @@ class Database:
 )
 @dataclass(frozen=True, kw_only=True)
 class Nginx:
-    image: str = field("Unprivileged nginx image.", default="nginxinc/nginx-unprivileged:1.27.4-alpine",
+    image: str = field("Unprivileged nginx image.", default="nginxinc/nginx-unprivileged:1.30.4-alpine",
                        pattern=IMAGE_REFERENCE)
     replicas: int = field("Nginx pods.", default=2, minimum=1, maximum=100)
     static_url_path: str = field("URL prefix served from disk: path segments of letters, digits and _~%@:+,=!*()-. "

@@ -26,13 +26,15 @@ class Target:
     example_image: str
     postgres_image: str
     nginx_image: Optional[str]  # None: the FlaskApp's default
-    redis_image: Optional[str]
+    redis_image: Optional[str]  # the managed cache and broker (the local node: Valkey, the default engine)
     ingress_class: str
     ingress_url: Optional[str]  # None: no running containers (kwok)
     # spec.monitoring.images (None: the FlaskApp's defaults) and the Prometheus the suite runs.
     monitoring_images: Optional[dict] = None
     prometheus_image: str = "quay.io/prometheus/prometheus:v3.16.0"  # the release of Go module v0.316.0
     pooler_image: Optional[str] = None  # spec.database.pooler.image (None: the FlaskApp's default)
+    # A Redis image, for what must keep working when a user picks Redis over the default Valkey.
+    redis_compat_image: Optional[str] = os.environ.get("REDIS_COMPAT_IMG", "redis:7.2.7-alpine")
     # A public Flask app, unchanged, in an image of its own (localcluster/publicapps.py).
     flaskr_image: str = os.environ.get("FLASKR_IMG", "ghcr.io/flaskapp-operator/public-flaskr:2.5.1")
     flask_celery_image: str = os.environ.get("FLASK_CELERY_IMG", "ghcr.io/flaskapp-operator/public-flask-celery:3.1.3")
@@ -70,10 +72,10 @@ def target(kube) -> Target:
         return KIND
     node = kube.local.node
     local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"],
-             "pooler_image": images.PGBOUNCER_REF, "flaskr_image": images.FLASKR_REF,
+             "pooler_image": images.PGBOUNCER_REF, "redis_compat_image": images.REDIS_REF, "flaskr_image": images.FLASKR_REF,
              "flask_celery_image": images.FLASK_CELERY_REF, "flask_caching_image": images.FLASK_CACHING_REF}
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
-                  images.REDIS_REF, INGRESS_CLASS, node.ingress_url if node else None, **local)
+                  images.VALKEY_REF, INGRESS_CLASS, node.ingress_url if node else None, **local)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ def _require(binaries):
 
 @pytest.fixture(scope="session")
 def stack():
-    _require(["nginx", "redis-server", str(PG_BIN / "postgres")])
+    _require(["nginx", "valkey-server", "redis-server", str(PG_BIN / "postgres")])
     workdir = Path(tempfile.mkdtemp(prefix="flaskapp-workload-"))
     workdir.chmod(0o755)  # nginx workers and postgres run as other users
     s = Stack(workdir).start()

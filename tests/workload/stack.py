@@ -110,6 +110,7 @@ class Stack:
     static_dir: Optional[Path] = None
     # The database Secret's URL scheme: a public app gets the driver its image installs (psycopg 3 here).
     url_scheme: str = "postgresql"
+    server_path: Optional[str] = None  # PATH of the cache and broker processes (None: this process's)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     rendered: Optional[Rendered] = None
@@ -188,13 +189,16 @@ class Stack:
         secret = find(self.rendered.objects, "Secret", "-redis")
         mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "auth")
         (auth / "auth.conf").write_bytes(base64.b64decode(secret["data"]["auth.conf"]))
-        command = [c.replace(mount, str(auth)) for c in container["command"]]
-        args = list(container["args"])
+        command = list(container["command"])
+        args = [a.replace(mount, str(auth)) for a in container["args"]]
         args[args.index("--port") + 1] = str(self.ports[component])  # the address: a loopback port
         data = self.workdir / component
         data.mkdir(exist_ok=True)
         args[args.index("--dir") + 1] = str(data)
-        proc = self._spawn(component, [*command, *args, "--bind", "127.0.0.1"])
+        # server_path: a PATH with only some servers on it (the rendered command takes valkey-server, else
+        # redis-server, from the PATH).
+        proc = self._spawn(component, [*command, *args, "--bind", "127.0.0.1"],
+                           env={"PATH": self.server_path} if self.server_path else None)
         wait_port(self.ports[component], proc, log=self.log(component))
 
     def start_memcached(self) -> None:

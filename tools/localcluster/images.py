@@ -45,6 +45,7 @@ FLASK_CELERY_REF = f"localhost/public-apps/{FLASK_CELERY.name}:{FLASK_CELERY.ver
 FLASK_CACHING_REF = f"localhost/public-apps/{FLASK_CACHING_HELLO.name}:{FLASK_CACHING_HELLO.version}"
 NGINX_REF = f"localhost/debian-{DEBIAN_SUITE}/nginx-light:local"
 REDIS_REF = f"localhost/debian-{DEBIAN_SUITE}/redis-server:local"
+VALKEY_REF = f"localhost/debian-{DEBIAN_SUITE}/valkey-server:local"  # the default engine's stand-in
 POSTGRES_REF = f"localhost/debian-{DEBIAN_SUITE}/postgresql:local"
 PGBOUNCER_REF = f"localhost/debian-{DEBIAN_SUITE}/pgbouncer:local"
 PAUSE_REF = "localhost/flaskapp-localcluster/pause:local"
@@ -112,6 +113,8 @@ def image_builds() -> list[ImageBuild]:
         ImageBuild(NGINX_REF, DOCKERFILES, DOCKERFILES / "nginx.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=()),
         ImageBuild(REDIS_REF, DOCKERFILES, DOCKERFILES / "redis.Dockerfile", (("BASE_IMAGE", BASE_REF),),
+                   needs=(BASE_REF,), inputs=()),
+        ImageBuild(VALKEY_REF, DOCKERFILES, DOCKERFILES / "valkey.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=()),
         ImageBuild(POSTGRES_REF, DOCKERFILES, DOCKERFILES / "postgresql.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=("postgresql-entrypoint.sh",)),

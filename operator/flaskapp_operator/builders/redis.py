@@ -23,7 +23,7 @@ POLICIES = {"redis-cache": "allkeys-lru", "redis-broker": "noeviction"}
 
 
 def redis_server_args(maxmemory: int, policy: str, persistent: bool, port: int = REDIS_PORT) -> list[str]:
-    """redis-server options after its config file (the password). Persistent: every write goes to the
+    """Server options after its config file (the password). Persistent: every write goes to the
     append-only file, fsynced once a second, so a restart loses at most a second of tasks (redis.io,
     "Redis persistence"); no RDB snapshots, whose forks double memory under load."""
     durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
@@ -31,19 +31,28 @@ def redis_server_args(maxmemory: int, policy: str, persistent: bool, port: int =
             "--save", "", *durability, "--dir", DATA_DIR]
 
 
+# Valkey (the default image) and Redis take the same options and protocol; the image has valkey-server or
+# redis-server (Valkey's images also link the redis-* names, Debian's packages do not). The options are
+# arguments, never part of the script.
+SERVER = ('for server in valkey-server redis-server; do command -v "$server" >/dev/null && exec "$server" "$@"; '
+          'done; echo "the image has neither valkey-server nor redis-server" >&2; exit 127')
+CLI = "$(command -v valkey-cli || command -v redis-cli)"
+
+
 def _pod(ctx: Context, component: str, instance: RedisInstance, maxmemory: int, persistent: bool) -> dict:
+    password = {"valueFrom": {"secretKeyRef": {"name": ctx.child(REDIS_SECRET_SUFFIX), "key": "password"}}}
     container = {
         "name": "redis",
         "image": ctx.spec.redis.image,
-        "command": ["redis-server", f"{AUTH_DIR}/{AUTH_FILE}"],
-        "args": redis_server_args(maxmemory, POLICIES[component], persistent),
+        "command": ["sh", "-c", SERVER, "server"],
+        "args": [f"{AUTH_DIR}/{AUTH_FILE}", *redis_server_args(maxmemory, POLICIES[component], persistent)],
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
         "resources": bounded({"cpu": instance.cpu, "memory": instance.memory}),
         # Ready once it answers PING (not while it loads its append-only file: LOADING); alive while it
-        # accepts connections. redis-cli reads the password from REDISCLI_AUTH, never from its argv.
-        "env": [{"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {"name": ctx.child(REDIS_SECRET_SUFFIX),
-                                                                         "key": "password"}}}],
-        "readinessProbe": exec_probe(["sh", "-c", f"redis-cli -p {REDIS_PORT} ping | grep -q PONG"], period=5,
+        # accepts connections. The CLI reads the password from the environment, never from its argv
+        # (REDISCLI_AUTH: redis-cli and valkey-cli 8; VALKEYCLI_AUTH: valkey-cli 9).
+        "env": [{"name": "REDISCLI_AUTH", **password}, {"name": "VALKEYCLI_AUTH", **password}],
+        "readinessProbe": exec_probe(["sh", "-c", f'{CLI} -p {REDIS_PORT} ping | grep -q PONG'], period=5,
                                      timeout=3),
         "livenessProbe": tcp_probe("redis", period=10, failures=6),
         "securityContext": restricted_container_security(),
