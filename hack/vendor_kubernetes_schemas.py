@@ -111,8 +111,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tools"))
     from localcluster import build
 
-    OUTPUT.write_text(rendered(build.kubernetes_openapi(), build.KUBERNETES_VERSION))
-    print(f"wrote {OUTPUT.relative_to(ROOT)} from Kubernetes {build.KUBERNETES_VERSION}")
+    OUTPUT.write_text(rendered(build.kubernetes_openapi(), build.KUBERNETES_SCHEMA_VERSION))
+    print(f"wrote {OUTPUT.relative_to(ROOT)} from Kubernetes {build.KUBERNETES_SCHEMA_VERSION}")
     return 0
 
 

@@ -104,5 +104,5 @@ def test_the_vendored_kubernetes_schemas_are_current():
     vendor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(vendor)
     committed = (ROOT / "operator" / "flaskapp_operator" / "kubernetes_schemas.json").read_text()
-    assert committed == vendor.rendered(build.kubernetes_openapi(), build.KUBERNETES_VERSION), \
+    assert committed == vendor.rendered(build.kubernetes_openapi(), build.KUBERNETES_SCHEMA_VERSION), \
         "stale: run `make kubernetes-schemas` then `make manifests`"

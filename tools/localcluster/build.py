@@ -22,7 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-KUBERNETES_VERSION = "v1.35.4"
+# The Kubernetes release whose pod field schemas the API embeds (make kubernetes-schemas) and the local cluster's
+# default.
+KUBERNETES_SCHEMA_VERSION = "v1.35.4"
+# The release the local cluster runs: `KUBERNETES_VERSION=v1.37.2 make test` picks another (README, "Kubernetes
+# versions"); each is built once from its Go modules and cached by version.
+KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION") or KUBERNETES_SCHEMA_VERSION
 KUBE_SCORE_VERSION = "v1.20.0"
 CERT_MANAGER_VERSION = "v1.21.2"
 KEDA_VERSION = "v2.21.0"  # whose ScaledObject and TriggerAuthentication schemas the rendered objects must pass
@@ -52,11 +57,12 @@ REDIS_EXPORTER_SUM = "h1:/ESQZa3xqpQxiQmk4tpo90Y8gPWLpYVF6E5SR262KtM="
 PROMETHEUS_VERSION = "v0.316.0"  # the Go module's tag of Prometheus 3.x
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
 
-# Staging modules of k8s.io/kubernetes 1.35 (an unused replace is harmless).
+# Staging modules of k8s.io/kubernetes 1.34 to 1.37 (cri-streaming and streaming are new in 1.37; an unused replace
+# is harmless).
 STAGING_MODULES = (
     "api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider "
     "cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api "
-    "cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms "
+    "cri-client cri-streaming streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms "
     "kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics "
     "mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
 ).split()
@@ -285,7 +291,7 @@ def _module_files(tool: str, module: str, version: str, files: dict[str, str]) -
     return target
 
 
-def kubernetes_openapi(version: str = KUBERNETES_VERSION) -> Path:
+def kubernetes_openapi(version: str = KUBERNETES_SCHEMA_VERSION) -> Path:
     """The core/v1 OpenAPI v3 document of the pinned Kubernetes release: the source of the pod field schemas
     the FlaskApp API embeds (hack/vendor_kubernetes_schemas.py)."""
     return _module_files("kubernetes-openapi", "k8s.io/kubernetes", version,
