@@ -298,3 +298,19 @@ def test_automatic_threads_never_exceed_the_connections_a_process_gets(doc):
     assert 1 <= threads <= max(1, plan["pool_size"] + plan["max_overflow"])
     assert threads == min(gunicorn_threads(cpu_cores(spec.web.resources, "web")),
                           max(1, plan["pool_size"] + plan["max_overflow"]))
+
+
+@pytest.mark.parametrize("cpu, memory", [("8", "64Mi"), ("8", "256Mi"), ("1", "32Mi"), ("4", "1Gi"), ("2", "40Mi")])
+def test_nginx_workers_follow_the_cores_and_fit_the_memory(cpu, memory):
+    """Recomputed from the rendered nginx.conf and the nginx container: one worker per core of its limit, no more
+    than (memory - 32 MiB for the master, cache processes and shared zones) / 16 MiB per worker, at least one."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    doc = patched(load_sample("minimal"), "shop", {"nginx.resources": {"limits": {"cpu": cpu, "memory": memory}}})
+    objects = render(doc, redis_password="pw").objects
+    conf = next(o for o in objects if o["metadata"]["name"].endswith("-nginx-conf"))["data"]["nginx.conf"]
+    workers = int(re.search(r"^worker_processes (\d+);", conf, re.M).group(1))
+    limits = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-nginx"))[
+        "spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    mib = parse_quantity(limits["memory"]) / 2**20
+    assert workers == max(1, min(math.ceil(parse_quantity(limits["cpu"])), int((mib - 32) // 16)))
