@@ -280,7 +280,10 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=PodSecurity,NodeRestriction", "--allow-privileged=false", "--v=0",
                 f"--audit-policy-file={self.state_dir / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
-                "--audit-log-mode=blocking"])
+                "--audit-log-mode=blocking",
+                # Kubernetes 1.37 refuses a loopback address for the `kubernetes` Service's endpoints; fake nodes run
+                # no pod that would use them.
+                *(["--endpoint-reconciler-type=none"] if host.startswith("127.") else [])])
             write_kubeconfig(self.kubeconfig, server, pki)
             self.wait_ready(timeout)
             log(f"kube-apiserver ready at {server} ({time.monotonic() - started:.1f}s)")
