@@ -124,6 +124,10 @@ def _kubernetes_ldflags(version: str) -> str:
                     for k, v in flags.items()) + " -s -w"
 
 
+def kubernetes_minor(version: str = KUBERNETES_VERSION) -> int:
+    return int(version.lstrip("v").split(".")[1])
+
+
 def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
     target = tool_dir("kubernetes", version)
     if all((target / c).exists() for c in KUBERNETES_COMMANDS):
