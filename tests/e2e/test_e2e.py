@@ -817,9 +817,9 @@ def start_prometheus(kube, target, ns: str, rendered: list[dict]):
     groups = [group for o in rendered if o["kind"] == "PrometheusRule" for group in o["spec"]["groups"]]
     config = {"global": {"evaluation_interval": "10s"}, "rule_files": ["/etc/prometheus/rules.yaml"],
               "scrape_configs": scrape}
-    # (A previous test's monitoring namespace may still be terminating.)
-    wait_until(lambda: kube.kubectl("get", "namespace", "monitoring", check=False).returncode != 0, 180,
-               what="the monitoring namespace of an earlier test gone")
+    # A previous test's monitoring namespace may still be there (terminating, or left by a test that failed).
+    kube.kubectl("delete", "namespace", "monitoring", "--ignore-not-found", "--wait=true", "--timeout=180s",
+                 check=False)
     kube.kubectl("create", "namespace", "monitoring")
     kube.apply(prometheus_objects(target, ns, config, {"groups": groups}))
     ready = kube.kubectl("wait", "--for=condition=Ready", "pod/prometheus", "-n", "monitoring", "--timeout=120s",
@@ -872,14 +872,18 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
         get(real_pods, "/db/each/12", cookies={"c": "1"})
     get(real_pods, "/task", cookies={"c": "1"})
 
-    def agent_series(query):
-        return lambda: api("query", query=query)["result"]
+    def agent_series(query, at_least: float = 1):
+        """The query's result once its first value reaches `at_least` (the exporters are scraped every 30 s)."""
+        def reached():
+            result = api("query", query=query)["result"]
+            return result if result and float(result[0]["value"][1]) >= at_least else None
+        return reached
     by_rule = wait_until(agent_series(f'sum by (route) (flaskapp_request_duration_seconds_count{{namespace="{ns}",'
-                                      f'tier="web",route="/db/each/<int:count>"}})'), 90, interval=2,
+                                      f'tier="web",route="/db/each/<int:count>"}})', 3), 90, interval=2,
                          what="per-endpoint requests from the agent in Prometheus")
     assert float(by_rule[0]["value"][1]) >= 3
     n_plus_one = wait_until(agent_series(f'sum(flaskapp_request_n_plus_one_total{{namespace="{ns}",'
-                                         f'route="/db/each/<int:count>"}})'), 90, interval=2,
+                                         f'route="/db/each/<int:count>"}})', 3), 90, interval=2,
                             what="the N+1 suspect in Prometheus")
     assert float(n_plus_one[0]["value"][1]) >= 3
     queries = api("query", query=f'sum(flaskapp_request_queries_sum{{namespace="{ns}",route="/db/each/<int:count>"}})')
