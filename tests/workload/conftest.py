@@ -26,3 +26,26 @@ def stack():
     yield s
     s.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def nginx_scratch(tmp_path_factory):
+    """(Addresses mapping the nginx pod's paths to a scratch directory, check(conf) running the real `nginx -t` on a
+    rendered nginx.conf there): for the tests that feed generated values through render and nginx."""
+    import subprocess
+
+    from flaskapp_operator.builders.context import Addresses
+
+    _require(["nginx"])
+    root = Path(tempfile.mkdtemp(prefix="flaskapp-nginx-t-"))
+    (root / "static").mkdir()
+    addresses = Addresses(gunicorn_bind="127.0.0.1:1", nginx_listen="127.0.0.1:2", upstream="127.0.0.1:1",
+                          redis_cache="127.0.0.1:3", redis_broker="127.0.0.1:4", static_root=str(root / "static"),
+                          runtime_dir=str(root))
+
+    def check(conf: str) -> subprocess.CompletedProcess:
+        (root / "nginx.conf").write_text(conf)
+        return subprocess.run(["nginx", "-t", "-q", "-c", str(root / "nginx.conf"), "-e", "stderr"],
+                              capture_output=True, text=True, timeout=30)
+    yield addresses, check
+    shutil.rmtree(root, ignore_errors=True)

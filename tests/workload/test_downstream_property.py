@@ -5,16 +5,12 @@ passes the real `nginx -t`, gunicorn.conf.py compiles, and no two containers of 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from flaskapp_operator.builders.context import Addresses
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
 from strategies import specs
@@ -56,29 +52,11 @@ def wide_specs(draw):
     return doc
 
 
-@pytest.fixture(scope="module")
-def nginx_t(tmp_path_factory):
-    if shutil.which("nginx") is None:
-        pytest.fail("nginx is missing: run `make debs` (make test does it)")
-    root = tmp_path_factory.mktemp("nginx")
-    (root / "static").mkdir()
-
-    def check(conf: str) -> subprocess.CompletedProcess:
-        path = root / "nginx.conf"
-        path.write_text(conf)
-        return subprocess.run(["nginx", "-t", "-q", "-c", str(path), "-e", "stderr"], capture_output=True, text=True,
-                              timeout=30)
-    return root, check
-
-
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(doc=wide_specs())
-def test_an_accepted_spec_renders_what_kubernetes_nginx_and_gunicorn_accept(nginx_t, doc):
-    root, check = nginx_t
-    addresses = Addresses(gunicorn_bind="127.0.0.1:1", nginx_listen="127.0.0.1:2", upstream="127.0.0.1:1",
-                          redis_cache="127.0.0.1:3", redis_broker="127.0.0.1:4", static_root=str(root / "static"),
-                          runtime_dir=str(root))
+def test_an_accepted_spec_renders_what_kubernetes_nginx_and_gunicorn_accept(nginx_scratch, doc):
+    addresses, check = nginx_scratch
     try:
         rendered = render(doc, redis_password="pw")
     except SpecError as error:

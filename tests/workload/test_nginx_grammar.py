@@ -5,15 +5,12 @@ reach the file as text, with the characters nginx's parser and PCRE give a meani
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flaskapp_operator.builders.context import Addresses
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
 
@@ -25,15 +22,9 @@ BASE = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {
 
 
 @pytest.fixture(scope="module")
-def nginx_check(tmp_path_factory):
-    """`nginx -t` of a rendered nginx.conf, with the pod's paths mapped to a scratch directory."""
-    if shutil.which("nginx") is None:
-        pytest.fail("nginx is missing: run `make debs` (make test does it)")
-    root = tmp_path_factory.mktemp("nginx")
-    (root / "static").mkdir()
-    addresses = Addresses(gunicorn_bind="127.0.0.1:1", nginx_listen="127.0.0.1:2", upstream="127.0.0.1:1",
-                          redis_cache="127.0.0.1:3", redis_broker="127.0.0.1:4", static_root=str(root / "static"),
-                          runtime_dir=str(root))
+def nginx_check(nginx_scratch):
+    """Render with these nginx fields and run `nginx -t` on the result (None when the parser refused them)."""
+    addresses, nginx_t = nginx_scratch
 
     def check(nginx: dict) -> tuple[str, subprocess.CompletedProcess] | None:
         document = {**BASE, "spec": {**BASE["spec"], "nginx": nginx}}
@@ -44,10 +35,7 @@ def nginx_check(tmp_path_factory):
             return None
         conf = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith(
             "-nginx-conf"))["data"]["nginx.conf"]
-        path = root / "nginx.conf"
-        path.write_text(conf)
-        return conf, subprocess.run(["nginx", "-t", "-q", "-c", str(path), "-e", "stderr"], capture_output=True,
-                                    text=True, timeout=30)
+        return conf, nginx_t(conf)
     return check
 
 
