@@ -12,3 +12,10 @@ signal.signal(signal.SIGTERM, signal.default_int_handler)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "tests"))
+
+# No time limit per generated example: these machines are shared, and a render that takes 300 ms under load is
+# not a failure (speed is measured by `make bench`, never by a unit test).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")

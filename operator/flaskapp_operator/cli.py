@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 from typing import Optional, Sequence
@@ -82,16 +81,10 @@ def cmd_crd(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_operator  # kopf is imported only when the operator runs
+    from .main import run_operator  # kopf is imported only when the operator runs
+    from .settings import Settings
 
-    lease = None
-    if args.leader_elect:
-        namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE")
-        if not namespace:
-            raise SystemExit("--leader-elect needs --lease-namespace or the POD_NAMESPACE variable")
-        lease = (namespace, args.lease_name)
-    return run_operator(namespaces=args.namespace or [], liveness=args.liveness,
-                        metrics_address=args.metrics_address or None, lease=lease)
+    return run_operator(Settings.from_command_line(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,8 @@
 
 kopf resolves the resources it watches when it starts: an operator started right after its CRD (`make install &&
 make run`, `kubectl apply -k`, a Helm install of `crds/` and the Deployment together) may find it not yet served
-("Unresolved resources cannot be served") and then never serve FlaskApps while looking healthy. So the runner
-asks API discovery first and waits, with readiness false, until the resource is listed.
+("Unresolved resources cannot be served") and then never serve FlaskApps while looking healthy. So the operator
+(main.py) asks API discovery first and waits, with readiness false, until the resource is listed.
 """
 
 from __future__ import annotations

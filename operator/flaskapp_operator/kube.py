@@ -1,8 +1,8 @@
-"""The only module that writes to the cluster: server-side apply of children, pruning, status, Events.
+"""The only module that reads and writes the cluster for a pass: server-side apply of children, pruning, status,
+Events; reads come from the watch cache (cache.py), which the watches keep current.
 
-A reconcile that changes nothing must send no write (kopf-in-production #7): each applied object carries
-the hash of what we applied, and an object is re-applied only when that hash differs or the live object
-no longer contains what we want (someone edited or deleted it).
+A reconcile that changes nothing must send no write (kopf-in-production #7): see ownership.py for how an
+unchanged object is recognised.
 """
 
 from __future__ import annotations
@@ -11,52 +11,22 @@ import base64
 import datetime
 import json
 import logging
-import os
 import threading
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from kubernetes.utils.quantity import parse_quantity
 from kubernetes.dynamic import DynamicClient
 
 from . import api
-from .builders.common import checksum
 from .cache import WatchCache
-from .naming import instance_selector
+from .kinds import OPTIONAL_APIS, POD_KINDS, Key, Kind, key_of
+from .ownership import (FIELD_MANAGER, HANDOVER_MANAGER, autoscaler_minimums, not_ours, owned_by, owns_replicas,
+                        up_to_date, with_applied_hash)
 
-FIELD_MANAGER = "flaskapp-operator"
-HANDOVER_MANAGER = "flaskapp-operator-handover"  # holds spec.replicas of autoscaled Deployments for the HPA
-APPLIED_HASH = "flaskapp.dev/applied-hash"
+log = logging.getLogger(__name__)
 
-# Every kind the renderer may produce (apiVersion, kind, plural); pruning looks at exactly these.
-CHILD_KINDS: tuple[tuple[str, str, str], ...] = (
-    ("v1", "ServiceAccount", "serviceaccounts"), ("v1", "ConfigMap", "configmaps"), ("v1", "Secret", "secrets"),
-    ("v1", "Service", "services"), ("batch/v1", "Job", "jobs"), ("apps/v1", "Deployment", "deployments"),
-    ("apps/v1", "StatefulSet", "statefulsets"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"), ("networking.k8s.io/v1", "Ingress", "ingresses"),
-)
-
-# Rendered only where the cluster serves them (the Prometheus Operator's CRDs).
-MONITORING_API = "monitoring.coreos.com/v1"
-MONITORING_KINDS: tuple[tuple[str, str, str], ...] = (
-    (MONITORING_API, "PodMonitor", "podmonitors"), (MONITORING_API, "PrometheusRule", "prometheusrules"))
-# Rendered only where KEDA is installed: queue-length autoscaling of worker pools.
-KEDA_API = "keda.sh/v1alpha1"
-KEDA_KINDS: tuple[tuple[str, str, str], ...] = (
-    (KEDA_API, "ScaledObject", "scaledobjects"), (KEDA_API, "TriggerAuthentication", "triggerauthentications"))
-# Rendered only where the Gateway API is installed: spec.route's HTTPRoute.
-GATEWAY_API = "gateway.networking.k8s.io/v1"
-GATEWAY_KINDS: tuple[tuple[str, str, str], ...] = ((GATEWAY_API, "HTTPRoute", "httproutes"),)
-# How long an answer about served APIs is kept: CRDs installed later are picked up within this time.
-DISCOVERY_TTL_SECONDS = float(os.environ.get("FLASKAPP_DISCOVERY_SECONDS", "300"))
-
-Key = tuple[str, str]  # (kind, name)
-# Kinds whose objects start pods.
-POD_KINDS = ("Deployment", "StatefulSet", "Job")
 # Answers that no retry will change: the object itself is refused (validation, admission, quota).
 REFUSED = (400, 403, 422)
 
@@ -72,8 +42,6 @@ class ApplyRefused(Exception):
             self.detail = exc.reason
         super().__init__(f"the API server refused {key[0]}/{key[1]}: {self.detail}")
 
-log = logging.getLogger(__name__)
-
 
 class NameConflict(Exception):
     """A child's name is taken by an object this FlaskApp does not own (a user's, another FlaskApp's)."""
@@ -85,79 +53,6 @@ class NameConflict(Exception):
         super().__init__(f"{key[0]}/{key[1]} already exists, {held}: rename or delete it (it is never taken over)")
 
 
-def not_ours(obj: dict, owner_uid: str) -> bool:
-    """An object as a dry-run apply of ours would leave it: it existed before us if it has another owner
-    or fields managed by anyone but us (status writers aside)."""
-    owners = obj["metadata"].get("ownerReferences") or []
-    foreign_owner = any(o.get("uid") != owner_uid for o in owners)
-    foreign_fields = any(m.get("manager") not in (FIELD_MANAGER, HANDOVER_MANAGER) and not m.get("subresource")
-                         for m in obj["metadata"].get("managedFields") or [])
-    return foreign_owner or foreign_fields
-
-
-def owned_by(obj: dict, owner_uid: str) -> bool:
-    return any(o.get("uid") == owner_uid for o in obj["metadata"].get("ownerReferences") or [])
-
-
-def autoscaler_minimums(objects: list[dict]) -> dict[str, int]:
-    """minReplicas of each autoscaled Deployment, by name: an HPA's, or a KEDA ScaledObject's minReplicaCount
-    (0 for a pool that scales to zero: no pod is then what ready means)."""
-    fields = {"HorizontalPodAutoscaler": "minReplicas", "ScaledObject": "minReplicaCount"}
-    return {o["spec"]["scaleTargetRef"]["name"]: o["spec"].get(fields[o["kind"]], 1)
-            for o in objects if o["kind"] in fields}
-
-
-def owns_replicas(obj: dict) -> bool:
-    """Whether our field manager's server-side apply owns spec.replicas of this live object."""
-    return any(m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
-               and "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})
-               for m in obj["metadata"].get("managedFields") or [])
-
-
-def key_of(obj: dict) -> Key:
-    return obj["kind"], obj["metadata"]["name"]
-
-
-def with_applied_hash(obj: dict) -> dict:
-    annotations = dict(obj["metadata"].get("annotations") or {})
-    annotations[APPLIED_HASH] = checksum(obj)[:16]
-    return {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
-
-
-# Maps whose values are resource quantities: the API server stores them canonically ("0.5" as "500m",
-# "1024Mi" as "1Gi"), so they are compared by value.
-QUANTITY_MAPS = ("limits", "requests")
-
-
-def contains(live: Any, desired: Any, quantity_map: bool = False) -> bool:
-    """True when every field we set is present, with the same value, in the live object."""
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(
-            k in live and (_same_quantity(live[k], v) if quantity_map
-                           else contains(live[k], v, quantity_map=k in QUANTITY_MAPS))
-            for k, v in desired.items())
-    if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(
-            contains(lv, dv) for lv, dv in zip(live, desired))
-    return live == desired or (desired == {} and live is None)
-
-
-def _same_quantity(live: Any, desired: Any) -> bool:
-    if live == desired:
-        return True
-    try:
-        return parse_quantity(live) == parse_quantity(desired)
-    except (ValueError, TypeError):
-        return False
-
-
-def up_to_date(live: Optional[dict], desired: dict) -> bool:
-    if live is None:
-        return False
-    live_hash = (live["metadata"].get("annotations") or {}).get(APPLIED_HASH)
-    return live_hash == desired["metadata"]["annotations"][APPLIED_HASH] and contains(live, desired)
-
-
 def _plain(_client: Any, body: dict) -> dict:
     """The dynamic client's answer as its decoded JSON, not wrapped in a ResourceInstance only to be turned back
     into a dict (to_dict()) on every apply."""
@@ -165,11 +60,15 @@ def _plain(_client: Any, body: dict) -> dict:
 
 
 class Cluster:
-    """Reads and writes of one operator process, over a shared, thread-safe API client."""
+    """Reads and writes of one operator process, over a shared, thread-safe API client. Reads of FlaskApps,
+    children and pods come from the watch cache; only a user's Secret and a stuck pod's Events are asked of the
+    API server."""
 
-    def __init__(self, api_client: Optional[client.ApiClient] = None, cache: Optional[WatchCache] = None):
-        self.api_client = api_client or client.ApiClient()
-        self.cache = cache  # when set (the running operator), FlaskApps, children and pods are read from it
+    def __init__(self, api_client: client.ApiClient, cache: WatchCache, discovery_ttl_seconds: float = 300.0):
+        self.api_client = api_client
+        self.cache = cache
+        # How long an answer about served APIs is kept: CRDs installed later are picked up within this time.
+        self.discovery_ttl_seconds = discovery_ttl_seconds
         self._dynamic: Optional[DynamicClient] = None
         self._lock = threading.Lock()
         self._resources: dict[tuple[str, str], Any] = {}
@@ -177,27 +76,24 @@ class Cluster:
         self.custom = client.CustomObjectsApi(self.api_client)
         self._discovered: dict[str, tuple[float, bool]] = {}  # optional API -> (when asked, served)
 
+    def serves(self, optional_api: str) -> bool:
+        """Whether the cluster serves every kind of an optional API (kinds.OPTIONAL_APIS: monitoring, keda,
+        gateway); asked at most every discovery_ttl_seconds."""
+        return self._serves(*OPTIONAL_APIS[optional_api])
+
     def monitoring_api(self) -> bool:
-        """Whether PodMonitor and PrometheusRule are served; asked at most every DISCOVERY_TTL_SECONDS."""
-        return self._serves(MONITORING_API, MONITORING_KINDS)
+        return self.serves("monitoring")
 
     def keda_api(self) -> bool:
-        """Whether KEDA's ScaledObject and TriggerAuthentication are served (same cache)."""
-        return self._serves(KEDA_API, KEDA_KINDS)
+        return self.serves("keda")
 
     def gateway_api(self) -> bool:
-        """Whether Gateway API's HTTPRoute is served (same cache)."""
-        return self._serves(GATEWAY_API, GATEWAY_KINDS)
+        return self.serves("gateway")
 
-    def optional_kinds(self) -> tuple[tuple[str, str, str], ...]:
-        """The kinds of optional APIs the cluster serves now, which the renderer may produce."""
-        return ((MONITORING_KINDS if self.monitoring_api() else ()) + (KEDA_KINDS if self.keda_api() else ())
-                + (GATEWAY_KINDS if self.gateway_api() else ()))
-
-    def _serves(self, api_version: str, kinds: tuple[tuple[str, str, str], ...]) -> bool:
+    def _serves(self, api_version: str, kinds: tuple[Kind, ...]) -> bool:
         with self._lock:
             known = self._discovered.get(api_version)
-            if known and time.monotonic() - known[0] < DISCOVERY_TTL_SECONDS:
+            if known and time.monotonic() - known[0] < self.discovery_ttl_seconds:
                 return known[1]
         group, version = api_version.split("/")
         try:
@@ -227,33 +123,14 @@ class Cluster:
     # -- reads ------------------------------------------------------------------------------------------
 
     def get_flaskapp(self, namespace: str, name: str) -> Optional[dict]:
-        if self.cache is not None:
-            return self.cache.flaskapp(namespace, name)
-        try:
-            return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def list_flaskapps(self, namespaces: Iterable[str]) -> list[dict]:
-        if not namespaces:
-            return self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)["items"]
-        return [item for ns in namespaces for item in
-                self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL)["items"]]
+        return self.cache.flaskapp(namespace, name)
 
     def list_children(self, namespace: str, app: str) -> dict[Key, dict]:
-        if self.cache is not None:
-            return self.cache.children(namespace, app)
-        live: dict[Key, dict] = {}
-        kinds = CHILD_KINDS + self.optional_kinds()
-        for api_version, kind, _plural in kinds:
-            items = self.resource(api_version, kind).get(namespace=namespace,
-                                                         label_selector=instance_selector(app))
-            for item in items.to_dict()["items"]:
-                item.setdefault("kind", kind)
-                live[(kind, item["metadata"]["name"])] = item
-        return live
+        return self.cache.children(namespace, app)
+
+    def list_pods(self, namespace: str, app: str) -> list[dict]:
+        """The app's pods, read-only: their container states tell why a tier does not become ready."""
+        return self.cache.pods(namespace, app)
 
     def get_secret(self, namespace: str, name: str) -> Optional[dict]:
         """A Secret the user owns (the database URL a pooler needs), or None when it does not exist."""
@@ -263,13 +140,6 @@ class Cluster:
             if exc.status == 404:
                 return None
             raise
-
-    def list_pods(self, namespace: str, app: str) -> list[dict]:
-        """The app's pods, read-only: their container states tell why a tier does not become ready."""
-        if self.cache is not None:
-            return self.cache.pods(namespace, app)
-        items = self.resource("v1", "Pod").get(namespace=namespace, label_selector=instance_selector(app))
-        return items.to_dict()["items"]
 
     def pod_events(self, namespace: str, pod_names: list[str]) -> dict[str, list[dict]]:
         """Events of the given pods (asked only for pods stuck before their containers start)."""
@@ -355,8 +225,7 @@ class Cluster:
             live[key_of(obj)] = self._hand_over_replicas(obj, minimum)
         else:
             live[key_of(obj)] = self._server_side_apply(obj)
-        if self.cache is not None:
-            self.cache.wrote(live[key_of(obj)])
+        self.cache.wrote(live[key_of(obj)])
 
     def _hand_over_replicas(self, obj: dict, replicas: int) -> dict:
         """Set spec.replicas as a field manager of its own, which the HPA then shares (Kubernetes docs,
@@ -393,8 +262,7 @@ class Cluster:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-            if self.cache is not None:
-                self.cache.deleted(obj)
+            self.cache.deleted(obj)
             del live[key]
             pruned.append(key)
         return pruned
@@ -402,8 +270,7 @@ class Cluster:
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
         patched = self.custom.patch_namespaced_custom_object_status(api.GROUP, api.VERSION, namespace, api.PLURAL,
                                                                     name, {"status": status})
-        if self.cache is not None:
-            self.cache.wrote(patched)
+        self.cache.wrote(patched)
 
     def post_event(self, flaskapp: dict, event_type: str, reason: str, message: str) -> None:
         meta = flaskapp["metadata"]

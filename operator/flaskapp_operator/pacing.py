@@ -18,7 +18,8 @@ import threading
 from typing import Optional
 
 from .builders.common import checksum
-from .kube import APPLIED_HASH, Key, contains, key_of, with_applied_hash
+from .kinds import Key, key_of
+from .ownership import APPLIED_HASH, contains, with_applied_hash
 
 INPUTS_HASH = "flaskapp.dev/inputs-hash"
 AUTO_UPGRADE = "flaskapp.dev/auto-upgrade"
@@ -114,7 +115,7 @@ class RolloutPacer:
             self._held.discard(app)
 
     def waiting(self) -> list[tuple[str, str]]:
-        """Queued apps, when a slot is free for one of them (the Reconciler asks them for a pass)."""
+        """Queued apps, when a slot is free for one of them (the scheduler asks them for a pass)."""
         with self._lock:
             return sorted(self._queued) if len(self._rolling) < self.max_rolling else []
 

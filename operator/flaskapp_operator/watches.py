@@ -28,7 +28,6 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines  # the official client's line splitter of a watch stream
 
 from .cache import WatchCache
-from .kube import DISCOVERY_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,8 @@ class KindWatch:
     notify: Notify
     listed: threading.Event = field(default_factory=threading.Event)
     stopped: threading.Event = field(default_factory=threading.Event)
+    # A kind not served (a CRD not installed yet) is listed again after this long, as the renderer asks again.
+    absent_retry_seconds: float = 300.0
 
     @property
     def path(self) -> str:
@@ -84,7 +85,7 @@ class KindWatch:
                     for app in self.cache.replace_kind(self.kind, self.namespace, []):
                         self.notify(self.kind, *app)
                     self.listed.set()
-                    self.stopped.wait(DISCOVERY_TTL_SECONDS)  # as the renderer asks again
+                    self.stopped.wait(self.absent_retry_seconds)
                     continue
                 failures += 1
                 log.warning("watch of %s failed (%d in a row): %s", self.path, failures, exc.reason)
@@ -154,8 +155,9 @@ class ChildWatches:
     """Every child kind (and pods) of every watched namespace: started once, listed before the first pass."""
 
     def __init__(self, api: client.ApiClient, cache: WatchCache, kinds: Sequence[tuple[str, str, str]],
-                 namespaces: Sequence[str], selector: str, notify: Notify):
-        self.watches = [KindWatch(api, cache, api_version, kind, plural, namespace, selector, notify)
+                 namespaces: Sequence[str], selector: str, notify: Notify, absent_retry_seconds: float = 300.0):
+        self.watches = [KindWatch(api, cache, api_version, kind, plural, namespace, selector, notify,
+                                  absent_retry_seconds=absent_retry_seconds)
                         for api_version, kind, plural in kinds for namespace in (list(namespaces) or [None])]
 
     def start(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from flaskapp_operator.cache import WRITE_MEMORY_SECONDS, WatchCache, pack
-from flaskapp_operator.kube import FIELD_MANAGER, not_ours, owns_replicas
+from flaskapp_operator.ownership import FIELD_MANAGER, not_ours, owns_replicas
 from flaskapp_operator.naming import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 

@@ -58,7 +58,7 @@ def test_the_parser_refuses_bad_queue_scaling_naming_the_field(case, patch, fiel
 
 
 def test_a_pool_scaled_to_zero_by_keda_counts_as_ready():
-    from flaskapp_operator.kube import autoscaler_minimums
+    from flaskapp_operator.ownership import autoscaler_minimums
     from flaskapp_operator.observe import components
 
     objects = render(patched(load_sample("full"), "shop", QUEUED), redis_password="pw").objects

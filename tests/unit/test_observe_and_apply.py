@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flaskapp_operator.kube import contains, up_to_date, with_applied_hash
+from flaskapp_operator.ownership import contains, up_to_date, with_applied_hash
 from flaskapp_operator.observe import Verdict, build_status, deployment_ready, job_state, pod_problems, stuck_pods
 
 NOW = "2026-01-01T00:00:00Z"

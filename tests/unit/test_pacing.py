@@ -12,8 +12,9 @@ import pytest
 
 from samples import load_sample
 from test_reconcile import MemoryCluster
-from flaskapp_operator import reconcile as reconcile_module
-from flaskapp_operator.kube import key_of, up_to_date, with_applied_hash
+from flaskapp_operator import plan as plan_module
+from flaskapp_operator.kinds import key_of
+from flaskapp_operator.ownership import up_to_date, with_applied_hash
 from flaskapp_operator.pacing import AUTO_UPGRADE, RolloutPacer, inputs_hash, upgrades
 from flaskapp_operator.reconcile import reconcile
 
@@ -58,7 +59,7 @@ class RollingCluster(MemoryCluster):
 
 
 def new_release(monkeypatch):
-    real = reconcile_module.render
+    real = plan_module.render
 
     def render(*args, **kwargs):
         rendered = real(*args, **kwargs)
@@ -67,7 +68,7 @@ def new_release(monkeypatch):
                 meta = obj["spec"]["template"]["metadata"]
                 meta["annotations"] = {**meta.get("annotations", {}), RELEASE: "2"}
         return rendered
-    monkeypatch.setattr(reconcile_module, "render", render)
+    monkeypatch.setattr(plan_module, "render", render)
 
 
 def fleet(n: int, pacer: RolloutPacer) -> list[RollingCluster]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 
 from samples import load_sample
-from flaskapp_operator.kube import key_of, owned_by
+from flaskapp_operator.kinds import key_of
+from flaskapp_operator.ownership import owned_by
 from flaskapp_operator.reconcile import reconcile
 
 UID = "00000000-0000-4000-8000-000000000001"
@@ -21,6 +22,7 @@ class MemoryCluster:
         self.applied: list = []
         self.pruned: list = []
         self.status: dict = {}
+        self.discovery_ttl_seconds = 300.0
 
     def get_flaskapp(self, namespace, name):
         return self.app

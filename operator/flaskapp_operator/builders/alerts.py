@@ -8,7 +8,6 @@ the operator itself (flaskapp_connection_budget_*). Series carry `namespace` (Pr
 from __future__ import annotations
 
 from .context import Context
-from .monitoring import celery_queues, flower_enabled
 
 # Objective window and hold times: long enough that one slow deploy or a burst does not page anyone.
 RATE_WINDOW = "5m"
@@ -93,8 +92,8 @@ def alert_rules(ctx: Context) -> list[dict]:
         rules = [r for r in rules if 'tier="redis-cache"' not in r["expr"]]
     elif not ctx.uses_broker:  # no broker runs
         rules = [r for r in rules if 'tier="redis-broker"' not in r["expr"]]
-    if flower_enabled(ctx) and ctx.spec.redis.mode == "managed":  # queue lengths come from the broker's exporter
-        for queue in celery_queues(ctx):
+    if ctx.runs_flower and ctx.spec.redis.mode == "managed":  # queue lengths come from the broker's exporter
+        for queue in ctx.celery_queues:
             pools = [p.name for p in ctx.spec.worker_pools if queue in (p.queues or ["celery"])]
             key = f'{app},tier="redis-broker",key="{queue}"'
             rules.append(_alert(

@@ -11,7 +11,7 @@ from .common import (RECREATE, ROLLING_UPDATE, checksum, deployment, drain_befor
                      service, tmp_volume)
 from .config import GUNICORN_CONFIG_FILE, agent_statsd_tiers, app_env, app_env_from, gunicorn_config
 from .context import Context
-from .monitoring import config_volume, flower_enabled, statsd_sidecars, monitoring_configmap
+from .monitoring import config_volume, statsd_sidecars, monitoring_configmap
 
 CELERY_PROBE_FILE = "celery_probe.py"
 # The worker's consumer touches its heartbeat this often; the probes allow three missed beats.
@@ -147,7 +147,7 @@ def worker_objects(ctx: Context, config_checksums: dict[str, str]) -> list[dict]
                         *(["--max-tasks-per-child", str(pool.max_tasks_per_child)]
                           if pool.max_tasks_per_child else []),
                         # Task events feed Flower's metrics (Celery docs, "Monitoring and Management").
-                        *(["--task-events"] if flower_enabled(ctx) else [])]),
+                        *(["--task-events"] if ctx.runs_flower else [])]),
             # Alive while its event loop turns, or while it waits for the broker; ready when connected.
             "livenessProbe": _heartbeat_probe(ctx, "live", 3 * WORKER_HEARTBEAT_SECONDS, period=10, failures=3),
             "readinessProbe": _heartbeat_probe(ctx, "ready", 3 * WORKER_HEARTBEAT_SECONDS, period=5, failures=2),

@@ -100,6 +100,16 @@ class Context:
         return bool(self.spec.worker_pools or self.spec.beat.enabled)
 
     @property
+    def runs_flower(self) -> bool:
+        """Flower (the Celery exporter) runs where monitoring is on and anything uses Celery."""
+        return self.spec.monitoring.enabled and self.uses_broker
+
+    @property
+    def celery_queues(self) -> list[str]:
+        """Every queue a worker pool consumes (Celery's default `celery` when none names one)."""
+        return sorted({q for pool in self.spec.worker_pools for q in (pool.queues or ["celery"])} or {"celery"})
+
+    @property
     def redis_components(self) -> tuple[str, ...]:
         """The managed Redis instances this app runs."""
         if self.spec.redis.mode != "managed":

@@ -8,7 +8,6 @@ import json
 from .common import checksum
 from .context import Context
 from .alerts import requests_rate
-from .monitoring import flower_enabled
 
 DASHBOARD_LABEL = "grafana_dashboard"
 W = 8  # panel width: three per row of Grafana's 24 columns
@@ -62,7 +61,7 @@ def _rows(ctx: Context) -> list[tuple[str, list[dict]]]:
     ]
     if ctx.spec.agent.enabled:
         rows.insert(2, ("endpoints (in-process agent)", _endpoint_panels(web)))
-    if flower_enabled(ctx):
+    if ctx.runs_flower:
         broker = f'{app},tier="redis-broker"'
         rows.insert(2, ("celery", [
             _panel("Queue length", {"{{key}}": f"redis_key_size{{{broker}}}"}),

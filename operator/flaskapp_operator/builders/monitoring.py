@@ -20,7 +20,9 @@ from ..naming import INSTANCE_LABEL, NAME_LABEL
 from .common import (RECREATE, bounded, deployment, http_probe, metadata, restricted_container_security,
                      restricted_pod_security, pod_spec, tcp_probe, tmp_volume)
 from .config import REDIS_SECRET_SUFFIX, redis_url_env
+from .alerts import prometheus_rule
 from .context import Context
+from .dashboard import dashboard_configmap
 
 STATSD_METRICS_PORT = 9102  # statsd_exporter's default web port
 NGINX_METRICS_PORT = 9113  # nginx-prometheus-exporter's default
@@ -43,10 +45,6 @@ QUERY_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200)  # statements per request 
 
 def enabled(ctx: Context) -> bool:
     return ctx.spec.monitoring.enabled
-
-
-def flower_enabled(ctx: Context) -> bool:
-    return enabled(ctx) and bool(ctx.spec.worker_pools or ctx.spec.beat.enabled)
 
 
 def _exporter(name: str, image: str, args: list[str], port_name: str, *, memory: str = "64Mi",
@@ -157,10 +155,6 @@ def nginx_sidecars(ctx: Context) -> list[dict]:
 
 # -- Redis ------------------------------------------------------------------------------------------------
 
-def celery_queues(ctx: Context) -> list[str]:
-    return sorted({q for pool in ctx.spec.worker_pools for q in (pool.queues or ["celery"])} or {"celery"})
-
-
 def redis_sidecars(ctx: Context, component: str) -> list[dict]:
     if not enabled(ctx):
         return []
@@ -168,7 +162,7 @@ def redis_sidecars(ctx: Context, component: str) -> list[dict]:
             f"--web.listen-address=:{REDIS_METRICS_PORT}"]
     if component == "redis-broker":
         # Celery's Redis transport keeps each queue as a list named after it, in the broker URL's db 0.
-        args.append("--check-single-keys=" + ",".join(f"db0={q}" for q in celery_queues(ctx)))
+        args.append("--check-single-keys=" + ",".join(f"db0={q}" for q in ctx.celery_queues))
     password = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": ctx.child(REDIS_SECRET_SUFFIX), "key": "password"}}}
     return [_exporter("redis-exporter", ctx.spec.monitoring.images.redis_exporter, args, "redis-metrics",
                       env=(password,))]
@@ -179,7 +173,7 @@ def redis_sidecars(ctx: Context, component: str) -> list[dict]:
 def flower_objects(ctx: Context) -> list[dict]:
     """Flower consumes the workers' task events (celery worker --task-events) and serves /metrics. Celery
     reads the broker from CELERY_BROKER_URL: the password stays off the command line."""
-    if not flower_enabled(ctx):
+    if not ctx.runs_flower:
         return []
     broker_env = next(e for e in redis_url_env(ctx) if e["name"] == "CELERY_BROKER_URL")
     container = _exporter("flower", ctx.spec.monitoring.images.flower, ["flower", f"--port={FLOWER_PORT}",
@@ -225,9 +219,6 @@ def monitor_objects(ctx: Context) -> list[dict]:
     and PrometheusRule only where their CRDs are served (`Context.monitoring_api`)."""
     if not enabled(ctx):
         return []
-    from .alerts import prometheus_rule  # here, not at the top: both modules build on this one
-    from .dashboard import dashboard_configmap
-
     def meta(suffix: str) -> dict:
         out = metadata(ctx, ctx.child(suffix), "monitoring")
         out["labels"].update(ctx.spec.monitoring.labels)

@@ -20,7 +20,7 @@ from .config import agent_statsd_tiers
 from ..tuning import POOLER_TIER
 from .context import MEMCACHED_COMPONENT, MEMCACHED_PORT, NGINX_PORT, POOLER_PORT, REDIS_PORT, Context
 from .pooler import database_url
-from .monitoring import METRICS_PORTS, enabled as monitoring_enabled, flower_enabled
+from .monitoring import METRICS_PORTS, enabled as monitoring_enabled
 
 # DNS wherever the cluster runs it (a kube-system pod, a node-local cache, a host process).
 DNS_EGRESS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
@@ -128,7 +128,7 @@ def network_policies(ctx: Context) -> list[dict]:
         policies.append(_policy(ctx, POOLER_TIER, ingress=[{"from": [_pods(ctx, pooled)], "ports": _tcp(POOLER_PORT)}],
                                 egress=[DNS_EGRESS, _database_egress(ctx)]))
     broker_clients = app_tiers(ctx)
-    if flower_enabled(ctx):
+    if ctx.runs_flower:
         broker_clients = [*broker_clients, "flower"]
         broker_egress = ([{"to": [_pods(ctx, ["redis-broker"])], "ports": _tcp(REDIS_PORT)}]
                          if ctx.spec.redis.mode == "managed" else [{"ports": _tcp(*EXTERNAL_REDIS_PORTS)}])

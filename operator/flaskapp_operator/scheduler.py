@@ -1,4 +1,9 @@
-"""Schedules reconciles: one at a time per FlaskApp, coalesced bursts, a periodic resync, retries."""
+"""The scheduler of passes (controller-runtime's work queue, in asyncio): one pass at a time per FlaskApp,
+bursts of requests coalesced into one, a periodic resync, retries with exponential back-off.
+
+Passes run reconcile.reconcile in a thread pool (the kubernetes client blocks); the event loop only keeps the
+timers. Standing by (leader election), it schedules nothing and keeps no client that could write.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import kopf
-from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from . import metrics
@@ -24,45 +28,32 @@ from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
-# Child events come in bursts (pods of a rollout turning ready one by one): one pass after the burst.
-# Measured with 100 FlaskApps at once (make bench): fewer passes finish sooner than eager ones.
-DEBOUNCE_SECONDS = float(os.environ.get("FLASKAPP_DEBOUNCE_SECONDS", "1.5"))
 # A failed pass is retried after 1, 2, 4 ... seconds, at most 5 minutes apart (reset by a success).
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 300.0
-# How many FlaskApps may roll a new operator release's templates at once (pacing.py); 0: all at once.
-MAX_ROLLING_UPGRADES = int(os.environ.get("FLASKAPP_MAX_ROLLING_UPGRADES", "2"))
 # Exit status of a replica that lost the Lease: it restarts as a standby (EX_TEMPFAIL).
 LEADERSHIP_LOST_EXIT = 75
 
-
-def load_kube_config(identity: str = "flaskapp-operator", write_guard: Optional[Callable[[], bool]] = None,
-                     pool_size: int = 32) -> client.ApiClient:
-    """The API client of reconcile passes: requests counted, writes fenced by leader election, and a user agent
-    naming this replica (the audit log tells replicas apart)."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = pool_size
-    api_client = metrics.CountingApiClient(configuration, write_guard=write_guard)
-    api_client.user_agent = f"flaskapp-operator/{identity}"
-    return api_client
+PassFunction = Callable[[Cluster, str, str, Optional[RolloutPacer]], Optional[dict]]
 
 
-class Reconciler:
-    def __init__(self, workers: int = 16, cache: Optional[WatchCache] = None):
+class Scheduler:
+    def __init__(self, cache: WatchCache, connect: Callable[[Optional[Callable[[], bool]]], Cluster],
+                 workers: int = 16, debounce_seconds: float = 1.5, max_rolling_upgrades: int = 2,
+                 election: Optional[LeaderElection] = None, run_pass: PassFunction = reconcile):
+        """connect(write_guard): the Cluster passes use once this replica leads (write_guard: whether it still
+        does). run_pass: one pass over one FlaskApp (reconcile.reconcile; tests give their own)."""
         self.workers = workers
         self.cache = cache
+        self.debounce_seconds = debounce_seconds
+        self._connect = connect
+        self._run_pass = run_pass
         # Set by the first watch event of any kind: kopf calls event handlers only once every index (the cache)
         # holds its first listing. Passes wait for it when they read the cache.
         self.cache_ready = asyncio.Event()
-        self.identity = "flaskapp-operator"
-        self.election: Optional[LeaderElection] = None  # when set, passes start only once this replica leads
+        self.election = election  # when set, passes start only once this replica leads
         self.on_leadership_lost: Callable[[], None] = lambda: os._exit(LEADERSHIP_LOST_EXIT)
-        self.pacer: Optional[RolloutPacer] = RolloutPacer(MAX_ROLLING_UPGRADES) if MAX_ROLLING_UPGRADES else None
-        self.namespaces: tuple[str, ...] = ()
+        self.pacer: Optional[RolloutPacer] = RolloutPacer(max_rolling_upgrades) if max_rolling_upgrades else None
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self._cluster: Optional[Cluster] = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -77,7 +68,8 @@ class Reconciler:
         # app -> when a pass not asked by the resync last succeeded (loop time): such apps skip a resync round
         self._passed: dict[tuple[str, str], float] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()  # passes (and the wait for leadership)
+        self._resync: Optional[asyncio.Task] = None
 
     def start(self, loop: asyncio.AbstractEventLoop, resync_seconds: float) -> None:
         self._loop = loop
@@ -88,11 +80,10 @@ class Reconciler:
 
     def _begin(self, resync_seconds: float) -> None:
         guard = self.election.leading if self.election is not None else None
-        self._cluster = Cluster(load_kube_config(self.identity, write_guard=guard), cache=self.cache)
-        self._spawn(self._resync_forever(resync_seconds))
-        if self.cache is not None:  # events seen while standing by were not acted on
-            for namespace, name in self.cache.flaskapp_keys():
-                self.request(namespace, name, delay=0, trigger="leadership")
+        self._cluster = self._connect(guard)
+        self._resync = asyncio.get_running_loop().create_task(self._resync_forever(resync_seconds))
+        for namespace, name in self.cache.flaskapp_keys():  # events seen while standing by were not acted on
+            self.request(namespace, name, delay=0, trigger="leadership")
 
     async def _lead_then_begin(self, resync_seconds: float) -> None:
         election = self.election
@@ -105,7 +96,7 @@ class Reconciler:
         for _, timer in self._pending.values():
             timer.cancel()
         self._pending.clear()  # a cancelled timer must not stand in for a later request
-        for task in list(self._tasks):
+        for task in [*self._tasks, *([self._resync] if self._resync else [])]:
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -119,8 +110,7 @@ class Reconciler:
         """Reconcile now (after any pass already running for this app); a failure raises kopf.TemporaryError
         with the delay after which request() retries it."""
         key = (namespace, name)
-        if self.cache is not None:
-            await self.cache_ready.wait()
+        await self.cache_ready.wait()
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._lock_users[key] = self._lock_users.get(key, 0) + 1
         try:
@@ -129,7 +119,7 @@ class Reconciler:
                 started, outcome = time.perf_counter(), "error"
                 try:
                     status = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, reconcile, self._cluster, namespace, name, self.pacer)
+                        self._executor, self._run_pass, self._cluster, namespace, name, self.pacer)
                     outcome = "success"
                 except (ApiException, OSError) as exc:  # OSError: refused/reset while the API server restarts
                     delay = self._failed(key, exc)
@@ -147,6 +137,19 @@ class Reconciler:
             self._lock_users[key] -= 1
             if self._lock_users[key] == 0:
                 del self._lock_users[key], self._locks[key]
+
+    async def settled(self) -> None:
+        """Until no pass is due (timers) nor running (tasks): what a clean shutdown, or a test, waits for."""
+        while self._pending or self._tasks:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            else:
+                await asyncio.sleep(min(due for due, _ in self._pending.values()) - asyncio.get_running_loop().time())
+
+    @property
+    def tracked_apps(self) -> int:
+        """Apps holding per-app state (locks, failure counts): none once their passes are done and succeeded."""
+        return len(self._locks | self._lock_users) + len(self._failures)
 
     @property
     def loop(self) -> Optional[asyncio.AbstractEventLoop]:
@@ -171,7 +174,7 @@ class Reconciler:
                     delay, exc)
         return delay
 
-    def request(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS, trigger: str = "retry") -> None:
+    def request(self, namespace: str, name: str, delay: Optional[float] = None, trigger: str = "retry") -> None:
         """Ask for a pass within `delay` seconds; requests arriving before it starts are served by that one pass,
         and an earlier request brings a later one forward (a child event does not wait for a resync's slot).
         `trigger`: what asked (a child kind, FlaskApp, resync, upgrade slot, retry), counted in
@@ -179,6 +182,8 @@ class Reconciler:
         key = (namespace, name)
         if self._cluster is None:  # standing by (or not started)
             return
+        if delay is None:
+            delay = self.debounce_seconds
         metrics.TRIGGERS.labels(trigger).inc()
         loop = asyncio.get_running_loop()
         due = loop.time() + delay
@@ -213,16 +218,7 @@ class Reconciler:
         """Level-based safety net: every FlaskApp is checked periodically; a no-op pass writes nothing."""
         while True:
             await asyncio.sleep(interval)
-            if self.cache is not None:  # the watch keeps the list: no request
-                apps = self.cache.flaskapp_keys()
-            else:
-                try:
-                    listed = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, self._cluster.list_flaskapps, self.namespaces)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("resync listing failed: %s", exc)
-                    continue
-                apps = [(a["metadata"]["namespace"], a["metadata"]["name"]) for a in listed]
+            apps = self.cache.flaskapp_keys()  # the watch keeps the list: no request
             release_free_memory()  # what the previous round of passes freed
             # An app that passed within the last half interval for another reason (its children's events
             # while it comes up or rolls) is checked next round: every app still passes at least once in two
@@ -234,5 +230,5 @@ class Reconciler:
             due = [app for app in apps if self._passed.get(app, recent) <= recent]
             # Spread over the interval, not one burst of N passes that a spec change would queue behind.
             for i, (namespace, name) in enumerate(due):
-                self.request(namespace, name, delay=DEBOUNCE_SECONDS + i * interval / max(len(due), 1),
+                self.request(namespace, name, delay=self.debounce_seconds + i * interval / max(len(due), 1),
                              trigger="resync")
