@@ -37,7 +37,7 @@ def helm(kube, *args):
 
 
 def record(key: str, value) -> None:
-    """Figures for the closing note and the README, written as the story goes."""
+    """Figures for the closing note and docs/performance.md, written as the story goes."""
     STATE["report"][key] = value
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(json.dumps(STATE["report"], indent=1, sort_keys=True))

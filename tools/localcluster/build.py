@@ -25,8 +25,8 @@ from pathlib import Path
 # The Kubernetes release whose pod field schemas the API embeds (make kubernetes-schemas) and the local cluster's
 # default.
 KUBERNETES_SCHEMA_VERSION = "v1.35.4"
-# The release the local cluster runs: `KUBERNETES_VERSION=v1.37.2 make test` picks another (README, "Kubernetes
-# versions"); each is built once from its Go modules and cached by version.
+# The release the local cluster runs: `KUBERNETES_VERSION=v1.37.2 make test` picks another (docs/development.md,
+# "Kubernetes versions"); each is built once from its Go modules and cached by version.
 KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION") or KUBERNETES_SCHEMA_VERSION
 KUBE_SCORE_VERSION = "v1.20.0"
 CERT_MANAGER_VERSION = "v1.21.2"
