@@ -300,7 +300,8 @@ def api_reference() -> str:
              "do `flaskapp-operator render` and the operator.", ""]
     lines += _resource_markdown(version, definition["spec"]["names"], root)
     lines += _value_types_markdown()
-    lines += ["## Spec", "", _text(root["properties"]["spec"]["description"]), ""]
+    lines += ["## Spec", "", _text(root["properties"]["spec"]["description"]), "",
+              "Sections: " + ", ".join(f"[{title}]({_anchor(title)})" for title in spec_sections) + ".", ""]
     for section in spec_sections.values():
         lines += _section_markdown(section)
     lines += ["## Status", "", _text(root["properties"]["status"]["description"]), ""]
