@@ -60,6 +60,11 @@ manifests: venv ## Regenerate the CRD (manifests/crd and the chart's crds/) from
 	mkdir -p charts/flaskapp-operator/crds
 	cp manifests/crd/flaskapp.dev_flaskapps.yaml charts/flaskapp-operator/crds/
 
+.PHONY: docs
+docs: venv ## Regenerate docs/api.md from the Python model and the chart README from values.schema.json.
+	$(PY) -m flaskapp_operator.cli api-docs > docs/api.md
+	$(PY) hack/chart_readme.py > charts/flaskapp-operator/README.md
+
 .PHONY: golden
 golden: venv ## Regenerate the golden renders of the samples (review the diff!).
 	UPDATE_GOLDEN=1 $(PYTEST) -q tests/unit/test_render.py -k golden
@@ -89,9 +94,10 @@ bench: venv debs tools ## Benchmarks: generated stack vs naive baseline (writes 
 	$(PY) -m bench
 
 .PHONY: lint
-lint: venv ## Byte-compile everything, check the committed CRD is current, kube-score the rendered samples and chart.
+lint: venv ## Byte-compile everything, check the committed CRD and docs are current, kube-score the samples and chart.
 	$(PY) -m compileall -q operator tests tools
 	$(PYTEST) -q tests/unit/test_api.py -k committed_crd
+	$(PYTEST) -q tests/unit/test_docs.py
 	PY=$(PY) hack/kube-score.sh
 
 .PHONY: kubernetes-schemas

@@ -80,6 +80,13 @@ def cmd_crd(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_docs(_args: argparse.Namespace) -> int:
+    from .apidocs import api_reference
+
+    sys.stdout.write(api_reference())
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .main import run_operator  # kopf is imported only when the operator runs
     from .settings import Settings
@@ -101,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinition")
     p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("api-docs", help="print the API reference (Markdown) generated from the model")
+    p.set_defaults(func=cmd_api_docs)
 
     p = sub.add_parser("run", help="run the operator against the current kube context")
     p.add_argument("-n", "--namespace", action="append",
