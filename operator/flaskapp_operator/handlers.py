@@ -31,6 +31,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cache: WatchCa
     flaskapps_listed = asyncio.Event()
     background: set[asyncio.Task] = set()  # referenced: the event loop keeps only weak references to tasks
 
+    # An explicit registry has no default login (kopf's global one has): the kubernetes client's config, in-cluster
+    # or the kube context, as the operator's own client uses.
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         _configure_kopf(settings, flaskapp_selector)
