@@ -9,7 +9,7 @@ from . import _runtime
 # Library module -> the agent's module whose on_import(library) adapts it. The agent's modules are compiled and
 # imported only when the app imports the library (a web process never loads the Celery hooks).
 HOOKS = (("sqlalchemy", "sqlalchemy_hooks"), ("flask", "flask_hooks"), ("flask_caching", "caching_hooks"),
-         ("celery.signals", "celery_hooks"))
+         ("celery.signals", "celery_hooks"), ("kombu.transport.redis", "kombu_hooks"))
 _hooks = {}  # module name -> [hook(module)]
 
 

@@ -827,7 +827,8 @@ class Agent:
         "Load the operator's in-process agent into every container that runs the app's Python (web, worker pools, "
         "beat, migrations): a pure-Python package mounted read-only and first on PYTHONPATH, no change to the image. "
         "It lowers every SQLAlchemy engine for the budgeted database to the plan's pool (connection budget), gives "
-        "app.config the operator's cache, CDN and database values for keys the app does not set, and, with "
+        "app.config the operator's cache, CDN and database values for keys the app does not set, gives Celery's "
+        "Redis broker connections timeouts and keepalive (a stalled connection is made again), and, with "
         "monitoring, measures every endpoint and Celery task (latency, queries per request, time in SQL, cache "
         "hits, N+1 suspects). Any error inside it is logged once and the app runs as without it.", default=True)
     n_plus_one_threshold: int = field(
