@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
-LOCALCLUSTER := PYTHONPATH=tools $(PY) -m localcluster
+LOCALCLUSTER := $(PY) -m localcluster
 IMG ?= ghcr.io/flaskapp-operator/flaskapp-operator:0.1.0
 EXAMPLE_IMG ?= ghcr.io/flaskapp-operator/example:0.1.0
 KIND_CLUSTER ?= flaskapp-e2e
@@ -29,10 +29,11 @@ help: ## Show this help.
 
 ##@ Development
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,workload,bench]'
+	@# The operator with its test extras, and the development tools (the local cluster, the tests' support package)
+	$(PY) -m pip install --quiet -e '.[test,workload,bench]' -e tools
 	@# Bytecode for -OO too: the tests run the operator as its image does (PYTHONOPTIMIZE=2). Only a speed-up,
 	@# so a file that does not compile (a package's test data, never imported) does not fail the venv.
 	$(PY) -m compileall -q -o 0 -o 2 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \

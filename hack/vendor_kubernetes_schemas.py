@@ -17,7 +17,6 @@ An integration test regenerates the file and fails when the committed one is sta
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +107,6 @@ def rendered(openapi_path: Path, kubernetes_version: str) -> str:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT / "tools"))
     from localcluster import build
 
     OUTPUT.write_text(rendered(build.kubernetes_openapi(), build.KUBERNETES_SCHEMA_VERSION))

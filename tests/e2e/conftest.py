@@ -13,7 +13,7 @@ from typing import Optional
 
 import pytest
 
-from kubetest import Kube, OperatorProcess, start_kube
+from testsupport.kube import Kube, OperatorProcess, start_kube
 from localcluster import images
 from localcluster.node import INGRESS_CLASS, unavailable_reason
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from kubetest import ROOT, new_namespace, wait_until
+from testsupport.kube import ROOT, new_namespace, wait_ready, wait_until
 from localcluster.node import GATEWAY_CLASS
 
 SHOP = yaml.safe_load((ROOT / "tests" / "e2e" / "shop.yaml").read_text())
@@ -79,15 +79,6 @@ def dump(kube, ns):
                  ["logs", "-n", "flaskapp-system", "-l", "app.kubernetes.io/name=flaskapp-operator", "--prefix",
                   "--tail=60"]):
         print(kube.kubectl(*args, check=False).stdout)
-
-
-def wait_ready(kube, ns: str, name: str, seconds: int) -> None:
-    """Wait for the FlaskApp's Ready condition; on failure, print what the cluster shows before failing."""
-    result = kube.kubectl("wait", "--for=condition=Ready", f"flaskapp/{name}", "-n", ns, f"--timeout={seconds}s",
-                          check=False)
-    if result.returncode != 0:
-        dump(kube, ns)
-    assert result.returncode == 0, result.stderr
 
 
 DEFAULT_DENY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -204,7 +195,7 @@ def test_apply_example_app_with_real_postgresql_until_ready(kube, target, local_
                  "--from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop")
     started = time.monotonic()
     kube.apply(flaskapp(target), ns)
-    wait_ready(kube, ns, "shop", 420)
+    wait_ready(kube, ns, "shop", 420, on_timeout=lambda: dump(kube, ns))
     record("apply_to_ready_seconds", round(time.monotonic() - started, 1))
 
 
@@ -428,7 +419,7 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
         except AssertionError:
             dump(kube, ns)
             raise
-        wait_ready(kube, ns, "shop", 300)
+        wait_ready(kube, ns, "shop", 300, on_timeout=lambda: dump(kube, ns))
         rolled = time.monotonic() - started
     after = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]
              if not p["metadata"].get("deletionTimestamp")}  # old pods may still be draining
@@ -576,7 +567,7 @@ def test_pgbouncer_serves_more_clients_than_its_server_pool(kube, target, real_p
                         "pooler": {"enabled": True, "replicas": 1,
                                    **({"image": target.pooler_image} if target.pooler_image else {})}}
     kube.apply(app, ns)
-    wait_ready(kube, ns, "orders", 300)
+    wait_ready(kube, ns, "orders", 300, on_timeout=lambda: dump(kube, ns))
     status = kube.get("flaskapp", "orders", ns)["status"]["tuning"]
     ini = base64.b64decode(kube.get("secret", "orders-pooler", ns)["data"]["pgbouncer.ini"]).decode()
     per_pod = int(next(line.split("=")[1] for line in ini.splitlines() if line.startswith("max_db_connections")))
@@ -641,7 +632,7 @@ def test_a_public_app_unchanged_stays_within_its_connection_plan(kube, target, r
 
 
 def check_flaskr_within_its_plan(kube, ns: str) -> None:
-    wait_ready(kube, ns, "flaskr", 300)
+    wait_ready(kube, ns, "flaskr", 300, on_timeout=lambda: dump(kube, ns))
     web = next(t for t in kube.get("flaskapp", "flaskr", ns)["status"]["tuning"]["connections"] if t["tier"] == "web")
     per_pod = web["processesPerPod"] * (web["poolSize"] + web["maxOverflow"])
     assert per_pod < 2 * 4  # the plan is below what the app's threads would open on their own
@@ -721,7 +712,7 @@ def test_a_gateway_serves_the_app_through_its_route_over_http_and_https(kube, ta
     kube.apply(app, ns)
     node_ip = requests.utils.urlparse(real_pods.ingress_url).hostname
     try:
-        wait_ready(kube, ns, "routed", 300)
+        wait_ready(kube, ns, "routed", 300, on_timeout=lambda: dump(kube, ns))
         status = kube.get("flaskapp", "routed", ns)["status"]
         assert status["url"] == f"http://{ROUTE_HOST}/"
         route = kube.get("httproute", "routed", ns)
@@ -973,7 +964,7 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     kube.kubectl("delete", "namespace", "monitoring", "--wait=false")
     # The story goes on with a Ready app (a restored worker may hang at start, celery/celery#1847, until its
     # liveness probe restarts it: it is ready only once its event loop has beaten).
-    wait_ready(kube, ns, "shop", 300)
+    wait_ready(kube, ns, "shop", 300, on_timeout=lambda: dump(kube, ns))
 
 
 # Flask's Celery example, from inside its web pod: queue add(20, 22) through its own view, read the result back.
@@ -1034,7 +1025,7 @@ def test_public_celery_and_caching_apps_unchanged_are_measured_on_real_pods(kube
             kube.apply(app, ns)
         api = start_prometheus(kube, target, ns, rendered)
         for app in apps:
-            wait_ready(kube, ns, app["metadata"]["name"], 300)
+            wait_ready(kube, ns, app["metadata"]["name"], 300, on_timeout=lambda: dump(kube, ns))
 
         def web_pod(name: str) -> str:
             return kube.get("pods", namespace=ns, selector=f"app.kubernetes.io/component=web,"
@@ -1196,7 +1187,7 @@ def test_the_standby_operator_pod_takes_over_when_the_leader_is_killed(kube, rea
     wait_until(lambda: len([p for p in operator_pods(kube).values() if all(
         c.get("ready") for c in p["status"].get("containerStatuses", []))]) == 2, 120, what="two operator pods ready")
     assert lease_holder(kube) == standby
-    wait_ready(kube, ns, "shop", 300)
+    wait_ready(kube, ns, "shop", 300, on_timeout=lambda: dump(kube, ns))
 
 
 UPGRADE_SLOTS = 2  # the chart's rolloutPacing.maxConcurrentApps
@@ -1224,7 +1215,7 @@ def test_a_new_operator_release_rolls_apps_in_waves_on_real_pods(kube, target, r
     for name in names:
         kube.apply(small_app(target, name), ns)
     for name in names:
-        wait_ready(kube, ns, name, 300)
+        wait_ready(kube, ns, name, 300, on_timeout=lambda: dump(kube, ns))
 
     def template(name):
         return kube.get("deployment", f"{name}-web", ns)["spec"]["template"]["metadata"]["annotations"][CHECKSUM]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubetest import (ROOT, SESSION_SHARD_SELECTOR, Kube, OperatorProcess, new_namespace, service_account_kubeconfig,
+from testsupport.kube import (ROOT, SESSION_SHARD_SELECTOR, Kube, OperatorProcess, new_namespace, service_account_kubeconfig,
                       start_kube)
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from flaskapp_operator.render import render
 from localcluster import build
-from samples import load_sample
+from testsupport.samples import load_sample
 
 FIXED = {"redis_password": "fixed-for-tests", "uid": "00000000-0000-0000-0000-000000000001"}
 APP = 'namespace="default",flaskapp="shop"'

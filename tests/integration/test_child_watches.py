@@ -11,7 +11,7 @@ from kubernetes import config
 from flaskapp_operator.cache import WatchCache
 from flaskapp_operator.naming import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from flaskapp_operator.watches import ChildWatches, KindWatch
-from kubetest import wait_until
+from testsupport.kube import wait_until
 
 SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from kubetest import ROOT, OperatorProcess, new_namespace, start_kube, wait_until
+from testsupport.kube import ROOT, OperatorProcess, new_namespace, start_kube, wait_until
 
 CRD = "flaskapps.flaskapp.dev"
 

@@ -8,7 +8,7 @@ import signal
 import pytest
 import yaml
 
-from kubetest import ROOT, ready, wait_ready, wait_until
+from testsupport.kube import ROOT, ready, wait_ready, wait_until
 
 MINIMAL = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
 FULL = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())

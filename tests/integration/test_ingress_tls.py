@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 
 import yaml
 
-from kubetest import ROOT, wait_until
+from testsupport.kube import ROOT, wait_until
 
-sys.path.insert(0, str(ROOT / "tools"))
-from localcluster import build  # noqa: E402
+from localcluster import build
 
 MINIMAL = yaml.safe_load((ROOT / "manifests" / "samples" / "minimal.yaml").read_text())
 

@@ -7,8 +7,8 @@ import copy
 import pytest
 import yaml
 
-from kubetest import ROOT, wait_ready, wait_until
-from samples import BUDGET_REJECTED, KEDA_REJECTED, MEMCACHED_REJECTED, POD_BLOCK_REJECTED, patched
+from testsupport.kube import ROOT, wait_ready, wait_until
+from testsupport.samples import BUDGET_REJECTED, KEDA_REJECTED, MEMCACHED_REJECTED, POD_BLOCK_REJECTED, patched
 
 BASE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
 

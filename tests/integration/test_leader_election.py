@@ -16,7 +16,7 @@ import time
 
 import yaml
 
-from kubetest import ROOT, SHARD_LABEL, OperatorProcess, wait_until
+from testsupport.kube import ROOT, SHARD_LABEL, OperatorProcess, wait_until
 
 LEASE_NAMESPACE = "flaskapp-system"
 WRITES = ("create", "update", "patch", "delete", "deletecollection")

@@ -7,7 +7,7 @@ import time
 
 import yaml
 
-from kubetest import ROOT, ready, wait_ready, wait_until
+from testsupport.kube import ROOT, ready, wait_ready, wait_until
 
 SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())
 CHILD_KINDS = "deployments,services,configmaps,secrets,jobs,ingresses,horizontalpodautoscalers," \

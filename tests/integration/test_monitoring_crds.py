@@ -12,7 +12,7 @@ import subprocess
 import yaml
 
 from flaskapp_operator.render import render
-from kubetest import ROOT, wait_until
+from testsupport.kube import ROOT, wait_until
 from localcluster import build
 
 SAMPLE = yaml.safe_load((ROOT / "manifests" / "samples" / "full.yaml").read_text())

@@ -7,7 +7,7 @@ import subprocess
 import kubernetes_validate
 import yaml
 
-from kubetest import ROOT, wait_until
+from testsupport.kube import ROOT, wait_until
 
 CHART = ROOT / "charts" / "flaskapp-operator"
 
@@ -95,9 +95,7 @@ def test_the_vendored_kubernetes_schemas_are_current():
     """operator/flaskapp_operator/kubernetes_schemas.json is what hack/vendor_kubernetes_schemas.py makes of the
     pinned Kubernetes release's OpenAPI document (`make kubernetes-schemas`)."""
     import importlib.util
-    import sys
 
-    sys.path.insert(0, str(ROOT / "tools"))
     from localcluster import build
 
     spec = importlib.util.spec_from_file_location("vendor", ROOT / "hack" / "vendor_kubernetes_schemas.py")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from kubetest import ROOT
+from testsupport.kube import ROOT
 
 
 def rules():

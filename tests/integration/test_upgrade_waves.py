@@ -12,7 +12,7 @@ import json
 
 import yaml
 
-from kubetest import ROOT, SHARD_LABEL, OperatorProcess, wait_until
+from testsupport.kube import ROOT, SHARD_LABEL, OperatorProcess, wait_until
 
 SLOTS = 2
 CHECKSUM = "flaskapp.dev/config-checksum"

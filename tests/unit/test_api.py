@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from samples import ROOT, load_sample
+from testsupport.samples import ROOT, load_sample
 from flaskapp_operator.crd import crd, crd_yaml
 from flaskapp_operator.kubernetes_types import crd_schema
 from flaskapp_operator.render import parse_spec

@@ -166,7 +166,7 @@ def test_children_are_stored_as_their_difference_from_a_reference_of_their_kind(
     import copy
     import zlib
 
-    from samples import load_sample
+    from testsupport.samples import load_sample
     from flaskapp_operator.cache import slim, unpack
     from flaskapp_operator.render import render
 

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from samples import ROOT
+from testsupport.samples import ROOT
 from flaskapp_operator.apidocs import api_reference, kubernetes_reference
 
 API_REFERENCE = ROOT / "docs" / "api.md"

@@ -9,7 +9,7 @@ import pytest
 
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
-from samples import load_sample, patched
+from testsupport.samples import load_sample, patched
 
 SIDECAR = {"name": "proxy", "image": "registry.example/proxy:1", "ports": [{"containerPort": 8000}]}
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import pytest
 
-from samples import load_sample
+from testsupport.samples import load_sample
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from samples import MEMCACHED_REJECTED, load_sample, patched
+from testsupport.samples import MEMCACHED_REJECTED, load_sample, patched
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
 

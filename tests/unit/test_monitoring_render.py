@@ -11,7 +11,7 @@ import pytest
 
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
-from samples import load_sample
+from testsupport.samples import load_sample
 from test_policies import FIXED, allowed, outside, pod
 
 MONITORING_NS = {"kubernetes.io/metadata.name": "monitoring"}

@@ -10,8 +10,8 @@ import copy
 
 import pytest
 
-from samples import load_sample
-from test_reconcile import MemoryCluster
+from testsupport.samples import load_sample
+from testsupport.memorycluster import MemoryCluster
 from flaskapp_operator import plan as plan_module
 from flaskapp_operator.kinds import key_of
 from flaskapp_operator.ownership import up_to_date, with_applied_hash

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from samples import POD_BLOCK_REJECTED, load_sample, patched
+from testsupport.samples import POD_BLOCK_REJECTED, load_sample, patched
 from flaskapp_operator.api import RESERVED_CONTAINER_NAMES, RESERVED_MOUNT_PATHS, RESERVED_VOLUME_NAMES
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError

@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from flaskapp_operator.render import render
-from samples import load_sample
+from testsupport.samples import load_sample
 
 FIXED = {"redis_password": "fixed-for-tests", "uid": "00000000-0000-0000-0000-000000000001"}
 DNS = ("dns", 53)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samples import load_sample, patched
+from testsupport.samples import load_sample, patched
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
 

@@ -2,70 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
-from samples import load_sample
-from flaskapp_operator.kinds import key_of
-from flaskapp_operator.ownership import owned_by
 from flaskapp_operator.reconcile import reconcile
+from testsupport.memorycluster import MemoryCluster
+from testsupport.samples import load_sample
 
 UID = "00000000-0000-4000-8000-000000000001"
-
-
-class MemoryCluster:
-    """The reads and writes reconcile() makes, on a dict of live objects."""
-
-    def __init__(self, app: dict, live: dict, secrets: dict | None = None):
-        self.app, self.live, self.secrets = app, live, secrets or {}
-        self.keda = False
-        self.gateway = False
-        self.applied: list = []
-        self.pruned: list = []
-        self.status: dict = {}
-        self.discovery_ttl_seconds = 300.0
-
-    def get_flaskapp(self, namespace, name):
-        return self.app
-
-    def list_children(self, namespace, name):
-        return dict(self.live)
-
-    def monitoring_api(self):
-        return False
-
-    def keda_api(self):
-        return self.keda
-
-    def gateway_api(self):
-        return self.gateway
-
-    def apply(self, desired, live, owner_uid):
-        for obj in desired:
-            live[key_of(obj)] = self.live[key_of(obj)] = copy.deepcopy(obj)
-        self.applied += [key_of(o) for o in desired]
-        return [key_of(o) for o in desired]
-
-    def prune(self, keep, live, owner_uid):
-        gone = [k for k, o in live.items() if k not in keep and owned_by(o, owner_uid)]
-        for k in gone:
-            del live[k], self.live[k]
-        self.pruned += gone
-        return gone
-
-    def list_pods(self, namespace, name):
-        return []
-
-    def get_secret(self, namespace, name):
-        return self.secrets.get(name)
-
-    def pod_events(self, namespace, names):
-        return {}
-
-    def patch_status(self, namespace, name, status):
-        self.status.update(status)
-
-    def post_event(self, body, kind, reason, message):
-        pass
 
 
 def migration_job(name: str, state: str) -> dict:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import pytest
 import yaml
 
-from samples import ROOT, SAMPLES, load_sample
+from testsupport.samples import ROOT, SAMPLES, load_sample
 from flaskapp_operator.api import RESERVED_CONTAINER_NAMES
 from flaskapp_operator.render import render
 

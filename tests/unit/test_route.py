@@ -11,9 +11,10 @@ from flaskapp_operator.observe import Verdict, build_status, route_problem
 from flaskapp_operator.reconcile import reconcile
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
-from samples import load_sample, patched
+from testsupport.samples import load_sample, patched
 from test_observe_and_apply import NOW, cond, dep
-from test_reconcile import UID, MemoryCluster
+from testsupport.memorycluster import MemoryCluster
+from test_reconcile import UID
 
 ROUTE = {"enabled": True, "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
          "hostnames": ["shop.example.com"], "paths": [{"path": "/", "type": "PathPrefix"},

@@ -11,7 +11,7 @@ import re
 from hypothesis import HealthCheck, assume, given, settings
 import pytest
 
-from samples import BUDGET_REJECTED, load_sample, patched
+from testsupport.samples import BUDGET_REJECTED, load_sample, patched
 from strategies import specs
 from flaskapp_operator.observe import Verdict, build_status
 from flaskapp_operator.schema import SpecError

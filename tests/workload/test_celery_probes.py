@@ -14,20 +14,11 @@ from pathlib import Path
 import pytest
 
 from stack import Stack
+from testsupport.waiting import wait_until
 
 pytestmark = pytest.mark.workload
 
 WORKER = "-worker-default"
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +49,19 @@ def max_age(stack, probe: str) -> float:
 def test_a_worker_is_ready_once_connected_and_stays_alive_through_a_broker_outage(probe_stack):
     s = probe_stack
     state = s.start_celery("worker", WORKER)
-    wait_for(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, "the worker to be ready")
+    wait_until(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, what="the worker to be ready")
     assert s.probe(WORKER, "livenessProbe", state) == 0
 
     s.stop_process("redis-broker")
     # Not ready while the broker is away (the consumer lost its connection) ...
-    wait_for(lambda: s.probe(WORKER, "readinessProbe", state) != 0, 30, "readiness to fail without the broker")
+    wait_until(lambda: s.probe(WORKER, "readinessProbe", state) != 0, 30, what="readiness to fail without the broker")
     # ... and still alive once the heartbeat is older than liveness allows: restarting would not help.
-    wait_for(lambda: heartbeat_age(state) > max_age(s, "livenessProbe") + 1, 60, "the heartbeat to go stale")
+    wait_until(lambda: heartbeat_age(state) > max_age(s, "livenessProbe") + 1, 60, what="the heartbeat to go stale")
     assert s.probe(WORKER, "livenessProbe", state) == 0
     assert s.procs["worker"].poll() is None
 
     s._start_redis("redis-broker")
-    wait_for(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, "readiness once the broker is back")
+    wait_until(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, what="readiness once the broker is back")
     # Connected again: it takes and runs tasks.
     from celery import Celery
     client = Celery(broker=s.env_of(WORKER)["CELERY_BROKER_URL"], backend=s.env_of(WORKER)["CELERY_RESULT_BACKEND"])
@@ -82,16 +73,16 @@ def test_a_wedged_worker_fails_liveness_and_recovers_when_it_moves_again(probe_s
     state = s.workdir / "worker-tmp"
     if "worker" not in s.procs:
         state = s.start_celery("worker", WORKER)
-    wait_for(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, "the worker to be ready")
+    wait_until(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, what="the worker to be ready")
     pid = s.procs["worker"].pid  # the main process: its event loop touches the heartbeat
     os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: s.probe(WORKER, "livenessProbe", state) != 0, 3 * max_age(s, "livenessProbe"),
-                 "liveness to fail for a frozen worker")
+        wait_until(lambda: s.probe(WORKER, "livenessProbe", state) != 0, 3 * max_age(s, "livenessProbe"),
+                   what="liveness to fail for a frozen worker")
         assert s.probe(WORKER, "readinessProbe", state) != 0
     finally:
         os.kill(pid, signal.SIGCONT)
-    wait_for(lambda: s.probe(WORKER, "livenessProbe", state) == 0, 30, "liveness once it runs again")
+    wait_until(lambda: s.probe(WORKER, "livenessProbe", state) == 0, 30, what="liveness once it runs again")
 
 
 def test_warm_shutdown_finishes_the_running_task(probe_stack):
@@ -101,12 +92,12 @@ def test_warm_shutdown_finishes_the_running_task(probe_stack):
     state = s.workdir / "worker-tmp"
     if "worker" not in s.procs:
         state = s.start_celery("worker", WORKER)
-    wait_for(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, "the worker to be ready")
+    wait_until(lambda: s.probe(WORKER, "readinessProbe", state) == 0, 60, what="the worker to be ready")
     from celery import Celery
     env = s.env_of(WORKER)
     client = Celery(broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
     result = client.send_task("shop.sleep", args=(4,))
-    wait_for(lambda: _active(client), 30, "the task to start")
+    wait_until(lambda: _active(client), 30, what="the task to start")
     proc = s.procs.pop("worker")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)  # to the worker process only, as the kubelet signals PID 1
@@ -125,14 +116,14 @@ def _active(client) -> bool:
 def test_beat_is_alive_while_it_ticks_and_not_when_frozen(probe_stack):
     s = probe_stack
     state = s.start_celery("beat", "-beat")
-    wait_for(lambda: s.probe("-beat", "startupProbe", state) == 0, 60, "beat's first tick")
+    wait_until(lambda: s.probe("-beat", "startupProbe", state) == 0, 60, what="beat's first tick")
     assert s.probe("-beat", "livenessProbe", state) == 0
     pid = s.procs["beat"].pid
     os.kill(pid, signal.SIGSTOP)
     try:
         # A frozen beat stops ticking: with a 3-second allowance (not the rendered 90) that shows quickly.
-        wait_for(lambda: s.probe("-beat", "livenessProbe", state, "3") != 0, 30, "beat's liveness to fail")
+        wait_until(lambda: s.probe("-beat", "livenessProbe", state, "3") != 0, 30, what="beat's liveness to fail")
     finally:
         os.kill(pid, signal.SIGCONT)
     # Its next tick comes within --max-interval.
-    wait_for(lambda: s.probe("-beat", "livenessProbe", state, "3") == 0, 45, "beat to tick again")
+    wait_until(lambda: s.probe("-beat", "livenessProbe", state, "3") == 0, 45, what="beat to tick again")

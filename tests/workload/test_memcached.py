@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from samples import patched
+from testsupport.samples import patched
 from stack import WORKLOAD_APP, Stack
 
 

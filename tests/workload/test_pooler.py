@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from samples import patched
+from testsupport.samples import patched
 from stack import PG_BIN, WORKLOAD_APP, Stack
 
 MAX_CONNECTIONS, RESERVED = 8, 3  # 5 for the app: PgBouncer (1 pod, 2 at a rollout's peak) gets 2 per pod

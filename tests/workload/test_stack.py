@@ -17,7 +17,7 @@ import pytest
 import redis
 import requests
 
-from kubetest import wait_until
+from testsupport.kube import wait_until
 from stack import PG_BIN, REDIS_PASSWORD, find
 
 

@@ -1,4 +1,4 @@
-"""Test harness shared by the integration, e2e and benchmark suites: a cluster (the local control plane,
+"""The cluster harness shared by the integration, e2e and benchmark suites: a cluster (the local control plane,
 or the current kube context), kubectl, and the operator run as a real process."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
+from localcluster import build
+from localcluster.cluster import LocalCluster, free_port as _free_port
 
-from localcluster import build  # noqa: E402
-from localcluster.cluster import LocalCluster, free_port as _free_port  # noqa: E402
+from .samples import ROOT
+from .waiting import wait_until
 
 # The session operator of the integration tests reconciles every FlaskApp without a shard label; tests that run
 # operators of their own label their FlaskApps: operators side by side, as sharded releases of the chart run.
@@ -226,24 +226,6 @@ def new_namespace(kube: Kube, prefix: str = "t") -> str:
     return name
 
 
-def wait_until(predicate, timeout: float = 90, interval: float = 0.5, what: str = "",
-               on_timeout: Callable[[], None] | None = None) -> Any:
-    """Polls `predicate` until it returns something true; on timeout runs `on_timeout` (diagnostics) and fails."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - kept for the failure message
-            last = exc
-        time.sleep(interval)
-    if on_timeout is not None:
-        on_timeout()
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last saw: {last!r}")
-
-
 def ready(kube, namespace, name):
     app = kube.get("flaskapp", name, namespace)
     conds = {c["type"]: c for c in (app or {}).get("status", {}).get("conditions", [])}
@@ -251,5 +233,8 @@ def ready(kube, namespace, name):
         app["status"].get("observedGeneration") == app["metadata"]["generation"]
 
 
-def wait_ready(kube, namespace, name, timeout=120):
-    return wait_until(lambda: ready(kube, namespace, name), timeout, what=f"FlaskApp {namespace}/{name} Ready")
+def wait_ready(kube, namespace, name, timeout: float = 120, on_timeout: Callable[[], None] | None = None):
+    """Until FlaskApp namespace/name is Ready for its current generation; on timeout runs `on_timeout`
+    (diagnostics) and fails."""
+    return wait_until(lambda: ready(kube, namespace, name), timeout, what=f"FlaskApp {namespace}/{name} Ready",
+                      on_timeout=on_timeout)
