@@ -17,7 +17,7 @@ import psutil
 import yaml
 
 from flaskapp_operator.render import render
-from kubetest import ROOT, OperatorProcess, new_namespace, service_account_kubeconfig, start_kube, wait_until
+from testsupport.kube import ROOT, OperatorProcess, new_namespace, service_account_kubeconfig, start_kube, wait_until
 
 OPERATOR_USER = "system:serviceaccount:flaskapp-system:flaskapp-operator"
 

@@ -1,7 +1,7 @@
 """`make soak`: an hour of churn against the operator on kwok nodes (not part of `make test`).
 
 FlaskApps are created, updated and deleted continuously: random valid specs drawn from the model with hypothesis
-(the property tests' strategy, tests/strategies.py), and every invalid spec the test suites know (the API server
+(the property tests' strategy, testsupport/strategies.py), and every invalid spec the test suites know (the API server
 must refuse each). At the end:
 - the operator process never died or restarted (same process throughout);
 - every FlaskApp left ends Ready, or Degraded with a reason;
@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 import warnings
@@ -25,16 +24,12 @@ from pathlib import Path
 import psutil
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tools")]
+from hypothesis.errors import NonInteractiveExampleWarning
 
-from hypothesis.errors import NonInteractiveExampleWarning  # noqa: E402
-
-from kubetest import (OperatorProcess, new_namespace, service_account_kubeconfig, start_kube,  # noqa: E402
-                      wait_until)
-from samples import (BUDGET_REJECTED, KEDA_REJECTED, MEMCACHED_REJECTED, POD_BLOCK_REJECTED,  # noqa: E402
-                     load_sample, patched)
-from strategies import specs  # noqa: E402
+from testsupport.kube import ROOT, OperatorProcess, new_namespace, service_account_kubeconfig, start_kube, wait_until
+from testsupport.samples import (BUDGET_REJECTED, KEDA_REJECTED, MEMCACHED_REJECTED, POD_BLOCK_REJECTED, load_sample,
+                                 patched)
+from testsupport.strategies import specs
 
 OUT = Path(os.environ.get("SOAK_OUT", ROOT / "build" / "soak.json"))
 CHILD_KINDS = ("deployments,statefulsets,services,configmaps,secrets,jobs,ingresses,horizontalpodautoscalers,"

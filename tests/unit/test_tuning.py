@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 import pytest
 
 from testsupport.samples import BUDGET_REJECTED, load_sample, patched
-from strategies import specs
+from testsupport.strategies import specs
 from flaskapp_operator.observe import Verdict, build_status
 from flaskapp_operator.schema import SpecError
 from flaskapp_operator.render import render

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
-from strategies import specs
+from testsupport.strategies import specs
 
 pytestmark = pytest.mark.workload
 
