@@ -54,6 +54,18 @@ def pod_tmp_paths(command: list[str], scratch: Path, own: Path) -> list[str]:
             else a for a in command]
 
 
+def as_user(user: str | None) -> dict:
+    """Popen's arguments that run a server as `user` when this process is root (PostgreSQL and PgBouncer refuse
+    root). The server itself becomes that user: no `runuser` between, whose watching parent answers the stop's
+    SIGTERM with "Session terminated, killing shell..." and a SIGKILL of the server two seconds later."""
+    if not user or os.geteuid() != 0:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct free ports: every socket stays open until all are chosen (one at a time, the kernel may
     hand out the same port twice, and two servers then fight over it)."""
@@ -155,10 +167,8 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
                user: str | None = None) -> subprocess.Popen:
-        if user and os.geteuid() == 0:
-            argv = ["runuser", "-u", user, "--", *argv]
         proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
-                                stdout=open(self.log(name), "ab"), stderr=subprocess.STDOUT)
+                                stdout=open(self.log(name), "ab"), stderr=subprocess.STDOUT, **as_user(user))
         self.procs[name] = proc
         return proc
 
@@ -234,9 +244,8 @@ class Stack:
             shutil.chown(data, "postgres")
             os.chmod(data, 0o700)
         self.workdir.chmod(0o755)
-        subprocess.run((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) +
-                       [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True)
+        subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True, **as_user("postgres"))
         max_connections = self.document["spec"]["database"]["maxConnections"]
         proc = self._spawn("postgres", [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.ports["postgres"]),
                                         "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}",
