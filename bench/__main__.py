@@ -257,8 +257,8 @@ def plot(results: list[dict], path: Path) -> None:
             ax.plot([r["target"]] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
     ax.axvline(1, color="black", linewidth=0.5, linestyle=":")
     ax.set_xscale("log")
-    ax.set_xlabel("ratio, generated vs baseline (higher is better; log scale); black tick: target; "
-                  "green: target met, red: missed, grey: no target, FAILED: no measurement")
+    ax.set_xlabel("ratio, generated vs baseline (higher is better; log scale); black tick: target;\n"
+                  "green: target met, red: missed, grey: no target, black: FAILED (no measurement)")
     for y, (r, x) in enumerate(zip(results, ratios)):
         ax.text(x, y, " FAILED" if verdict(r) == "FAILED" else f" {x:.2f}", va="center")
     fig.tight_layout()
