@@ -14,19 +14,28 @@ all its pods' workers in one gunicorn:
 Errors are non-2xx answers and socket errors, warm-up included; connection errors are PostgreSQL's refusals in the
 gunicorn log ("too many clients already", "remaining connection slots are reserved").
 Throughput and p99 latency as wrk reports them.
+
+wrk starts only once every gunicorn worker has loaded the app (a post_worker_init hook in the app directory's own
+gunicorn.conf.py, which the rendered config runs) and one transaction has gone through the tier: 100 workers
+importing Flask and SQLAlchemy take about a minute of CPU on two cores, and a run measured while they boot serves
+next to nothing. A run that raised, served no
+request or lost its PostgreSQL fails its rows (bench.rows), never a ratio of zero.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
+from bench.rows import combine_runs, failed_entry, ratio
 from flaskapp_operator.render import render
 from stack import EXAMPLE_APP, PORT_NAMES, WORKLOAD_APP, Stack, container_env, find, free_ports, wait_port
 
@@ -39,6 +48,17 @@ SQLALCHEMY_DEFAULT_SIZES = {"pool_size": 5, "max_overflow": 10}
 TRANSACTION = "/db?sleep=0.05"
 # PostgreSQL's refusals once max_connections is reached (the second while only superuser slots are left).
 CONNECTION_REFUSED = ("too many clients already", "remaining connection slots are reserved")
+SCENARIOS = ("naive", "budget", "pooler")
+BUDGET_ROWS = tuple(f"db_{name}_vs_unconstrained" for name in SCENARIOS)
+WORKERS_READY_TIMEOUT = 600  # 100 workers booting on two shared cores: about a minute when the machine is quiet
+# The app directory's own gunicorn config, which the rendered one runs (its post_worker_init first): each
+# worker marks, once it has loaded the app, that it can serve.
+READY_HOOK = """import os
+
+
+def post_worker_init(worker):
+    open(os.path.join({ready!r}, str(os.getpid())), "w").close()
+"""
 
 
 def _document(max_connections: int, pooler: bool) -> dict:
@@ -102,12 +122,18 @@ def _scenario(workdir: Path, name: str, seconds: float) -> dict:
         (stack.workdir / "gunicorn").mkdir(exist_ok=True)
         for key, text in find(stack.rendered.objects, "ConfigMap", "-gunicorn-conf")["data"].items():
             (stack.workdir / "gunicorn" / key).write_text(text)
-        proc = stack._spawn("gunicorn", stack.command_of("-web"), env=env, cwd=EXAMPLE_APP)
+        app_dir, ready = stack.workdir / "app", stack.workdir / "workers-ready"
+        shutil.copytree(EXAMPLE_APP, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+        (app_dir / "gunicorn.conf.py").write_text(READY_HOOK.format(ready=str(ready)))
+        ready.mkdir()
+        proc = stack._spawn("gunicorn", stack.command_of("-web"), env=env, cwd=app_dir)
         wait_port(stack.ports["gunicorn"], proc, log=stack.log("gunicorn"))
         url = stack.gunicorn_url + TRANSACTION
-        _wait_workers(stack, pods * WORKERS)
-        warm = wrk_latency(url, 2, pods * WORKERS * THREADS)  # imports, first connections: errors count too
+        _wait_workers_ready(stack, ready, pods * WORKERS)
+        _wait_transaction(url)
+        warm = _warm(url, pods * WORKERS * THREADS)  # first connections: errors count too
         result = wrk_latency(url, seconds, pods * WORKERS * THREADS)
+        _check_alive(stack, "postgres", *(("pooler",) if pooled else ()))
         result["pods"] = pods
         result["errors"] += warm["errors"]
         log = stack.log("gunicorn").read_text(errors="replace")
@@ -117,22 +143,59 @@ def _scenario(workdir: Path, name: str, seconds: float) -> dict:
         stack.stop()
 
 
-def _wait_workers(stack: Stack, count: int, timeout: float = 120) -> None:
+def _wait_workers_ready(stack: Stack, ready: Path, count: int, timeout: float = WORKERS_READY_TIMEOUT) -> None:
+    """Until `count` workers run and every one of them has loaded the app (its file in `ready`)."""
     deadline = time.monotonic() + timeout
-    while len(stack.gunicorn_worker_pids()) < count:
+    while True:
+        workers = set(stack.gunicorn_worker_pids())
+        loaded = {int(p.name) for p in ready.iterdir()} & workers
+        if len(workers) >= count and loaded == workers:
+            return
+        if stack.procs["gunicorn"].poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {stack.procs['gunicorn'].returncode}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"gunicorn did not start {count} workers")
-        time.sleep(0.2)
+            raise TimeoutError(f"{len(loaded)} of {count} gunicorn workers loaded the app in {timeout}s")
+        time.sleep(0.5)
 
 
-def _mean(runs: list[dict]) -> dict:
-    out = dict(runs[0])
-    for key in ("rps", "p99_ms"):
-        out[key] = sum(r[key] for r in runs) / len(runs)
-    for key in ("errors", "too_many_clients"):
-        out[key] = sum(r[key] for r in runs)
-    out["runs"] = len(runs)
-    return out
+def _warm(url: str, connections: int, seconds: float = 2, tries: int = 10) -> dict:
+    """Short runs until throughput stops climbing (each gunicorn thread's first connection, 400 SCRAM logins at
+    a single-threaded PgBouncer: seconds on a loaded machine); the errors of all of them."""
+    errors, previous = 0, None
+    for _ in range(tries):
+        run = wrk_latency(url, seconds, connections)
+        errors += run["errors"]
+        if previous and run["rps"] <= 1.2 * previous:  # serving, and no longer climbing
+            break
+        previous = run["rps"]
+    return {"errors": errors}
+
+
+def _wait_transaction(url: str, timeout: float = 120) -> None:
+    """Until one transaction goes through the tier (gunicorn, the pooler if any, PostgreSQL): on a loaded
+    machine PgBouncer's first server login may time out (server_connect_timeout), and it then waits
+    server_login_retry (15 s) before the next, longer than a run."""
+    import urllib.error
+    import urllib.request
+
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as e:
+            last = str(e)
+        time.sleep(0.5)
+    raise TimeoutError(f"no transaction through the tier in {timeout}s: {last}")
+
+
+def _check_alive(stack: Stack, *names: str) -> None:
+    """A server that died during the run makes the run an error (its log's tail says why)."""
+    for name in names:
+        if stack.procs[name].poll() is not None:
+            tail = stack.log(name).read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"{name} exited with {stack.procs[name].returncode} during the run: {tail}")
 
 
 def budget_benchmark(workdir: Path, entry: Callable[..., dict], seconds: float) -> list[dict]:
@@ -141,15 +204,29 @@ def budget_benchmark(workdir: Path, entry: Callable[..., dict], seconds: float) 
     order = ("unconstrained", "pooler", "naive", "budget", "pooler", "unconstrained")
     runs: dict[str, list[dict]] = {}
     for i, name in enumerate(order):
-        runs.setdefault(name, []).append(_scenario(workdir / str(i), name, seconds))
-    results = {name: _mean(r) for name, r in runs.items()}
-    for name, r in results.items():
-        print(f"   {name:14} {r['pods']:3d} pods {r['rps']:8.1f} req/s  p99 {r['p99_ms']:8.1f} ms  errors {r['errors']:6d}  "
-              f"'too many clients' {r['too_many_clients']}", flush=True)
+        try:
+            run = _scenario(workdir / str(i), name, seconds)
+        except Exception as e:  # noqa: BLE001 - the run fails its rows; the other runs still measure
+            traceback.print_exc()
+            run = {"error": f"{name} run {i + 1} of {len(order)}: {type(e).__name__}: {e}"[:500]}
+        else:
+            print(f"   {name:14} {run['pods']:3d} pods {run['rps']:8.1f} req/s  p99 {run['p99_ms']:8.1f} ms  "
+                  f"errors {run['errors']:6d}  'too many clients' {run['too_many_clients']}", flush=True)
+        runs.setdefault(name, []).append(run)
+    results = {name: combine_runs(r, averaged=("rps", "p99_ms"), summed=("errors", "too_many_clients"))
+               for name, r in runs.items()}
+    return budget_rows(results, entry)
+
+
+def budget_rows(results: dict[str, dict], entry: Callable[..., dict]) -> list[dict]:
+    """The three rows from the scenarios' combined runs; a row whose run or reference run failed is failed."""
     ref = results["unconstrained"]
     out = []
-    for name in ("naive", "budget", "pooler"):
+    for name, row_name in zip(SCENARIOS, BUDGET_ROWS):
         r = results[name]
+        if r.get("error") or ref.get("error"):
+            out.append(failed_entry(row_name, r.get("error") or f"the reference run failed: {ref['error']}"))
+            continue
         extra = {"pods": r["pods"], "runs": r["runs"], "errors": r["errors"], "too_many_clients": r["too_many_clients"], "p99_ms": round(r["p99_ms"], 1),
                  "baseline_p99_ms": round(ref["p99_ms"], 1),
                  "note": f"baseline: pools of 5 + 10 per process with max_connections {UNCONSTRAINED_MAX_CONNECTIONS}; "
@@ -158,5 +235,5 @@ def budget_benchmark(workdir: Path, entry: Callable[..., dict], seconds: float) 
             extra["target"] = 0.9
         if name in ("budget", "pooler"):
             extra["target_errors"] = 0
-        out.append(entry(f"db_{name}_vs_unconstrained", r["rps"], ref["rps"], "req/s", r["rps"] / ref["rps"], **extra))
+        out.append(entry(row_name, r["rps"], ref["rps"], "req/s", ratio(r["rps"], ref["rps"]), **extra))
     return out

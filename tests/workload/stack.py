@@ -42,6 +42,30 @@ PORT_NAMES = ("nginx", "gunicorn", "redis-cache", "redis-broker", "postgres", "s
               "pooler", "memcached")
 
 
+POD_TMP = "/tmp/"  # where the rendered commands keep files of their own: the pod's tmp emptyDir
+
+
+def pod_tmp_paths(command: list[str], scratch: Path, own: Path) -> list[str]:
+    """A rendered command with its paths in the pod's /tmp (beat's schedule and pid files) moved into `scratch`,
+    the local stand-in for that volume. Only what the render means by /tmp: paths the stack rendered in itself
+    (under `own`, its working directory, which may lie under the host's /tmp) stay. Run on the rendered command,
+    before its program is resolved to this host's (whose path may lie under /tmp too: a checkout there)."""
+    return [f"{scratch}/{a.removeprefix(POD_TMP)}" if a.startswith(POD_TMP) and not Path(a).is_relative_to(own)
+            else a for a in command]
+
+
+def as_user(user: str | None) -> dict:
+    """Popen's arguments that run a server as `user` when this process is root (PostgreSQL and PgBouncer refuse
+    root). The server itself becomes that user: no `runuser` between, whose watching parent answers the stop's
+    SIGTERM with "Session terminated, killing shell..." and a SIGKILL of the server two seconds later."""
+    if not user or os.geteuid() != 0:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct free ports: every socket stays open until all are chosen (one at a time, the kernel may
     hand out the same port twice, and two servers then fight over it)."""
@@ -143,10 +167,8 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
                user: str | None = None) -> subprocess.Popen:
-        if user and os.geteuid() == 0:
-            argv = ["runuser", "-u", user, "--", *argv]
         proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
-                                stdout=open(self.log(name), "ab"), stderr=subprocess.STDOUT)
+                                stdout=open(self.log(name), "ab"), stderr=subprocess.STDOUT, **as_user(user))
         self.procs[name] = proc
         return proc
 
@@ -222,9 +244,8 @@ class Stack:
             shutil.chown(data, "postgres")
             os.chmod(data, 0o700)
         self.workdir.chmod(0o755)
-        subprocess.run((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) +
-                       [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True)
+        subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True, **as_user("postgres"))
         max_connections = self.document["spec"]["database"]["maxConnections"]
         proc = self._spawn("postgres", [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.ports["postgres"]),
                                         "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}",
@@ -285,9 +306,13 @@ class Stack:
             env["PYTHONPATH"] = env["PYTHONPATH"].replace(AGENT_DIR, str(agent))
         return env
 
-    def command_of(self, component: str) -> list[str]:
+    def command_of(self, component: str, pod_tmp: Path | None = None) -> list[str]:
+        """`component`'s rendered command with its program from this venv; with `pod_tmp`, the pod's /tmp
+        paths moved there (pod_tmp_paths)."""
         deployment = find(self.rendered.objects, "Deployment", component)
         command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+        if pod_tmp is not None:
+            command = pod_tmp_paths(command, pod_tmp, self.workdir)
         return [str(VENV_BIN / command[0]), *command[1:]]
 
     def start_gunicorn(self) -> None:
@@ -306,8 +331,7 @@ class Stack:
             (self.workdir / "celery" / key).write_text(text)
         state = self.workdir / f"{name}-tmp"
         state.mkdir(exist_ok=True)
-        command = [f"{state}/{a.removeprefix('/tmp/')}" if a.startswith("/tmp/") and not a.startswith(str(self.workdir))
-                   else a for a in self.command_of(component)]  # the pod's /tmp (beat's schedule and pid files)
+        command = self.command_of(component, pod_tmp=state)  # the pod's /tmp: beat's schedule and pid files
         self._spawn(name, command, env={**self.env_of(component), "FLASKAPP_PROBE_DIR": str(state)}, cwd=self.app_dir)
         return state
 

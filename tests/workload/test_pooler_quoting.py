@@ -6,7 +6,6 @@ Secret key, and nothing of it becomes a line of the file."""
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +18,7 @@ import pytest
 from flaskapp_operator.builders.context import Addresses
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
-from stack import free_ports, wait_port
+from stack import as_user, free_ports, wait_port
 
 pytestmark = pytest.mark.workload
 
@@ -62,8 +61,8 @@ def test_quoted_names_work_through_the_real_pgbouncer(stack):
     command = next(o for o in rendered.objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(
         "-pooler"))["spec"]["template"]["spec"]["containers"][0]["command"]
     log = config / "pgbouncer.log"
-    proc = subprocess.Popen((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) + command,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(command, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                            **as_user("postgres"))
     try:
         wait_port(port, proc, log=log)
         app_url = files["url"].replace("postgresql+psycopg://", "postgresql://")
