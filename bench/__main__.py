@@ -29,14 +29,12 @@ import traceback
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "workload"), str(ROOT / "tests"), str(ROOT / "tools")]
-
-from bench.http import (baseline_gunicorn, json_bytes, limit_nginx, slow_clients, wrk)  # noqa: E402
-from bench.budget import BUDGET_ROWS, budget_benchmark  # noqa: E402
-from bench.operator_bench import operator_benchmark  # noqa: E402
-from bench.rows import any_failed, entry, failure, ratio, run_group, selected_groups, verdict  # noqa: E402
-from stack import Stack  # noqa: E402
+from bench.http import (baseline_gunicorn, json_bytes, limit_nginx, slow_clients, wrk)
+from bench.budget import BUDGET_ROWS, budget_benchmark
+from bench.operator_bench import operator_benchmark
+from bench.rows import any_failed, entry, failure, ratio, run_group, selected_groups, verdict
+from testsupport.samples import ROOT
+from testsupport.stack import Stack
 
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "build" / "bench.json"))
 DURATION = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -127,7 +125,7 @@ def monitoring_benchmarks(workdir: Path) -> Iterator[dict]:
     stdout and over syslog, gunicorn's statsd packets) against it off: what monitoring costs."""
     import yaml
 
-    from stack import WORKLOAD_APP
+    from testsupport.stack import WORKLOAD_APP
 
     document = yaml.safe_load(WORKLOAD_APP.read_text())
     document["spec"]["monitoring"] = {"enabled": True}
@@ -157,8 +155,8 @@ def agent_benchmarks(workdir: Path) -> Iterator[dict]:
 
     import yaml
 
-    from agentvolume import mount_agent
-    from stack import VENV_BIN, WORKLOAD_APP, find
+    from testsupport.agentvolume import mount_agent
+    from testsupport.stack import VENV_BIN, WORKLOAD_APP, find
 
     document = yaml.safe_load(WORKLOAD_APP.read_text())
     document["spec"]["monitoring"] = {"enabled": True}

@@ -37,7 +37,7 @@ import yaml
 
 from bench.rows import combine_runs, failed_entry, ratio
 from flaskapp_operator.render import render
-from stack import EXAMPLE_APP, PORT_NAMES, WORKLOAD_APP, Stack, container_env, find, free_ports, wait_port
+from testsupport.stack import EXAMPLE_APP, PORT_NAMES, WORKLOAD_APP, Stack, container_env, find, free_ports, wait_port
 
 PODS = 25  # the autoscaler's maximum in the spec
 WORKERS, THREADS = 4, 4

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from stack import EXAMPLE_APP, VENV_BIN, free_ports, wait_port
+from testsupport.stack import EXAMPLE_APP, VENV_BIN, free_ports, wait_port
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 50

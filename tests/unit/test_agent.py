@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentvolume import mount_agent
+from testsupport.agentvolume import mount_agent
 from testsupport.samples import ROOT, load_sample
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import PG_BIN, Stack
+from testsupport.stack import PG_BIN, Stack
 
 
 def _require(binaries):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentvolume import mount_agent
+from testsupport.agentvolume import mount_agent
 from flaskapp_operator.render import render
 from localcluster.publicapps import CACHE
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import Stack, free_ports
+from testsupport.stack import Stack, free_ports
 
 pytestmark = pytest.mark.workload
 

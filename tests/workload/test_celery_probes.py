@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import Stack
+from testsupport.stack import Stack
 from testsupport.waiting import wait_until
 
 pytestmark = pytest.mark.workload

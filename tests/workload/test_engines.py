@@ -15,7 +15,7 @@ import pytest
 import redis
 import requests
 
-from stack import REDIS_PASSWORD, Stack
+from testsupport.stack import REDIS_PASSWORD, Stack
 
 pytestmark = pytest.mark.workload
 

@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from testsupport.samples import patched
-from stack import WORKLOAD_APP, Stack
+from testsupport.stack import WORKLOAD_APP, Stack
 
 
 @pytest.fixture(scope="module")

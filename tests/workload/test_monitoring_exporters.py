@@ -16,7 +16,7 @@ import redis
 import requests
 import yaml
 
-from stack import REDIS_PASSWORD, WORKLOAD_APP, Stack
+from testsupport.stack import REDIS_PASSWORD, WORKLOAD_APP, Stack
 from testsupport.waiting import wait_until
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-import stack as stack_module
-from stack import PORT_NAMES, REDIS_PASSWORD, WORKLOAD_APP, Stack, pod_tmp_paths
+from testsupport import stack as stack_module
+from testsupport.stack import PORT_NAMES, REDIS_PASSWORD, WORKLOAD_APP, Stack, pod_tmp_paths
 from flaskapp_operator.render import render
 
 

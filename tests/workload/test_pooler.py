@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from testsupport.samples import patched
-from stack import PG_BIN, WORKLOAD_APP, Stack
+from testsupport.stack import PG_BIN, WORKLOAD_APP, Stack
 
 MAX_CONNECTIONS, RESERVED = 8, 3  # 5 for the app: PgBouncer (1 pod, 2 at a rollout's peak) gets 2 per pod
 

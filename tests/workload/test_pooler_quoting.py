@@ -18,7 +18,7 @@ import pytest
 from flaskapp_operator.builders.context import Addresses
 from flaskapp_operator.render import render
 from flaskapp_operator.schema import SpecError
-from stack import as_user, free_ports, wait_port
+from testsupport.stack import as_user, free_ports, wait_port
 
 pytestmark = pytest.mark.workload
 

@@ -25,7 +25,7 @@ import redis
 import requests
 
 from localcluster.publicapps import FLASK_CACHING_HELLO, FLASK_CELERY, FLASKR, PublicApp
-from stack import REDIS_PASSWORD, VENV_BIN, Stack, find
+from testsupport.stack import REDIS_PASSWORD, VENV_BIN, Stack, find
 
 pytestmark = pytest.mark.workload
 CLIENTS = 16

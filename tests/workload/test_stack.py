@@ -18,7 +18,7 @@ import redis
 import requests
 
 from testsupport.kube import wait_until
-from stack import PG_BIN, REDIS_PASSWORD, find
+from testsupport.stack import PG_BIN, REDIS_PASSWORD, find
 
 
 def get(stack, path, **kw):

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import requests
 
-from stack import Stack
+from testsupport.stack import Stack
 from test_public_apps import drive, flaskr_document, per_pod_bound
 
 pytestmark = pytest.mark.workload

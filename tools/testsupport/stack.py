@@ -22,14 +22,15 @@ from typing import Optional
 
 import yaml
 
-from agentvolume import mount_agent
 from flaskapp_operator.builders import Addresses
 from flaskapp_operator.builders.agent import AGENT_DIR
 from flaskapp_operator.render import Rendered, render
 
-ROOT = Path(__file__).resolve().parents[2]
+from .agentvolume import mount_agent
+from .samples import ROOT
+
 EXAMPLE_APP = ROOT / "examples" / "flask-shop"
-WORKLOAD_APP = Path(__file__).resolve().parent / "app.yaml"
+WORKLOAD_APP = ROOT / "tests" / "workload" / "app.yaml"
 VENV_BIN = Path(sys.executable).parent
 # Debian 12 ships PostgreSQL 15, Ubuntu 24.04 16: take the newest installed.
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"),
