@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-KUBE_SCORE=$(PYTHONPATH=tools "$PY" -c 'from localcluster import build; print(build.build_kube_score())')
-HELM=$(PYTHONPATH=tools "$PY" -c 'from localcluster import build; print(build.build_helm() / "helm")')
+KUBE_SCORE=$("$PY" -c 'from localcluster import build; print(build.build_kube_score())')
+HELM=$("$PY" -c 'from localcluster import build; print(build.build_helm() / "helm")')
 
 IGNORED=(
   # No CPU limits: CFS throttling stalls latency-bound gunicorn and nginx workers mid-request; the tuning engine
