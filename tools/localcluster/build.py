@@ -56,6 +56,13 @@ REDIS_EXPORTER_VERSION = "v1.74.0"
 REDIS_EXPORTER_SUM = "h1:/ESQZa3xqpQxiQmk4tpo90Y8gPWLpYVF6E5SR262KtM="
 PROMETHEUS_VERSION = "v0.316.0"  # the Go module's tag of Prometheus 3.x
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+# The kind node image (localcluster/kind.py): kind itself and the node's tools, the versions kind v0.33.0's base
+# image pins (images/base/Dockerfile), except cri-tools v1.37.0 (the proxy does not serve v1.36.0's module here)
+# and the bridge plugin added to kind's list (kube-router's CNI config uses it).
+KIND_VERSION = "v0.33.0"
+CRI_TOOLS_VERSION = "v1.37.0"
+CNI_PLUGINS_VERSION = "v1.9.1"
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "ptp")
 
 # Staging modules of k8s.io/kubernetes 1.34 to 1.37 (cri-streaming and streaming are new in 1.37; an unused replace
 # is harmless).
@@ -129,14 +136,24 @@ def kubernetes_minor(version: str = KUBERNETES_VERSION) -> int:
 
 
 def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
-    target = tool_dir("kubernetes", version)
-    if all((target / c).exists() for c in KUBERNETES_COMMANDS):
+    return _build_kubernetes_commands("kubernetes", version, KUBERNETES_COMMANDS)
+
+
+def build_kubeadm(version: str = KUBERNETES_VERSION) -> Path:
+    """kubeadm, for the kind node image only: a directory of its own, so the local cluster's cached binaries
+    stay valid without it."""
+    return _build_kubernetes_commands("kubeadm", version, ("kubeadm",))
+
+
+def _build_kubernetes_commands(tool: str, version: str, commands: tuple[str, ...]) -> Path:
+    target = tool_dir(tool, version)
+    if all((target / c).exists() for c in commands):
         return target
-    log(f"building Kubernetes {version} ({', '.join(KUBERNETES_COMMANDS)}); a cold build takes 10-20 minutes")
+    log(f"building Kubernetes {version} ({', '.join(commands)}); a cold build takes 10-20 minutes")
     staging_version = "v0." + version.lstrip("v").split(".", 1)[1]
     with tempfile.TemporaryDirectory(prefix="k8s-build-") as tmp:
         work = Path(tmp)
-        packages = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS]
+        packages = [f"k8s.io/kubernetes/cmd/{c}" for c in commands]
         _wrapper_module(work, "k8s.io/kubernetes", version, packages,
                         {f"k8s.io/{m}": staging_version for m in STAGING_MODULES})
         env = _build_env()
@@ -167,16 +184,19 @@ def build_etcd(version: str = ETCD_VERSION) -> Path:
     return target
 
 
-def _go_install(tool: str, package: str, version: str, binary: str) -> Path:
+def _go_install(tool: str, package: str, version: str, binary: str, *more: str) -> Path:
+    """`go install package@version` (and more packages of the same module, whose binaries are named after
+    their last path element)."""
     target = tool_dir(tool, version)
-    if (target / binary).exists():
+    if all((target / b).exists() for b in (binary, *(m.rsplit("/", 1)[-1] for m in more))):
         return target
     log(f"building {tool} {version}")
     with tempfile.TemporaryDirectory(prefix=f"{tool}-build-") as tmp:
         staging = Path(tmp) / "out"
         staging.mkdir()
         env = dict(_build_env(), GOBIN=str(staging), GOFLAGS="-buildvcs=false")
-        _go(["install", "-trimpath", "-ldflags", "-s -w", f"{package}@{version}"], Path(tmp), env)
+        _go(["install", "-trimpath", "-ldflags", "-s -w", *(f"{p}@{version}" for p in (package, *more))],
+            Path(tmp), env)
         _install(staging, target)
     return target
 
@@ -187,6 +207,22 @@ def build_kwok(version: str = KWOK_VERSION) -> Path:
 
 def build_helm(version: str = HELM_VERSION) -> Path:
     return _go_install("helm", "helm.sh/helm/v3/cmd/helm", version, "helm")
+
+
+def build_kind(version: str = KIND_VERSION) -> Path:
+    return _go_install("kind", "sigs.k8s.io/kind", version, "kind") / "kind"
+
+
+def build_crictl(version: str = CRI_TOOLS_VERSION) -> Path:
+    return _go_install("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", version, "crictl") / "crictl"
+
+
+def build_cni_plugins(version: str = CNI_PLUGINS_VERSION) -> Path:
+    """The CNI plugins a kind node carries in /opt/cni/bin (a directory of binaries)."""
+    module = "github.com/containernetworking/plugins/plugins"
+    where = {"bridge": "main", "ptp": "main", "loopback": "main", "host-local": "ipam", "portmap": "meta"}
+    first, *rest = (f"{module}/{where[p]}/{p}" for p in CNI_PLUGINS)
+    return _go_install("cni-plugins", first, version, "bridge", *rest)
 
 
 def _build_in_module_source(tool: str, module: str, version: str, packages: dict[str, str],
@@ -275,6 +311,17 @@ def prometheus_operator_crds(version: str = PROMETHEUS_OPERATOR_VERSION) -> Path
         shutil.copytree(Path(json.loads(download.stdout)["Dir"]) / "example" / "prometheus-operator-crd", staging)
         _install(staging, target)
     return target
+
+
+def module_source(module: str, version: str) -> Path:
+    """A module's source as the Go proxy serves it (checked against the checksum database), read-only in the
+    module cache."""
+    download = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=tempfile.gettempdir(),
+                              env=_build_env(), capture_output=True, text=True)
+    found = json.loads(download.stdout or "{}")
+    if download.returncode != 0 or "Dir" not in found:
+        raise RuntimeError(f"go mod download {module}@{version}: {found.get('Error') or download.stderr}")
+    return Path(found["Dir"])
 
 
 def _module_files(tool: str, module: str, version: str, files: dict[str, str]) -> Path:

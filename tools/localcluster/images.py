@@ -138,31 +138,37 @@ def images_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A one-file image, written as an OCI archive (image-layout) without any tool.
+# Images written without any tool: a one-file image as an OCI archive (image-layout), a whole filesystem as a
+# docker-archive.
 
 
 def _blob(layout: tarfile.TarFile, data: bytes, media_type: str) -> dict:
     digest = hashlib.sha256(data).hexdigest()
-    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
-    info.size = len(data)
-    layout.addfile(info, io.BytesIO(data))
+    _add_bytes(layout, f"blobs/sha256/{digest}", data)
     return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
 
-def single_binary_image(ref: str, binary: Path, entrypoint: str) -> Path:
+def single_binary_image(ref: str, binary: Path, entrypoint: str, user: str = "65535") -> Path:
+    """`binary` alone at `entrypoint`, run as `user`. Cached by the binary's content and the image's config."""
     data = binary.read_bytes()
-    target = images_dir() / f"{ref.rsplit('/', 1)[-1].replace(':', '-')}-{hashlib.sha256(data).hexdigest()[:16]}.tar"
+    config = {"architecture": "amd64", "os": "linux", "config": {"Entrypoint": [entrypoint], "User": user}}
+    key = hashlib.sha256(data + json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    target = images_dir() / f"{ref.rsplit('/', 1)[-1].replace(':', '-')}-{key}.tar"
     if target.exists():
         return target
     layer_raw = io.BytesIO()
     with tarfile.open(fileobj=layer_raw, mode="w") as layer:
+        parents = Path(entrypoint.lstrip("/")).parents
+        for folder in reversed([p for p in parents if str(p) != "."]):  # /usr/local/bin/x needs its folders
+            info = tarfile.TarInfo(str(folder))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            layer.addfile(info)
         info = tarfile.TarInfo(entrypoint.lstrip("/"))
         info.size, info.mode = len(data), 0o755
         layer.addfile(info, io.BytesIO(data))
     diff_id = "sha256:" + hashlib.sha256(layer_raw.getvalue()).hexdigest()
     layer_gz = gzip.compress(layer_raw.getvalue(), mtime=0)
-    config = {"architecture": "amd64", "os": "linux", "config": {"Entrypoint": [entrypoint], "User": "65535"},
-              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    config["rootfs"] = {"type": "layers", "diff_ids": [diff_id]}
     partial = target.with_suffix(".partial")
     with tarfile.open(partial, "w") as layout:
         config_desc = _blob(layout, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
@@ -174,10 +180,38 @@ def single_binary_image(ref: str, binary: Path, entrypoint: str) -> Path:
                                         "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1]}
         for name, body in (("oci-layout", {"imageLayoutVersion": "1.0.0"}),
                            ("index.json", {"schemaVersion": 2, "manifests": [manifest_desc]})):
-            raw = json.dumps(body).encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            layout.addfile(info, io.BytesIO(raw))
+            _add_bytes(layout, name, json.dumps(body).encode())
+    partial.rename(target)
+    return target
+
+
+def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+def rootfs_image(ref: str, rootfs_tar: Path, target: Path, config: dict | None = None) -> Path:
+    """A one-layer image of a whole filesystem (a plain tar), as a docker-archive (`docker save`'s format, which
+    Docker 20.10's `docker load` and `ctr images import` both read; Docker 20.10 cannot load an OCI layout).
+    `config` is the image's runtime config (Entrypoint, Env, StopSignal ...)."""
+    if target.exists():
+        return target
+    digest = hashlib.sha256()
+    with open(rootfs_tar, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    layer_id = digest.hexdigest()
+    image_config = {"architecture": "amd64", "os": "linux", "config": config or {},
+                    "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]}}
+    raw_config = json.dumps(image_config, sort_keys=True).encode()
+    config_name = hashlib.sha256(raw_config).hexdigest() + ".json"
+    partial = target.with_suffix(".partial")
+    with tarfile.open(partial, "w") as archive:
+        _add_bytes(archive, config_name, raw_config)
+        archive.add(rootfs_tar, arcname=f"{layer_id}/layer.tar")
+        manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{layer_id}/layer.tar"]}]
+        _add_bytes(archive, "manifest.json", json.dumps(manifest).encode())
     partial.rename(target)
     return target
 
@@ -263,7 +297,13 @@ def ensure_images() -> dict[str, Path]:
     tools = build.build_monitoring_tools()
     for binary, ref in GO_BINARY_REFS.items():
         archives[ref] = single_binary_image(ref, tools[binary], f"/{binary}")
-    builds = image_builds()
+    archives.update(build_images(image_builds()))
+    return archives
+
+
+def build_images(builds: list[ImageBuild]) -> dict[str, Path]:
+    """Archives of Dockerfile builds (in dependency order), by reference; only missing ones are built."""
+    archives: dict[str, Path] = {}
     digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
     for b in builds:
         digests[b.ref] = b.digest(digests)
@@ -290,3 +330,10 @@ def ensure_images() -> dict[str, Path]:
             log(f"built {b.ref} ({time.monotonic() - started:.0f}s)")
         docker.docker("image", "prune", "--force")  # layers of replaced builds: the data root stays bounded
     return archives
+
+
+def base_image() -> Path:
+    """Debian minbase as an image archive of its own (kind's local-path helper pods run it: sh, mkdir, rm)."""
+    with tempfile.TemporaryDirectory(prefix="base-") as tmp:
+        rootfs = _base_rootfs_tar(Path(tmp))
+        return rootfs_image(BASE_REF, rootfs, images_dir() / f"debian-{DEBIAN_SUITE}-minbase-image.tar")

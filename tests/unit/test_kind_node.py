@@ -1,0 +1,120 @@
+"""The kind node image's pure pieces (tools/localcluster/kind.py): image names, kind and kubeadm config, the
+manifests and containerd config taken from kind's module, and the cache key."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+
+from localcluster import kind  # noqa: E402
+
+REFS = kind.component_refs(kubernetes="v1.35.4", etcd="v3.6.16", coredns="v1.14.7", kube_router="v2.1.0",
+                           local_path="v0.0.30")
+
+
+def test_images_are_named_after_the_binary_and_version_they_hold():
+    assert REFS["kube-apiserver"] == "localhost/go-build/kube-apiserver:v1.35.4"
+    assert REFS["etcd"] == "localhost/go-build/etcd:v3.6.16"
+    assert REFS["coredns"] == "localhost/go-build/coredns:v1.14.7"
+    assert not any("registry.k8s.io" in r or "docker.io" in r for r in REFS.values())
+
+
+def test_kubeadm_is_pointed_at_the_images_built_here():
+    patch = kind.kubeadm_image_patch(REFS)
+    assert patch == {"kind": "ClusterConfiguration", "imageRepository": "localhost/go-build",
+                     "etcd": {"local": {"imageRepository": "localhost/go-build", "imageTag": "v3.6.16"}},
+                     "dns": {"imageRepository": "localhost/go-build", "imageTag": "v1.14.7"}}
+
+
+def test_cluster_config_has_workers_the_image_patch_and_accepts_cgroup_v1():
+    config = kind.cluster_config(REFS, workers=2)
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker", "worker"]
+    patches = [yaml.safe_load(p) for p in config["kubeadmConfigPatches"]]
+    assert {"kind": "KubeletConfiguration", "failCgroupV1": False} in patches
+    assert kind.kubeadm_image_patch(REFS) in patches
+
+
+KIND_CONTAINERD = '''version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  restrict_oom_score_adj = false
+'''
+
+
+def test_containerd_config_uses_the_local_sandbox_and_restricts_oom_score_adj():
+    config = kind.containerd_config(KIND_CONTAINERD, "localhost/x/pause:local")
+    assert 'sandbox_image = "localhost/x/pause:local"' in config
+    assert "restrict_oom_score_adj = true" in config
+    with pytest.raises(ValueError):
+        kind.containerd_config("version = 2\n", "localhost/x/pause:local")
+
+
+def test_cri_base_spec_adds_kinds_hook_and_drops_rlimits():
+    default = {"process": {"rlimits": [{"type": "RLIMIT_NOFILE"}], "args": ["sh"]}}
+    spec = kind.cri_base_spec(default)
+    assert spec["hooks"]["createContainer"] == [{"path": "/kind/bin/mount-product-files.sh"}]
+    assert "rlimits" not in spec["process"] and "rlimits" in default["process"]
+
+
+CONST_STORAGE = '''package nodeimage
+
+const storageProvisionerImage = "docker.io/kindest/local-path-provisioner:v1"
+const storageHelperImage = "docker.io/kindest/local-path-helper:v1"
+
+const defaultStorageManifest = `
+apiVersion: apps/v1
+kind: Deployment
+spec:
+  template:
+    spec:
+      containers:
+        - image: ` + storageProvisionerImage + `
+          command: [local-path-provisioner, --helper-image, ` + storageHelperImage + `]
+`
+'''
+
+
+def test_storage_manifest_is_kinds_with_the_local_images():
+    manifest = kind.storage_manifest(CONST_STORAGE, "localhost/p:1", "localhost/h:1")
+    container = yaml.safe_load(manifest)["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "localhost/p:1"
+    assert container["command"][-1] == "localhost/h:1"
+
+
+def test_the_real_kind_storage_manifest_parses(tmp_path):
+    source = Path.home() / "go/pkg/mod/sigs.k8s.io/kind@v0.33.0/pkg/build/nodeimage/const_storage.go"
+    if not source.exists():
+        pytest.skip("kind's module is not in the Go module cache")
+    docs = list(yaml.safe_load_all(kind.storage_manifest(source.read_text(), "localhost/p:1", "localhost/h:1")))
+    assert {d["kind"] for d in docs} >= {"Deployment", "StorageClass", "ConfigMap"}
+    assert "docker.io" not in yaml.safe_dump_all(docs)
+
+
+def test_cni_manifest_runs_kube_router_from_the_local_image():
+    docs = list(yaml.safe_load_all(kind.cni_manifest("localhost/go-build/kube-router:v2.1.0")))
+    daemonset = next(d for d in docs if d["kind"] == "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    images = {c["image"] for c in pod["containers"] + pod["initContainers"]}
+    assert images == {"localhost/go-build/kube-router:v2.1.0"}
+    assert all(c["imagePullPolicy"] == "IfNotPresent" for c in pod["containers"] + pod["initContainers"])
+
+
+def test_content_key_changes_with_any_input_and_not_with_order():
+    inputs = {"kubernetes": "v1.35.4", "image a": "a-123.tar", "file kind.py": "abc"}
+    key = kind.content_key(inputs)
+    assert key == kind.content_key(dict(reversed(list(inputs.items()))))
+    for name in inputs:
+        assert kind.content_key({**inputs, name: inputs[name] + "x"}) != key
+    assert kind.content_key({**inputs, "extra": ""}) != key
+
+
+def test_node_image_inputs_name_versions_archives_and_this_code(tmp_path):
+    archive = tmp_path / "pause-local-0123.tar"
+    inputs = kind.node_image_inputs({"localhost/x/pause:local": archive})
+    assert inputs["image localhost/x/pause:local"] == "pause-local-0123.tar"
+    assert {"kubernetes", "kind", "crictl", "cni-plugins", "debian", "file kind.py", "file default-cni.yaml"} <= set(inputs)
