@@ -154,6 +154,18 @@ docker-build: ## Build the operator and example app images (needs a Docker engin
 helm-lint: tools ## helm lint the chart.
 	PATH="$$($(LOCALCLUSTER) bin):$$PATH" helm lint charts/flaskapp-operator
 
+.PHONY: kind-image
+kind-image: venv ## Build (offline, cached by content) the kind node image: Kubernetes, its images and a CNI preloaded.
+	nice -n 10 $(LOCALCLUSTER) kind-image
+
+.PHONY: kind-up
+kind-up: kind-image ## Create a kind cluster (1 control plane, 1 worker) from the node image; owns iptables until kind-down.
+	$(LOCALCLUSTER) kind-up --name $(KIND_CLUSTER)
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster, stop its Docker engine, restore iptables and links as they were.
+	$(LOCALCLUSTER) kind-down --name $(KIND_CLUSTER)
+
 .PHONY: e2e
 e2e: venv ## Create a kind cluster, load the images, and run the e2e suite (needs Docker and kind).
 	hack/e2e-kind.sh up

@@ -118,3 +118,12 @@ def test_node_image_inputs_name_versions_archives_and_this_code(tmp_path):
     inputs = kind.node_image_inputs({"localhost/x/pause:local": archive})
     assert inputs["image localhost/x/pause:local"] == "pause-local-0123.tar"
     assert {"kubernetes", "kind", "crictl", "cni-plugins", "debian", "file kind.py", "file default-cni.yaml"} <= set(inputs)
+
+
+def test_restore_flushes_only_tables_that_appeared_after_the_record():
+    from localcluster.kindcluster import restore_plan
+
+    before = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
+    after = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:DOCKER - [0:0]\nCOMMIT\n*security\nCOMMIT\n"
+    assert restore_plan(before, after) == ["nat"]
+    assert restore_plan(after, after) == []

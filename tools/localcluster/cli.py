@@ -1,4 +1,5 @@
-"""Command line of the local cluster: build, images, up, down, bin.
+"""Command line of the local cluster: build, images, up, down, bin; and of the kind cluster: kind-image, kind-up,
+kind-down.
 
 NODES=real (the default where the machine allows it) runs a real node; NODES=kwok runs fake nodes only.
 """
@@ -11,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import build, images
+from . import build, images, kind
 from .cluster import LocalCluster
 from .node import unavailable_reason
 
 DEFAULT_STATE = Path(os.environ.get("LOCALCLUSTER_DIR", Path(__file__).resolve().parents[2] / "build" / "localcluster"))
+KIND_STATE = Path(__file__).resolve().parents[2] / "build" / "kind"
 
 
 def real_nodes_wanted() -> bool:
@@ -31,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start the cluster and print the kubeconfig path")
     sub.add_parser("down", help="stop exactly the processes `up` started and remove their state")
     sub.add_parser("bin", help="print the directories holding the binaries (for PATH)")
+    sub.add_parser("kind-image", help="build (or find cached) the kind node image; print its reference and archive")
+    kind_up = sub.add_parser("kind-up", help="create a kind cluster from the node image; print the kubeconfig path")
+    kind_up.add_argument("--workers", type=int, default=1)
+    kind_up.add_argument("--name", default=kind.DEFAULT_CLUSTER)
+    kind_down = sub.add_parser("kind-down", help="delete the kind cluster, stop its engine, restore iptables")
+    kind_down.add_argument("--name", default=kind.DEFAULT_CLUSTER)
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -64,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         archives = images.ensure_images() if real_nodes_wanted() else {}
         cluster = LocalCluster(args.state_dir).start(images=archives)
         print(cluster.kubeconfig)
+    elif args.command == "kind-image":
+        ref, archive = kind.build_node_image()
+        print(f"{ref}: {archive}")
+    elif args.command in ("kind-up", "kind-down"):
+        from .kindcluster import KindCluster
+
+        cluster = KindCluster(KIND_STATE, args.name)
+        if args.command == "kind-up":
+            print(cluster.up(args.state_dir, workers=args.workers).kubeconfig)
+        else:
+            cluster.down()
     elif args.command == "down":
         LocalCluster(args.state_dir).stop()
         print(f"stopped; removed {args.state_dir}", file=sys.stderr)

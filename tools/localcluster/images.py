@@ -220,22 +220,28 @@ def rootfs_image(ref: str, rootfs_tar: Path, target: Path, config: dict | None =
 # Dockerfile builds with a short-lived private dockerd.
 
 
+# A build engine beside the kubelet: no bridge, no iptables rules (they would set the FORWARD policy to DROP).
+PRIVATE_FLAGS = ("--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none")
+
+
 class Docker:
     """Debian's dockerd on a private socket and data root, started for one batch of builds."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, data_root: Path | None = None, flags: tuple[str, ...] = PRIVATE_FLAGS):
         self.workdir = workdir
         self.sock = workdir / "docker.sock"
+        # Kept between runs: layers of unchanged steps are reused.
+        self.data_root = data_root or cache_root() / "docker"
+        self.flags = flags
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Docker":
-        data_root = cache_root() / "docker"  # kept between runs: layers of unchanged steps are reused
-        data_root.mkdir(parents=True, exist_ok=True)
+        self.data_root.mkdir(parents=True, exist_ok=True)
         logfile = open(self.workdir / "dockerd.log", "ab")
         self.proc = subprocess.Popen(
-            ["dockerd", f"--host=unix://{self.sock}", f"--data-root={data_root}", f"--exec-root={self.workdir}/exec",
-             f"--pidfile={self.workdir}/dockerd.pid", "--iptables=false", "--ip-forward=false",
-             "--ip-masq=false", "--bridge=none", "--storage-driver=overlay2"],
+            ["dockerd", f"--host=unix://{self.sock}", f"--data-root={self.data_root}",
+             f"--exec-root={self.workdir}/exec", f"--pidfile={self.workdir}/dockerd.pid", *self.flags,
+             "--storage-driver=overlay2"],
             stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 60
         while self.docker("info", check=False).returncode != 0:
@@ -243,6 +249,11 @@ class Docker:
                 raise RuntimeError(f"dockerd did not start; see {self.workdir / 'dockerd.log'}")
             time.sleep(0.3)
         return self
+
+    def env(self) -> dict[str, str]:
+        # Debian's own client (the engine's version) first; DOCKER_BUILDKIT=0: the legacy builder needs no buildx.
+        return dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_BUILDKIT="0",
+                    PATH=f"/usr/bin:{os.environ.get('PATH', '')}")
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
@@ -255,9 +266,7 @@ class Docker:
         unmount_under(self.workdir)  # dockerd leaves its exec root's network namespace mounted
 
     def docker(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        # Debian's own client (the engine's version); DOCKER_BUILDKIT=0: the legacy builder needs no buildx.
-        env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_BUILDKIT="0")
-        result = subprocess.run(["/usr/bin/docker", *args], env=env, capture_output=True, text=True, **kw)
+        result = subprocess.run(["/usr/bin/docker", *args], env=self.env(), capture_output=True, text=True, **kw)
         if check and result.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
