@@ -159,11 +159,11 @@ kind-image: venv ## Build (offline, cached by content) the kind node image: Kube
 	nice -n 10 $(LOCALCLUSTER) kind-image
 
 .PHONY: kind-up
-kind-up: kind-image ## Create a kind cluster (1 control plane, 1 worker) from the node image; owns iptables until kind-down.
+kind-up: kind-image ## Create a kind cluster (1 control plane, 1 worker) from the node image (host iptables untouched).
 	$(LOCALCLUSTER) kind-up --name $(KIND_CLUSTER)
 
 .PHONY: kind-down
-kind-down: ## Delete the kind cluster, stop its Docker engine, restore iptables and links as they were.
+kind-down: ## Delete the kind cluster, stop its Docker engine, remove the links it made.
 	$(LOCALCLUSTER) kind-down --name $(KIND_CLUSTER)
 
 .PHONY: e2e

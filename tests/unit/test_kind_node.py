@@ -120,10 +120,34 @@ def test_node_image_inputs_name_versions_archives_and_this_code(tmp_path):
     assert {"kubernetes", "kind", "crictl", "cni-plugins", "debian", "file kind.py", "file default-cni.yaml"} <= set(inputs)
 
 
-def test_restore_flushes_only_tables_that_appeared_after_the_record():
-    from localcluster.kindcluster import restore_plan
 
-    before = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
-    after = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:DOCKER - [0:0]\nCOMMIT\n*security\nCOMMIT\n"
-    assert restore_plan(before, after) == ["nat"]
-    assert restore_plan(after, after) == []
+def test_the_kind_engine_never_touches_host_iptables_and_drops_capabilities_the_host_lacks():
+    from localcluster import images
+    from localcluster.kindcluster import RUNC_WRAPPER, engine_flags
+
+    flags = engine_flags()
+    assert set(images.PRIVATE_FLAGS) <= set(flags) and "--iptables=false" in flags
+    assert f"--add-runtime=kind-runc={RUNC_WRAPPER}" in flags and "--default-runtime=kind-runc" in flags
+
+
+def test_runc_wrapper_drops_only_the_capabilities_the_host_cannot_grant(tmp_path, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+    import json
+
+    from localcluster.kindcluster import RUNC_WRAPPER
+
+    loader = importlib.machinery.SourceFileLoader("runc_wrapper", str(RUNC_WRAPPER))
+    wrapper = importlib.util.module_from_spec(importlib.util.spec_from_loader("runc_wrapper", loader))
+    loader.exec_module(wrapper)
+    monkeypatch.setattr(wrapper, "missing_capabilities", lambda: {"CAP_SYS_RESOURCE"})
+    caps = {"bounding": ["CAP_CHOWN", "CAP_SYS_RESOURCE"], "effective": ["CAP_SYS_RESOURCE"]}
+    (tmp_path / "config.json").write_text(json.dumps({"process": {"capabilities": caps}}))
+    (tmp_path / "process.json").write_text(json.dumps({"capabilities": caps}))
+    wrapper.strip(str(tmp_path / "config.json"), in_process=False)
+    wrapper.strip(str(tmp_path / "process.json"), in_process=True)
+    expected = {"bounding": ["CAP_CHOWN"], "effective": []}
+    assert json.loads((tmp_path / "config.json").read_text())["process"]["capabilities"] == expected
+    assert json.loads((tmp_path / "process.json").read_text())["capabilities"] == expected
+    assert wrapper.option(["create", "--bundle", "/b", "id"], "--bundle", "-b") == "/b"
+    assert wrapper.option(["exec", "--process=/p", "id"], "--process", "-p") == "/p"

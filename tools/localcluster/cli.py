@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     kind_up = sub.add_parser("kind-up", help="create a kind cluster from the node image; print the kubeconfig path")
     kind_up.add_argument("--workers", type=int, default=1)
     kind_up.add_argument("--name", default=kind.DEFAULT_CLUSTER)
-    kind_down = sub.add_parser("kind-down", help="delete the kind cluster, stop its engine, restore iptables")
+    kind_down = sub.add_parser("kind-down", help="delete the kind cluster, stop its engine, remove its links")
     kind_down.add_argument("--name", default=kind.DEFAULT_CLUSTER)
     args = parser.parse_args(argv)
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cluster = KindCluster(KIND_STATE, args.name)
         if args.command == "kind-up":
-            print(cluster.up(args.state_dir, workers=args.workers).kubeconfig)
+            print(cluster.up(workers=args.workers).kubeconfig)
         else:
             cluster.down()
     elif args.command == "down":

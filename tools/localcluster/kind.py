@@ -21,10 +21,7 @@ here the way kind's own images are laid out (kind v0.33.0's images/base/Dockerfi
    STOPSIGNAL SIGRTMIN+3), cached as <cache>/images/kind-node-<version>-<key>.tar, where the key hashes every
    input (versions, the image archives' content-named files, this module and its files).
 
-The cluster: kind needs a Docker engine with iptables and a bridge. Such an engine sets the FORWARD policy to
-DROP, which breaks the local cluster's real node, so `up` refuses to run beside it, records iptables before and
-restores it after (`down`), like `cluster-down`. This host's root lacks CAP_SYS_RESOURCE, which Docker asks for
-`--privileged` containers: the engine runs kindnode/runc-wrapper, which drops what the host cannot grant.
+The cluster (localcluster.kindcluster) runs on a private Docker engine that leaves the host's iptables alone.
 """
 
 from __future__ import annotations

@@ -1,21 +1,24 @@
 """A kind cluster from the node image built here (localcluster.kind), and its complete removal.
 
-kind needs a Docker engine with iptables and a bridge. Such an engine owns the machine's networking while it
-runs: it sets the iptables FORWARD policy to DROP (the local cluster's real node then loses pod-to-pod
-traffic) and adds chains, a docker0 bridge and one bridge per Docker network. So:
-- `up` refuses to start beside a running local node, and records iptables (v4 and v6) and the network links
-  first (a second `up` after a crash keeps the first record);
-- the engine is Debian's dockerd on a private socket, exec root and data root (never the build engine's), with
-  kindnode/runc-wrapper as its runtime: kind runs nodes `--privileged`, and this host's root cannot grant
-  CAP_SYS_RESOURCE, which Docker asks for;
-- `down` deletes the cluster, stops the engine by its pid file, deletes the links it made, and restores iptables
-  as recorded (tables that did not exist before are flushed and their chains deleted).
+kind is said to need a Docker engine with iptables and a bridge; such an engine sets the host's iptables FORWARD
+policy to DROP and adds chains, which breaks the local cluster's real node. It does not need one here: kind's
+nodes only talk to each other (one Docker network, a Linux bridge: layer 2, no forwarding or NAT), the API server
+port is published on 127.0.0.1 by Docker's userland proxy, and Docker's embedded DNS (node names, which
+`kubeadm join` resolves) is set up inside each container's own network namespace. Nothing offline needs NAT out.
+So the engine is Debian's dockerd with the build engine's flags (no iptables, no ip forwarding or masquerade,
+no docker0), on its own socket, exec root and data root, and the host's iptables are never touched.
+What the engine adds to the host: the kind network's bridge and one veth per node, removed by `down`.
+
+kind runs nodes `--privileged`; Docker 20.10 then asks for every capability the kernel knows, and this host's
+root cannot grant CAP_SYS_RESOURCE: the engine's runtime is kindnode/runc-wrapper, which drops what the host
+cannot grant.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -23,43 +26,22 @@ from pathlib import Path
 
 import yaml
 
-from . import build, kind
+from . import build, kind, images
 from .build import cache_root, log
 from .images import Docker
 from .node import unmount_under
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNC_WRAPPER = kind.FILES / "runc-wrapper"
-IPTABLES = {"iptables": ("iptables-save", "iptables-restore"), "ip6tables": ("ip6tables-save", "ip6tables-restore")}
-TABLES = ("filter", "nat", "mangle", "raw")
 
 
 def engine_flags() -> tuple[str, ...]:
-    """dockerd's own defaults (iptables, ip forwarding and masquerade, docker0), with the capability-dropping runc."""
-    return (f"--add-runtime=kind-runc={RUNC_WRAPPER}", "--default-runtime=kind-runc")
-
-
-def local_node_running(local_state: Path) -> str | None:
-    """Why a kind engine must not start now, or None."""
-    if (local_state / "processes.json").exists():
-        return f"the local cluster runs ({local_state / 'processes.json'})"
-    kubelets = subprocess.run(["pgrep", "-x", "kubelet"], capture_output=True, text=True).stdout.split()
-    if kubelets:
-        return f"a kubelet runs on this machine (pid {', '.join(kubelets)})"
-    return None
+    """The build engine's (no iptables, no bridge), with the capability-dropping runc as the default runtime."""
+    return (*images.PRIVATE_FLAGS, f"--add-runtime=kind-runc={RUNC_WRAPPER}", "--default-runtime=kind-runc")
 
 
 def links() -> set[str]:
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
-
-
-def restore_plan(before: str, after: str) -> list[str]:
-    """The tables to flush before `iptables-restore` of `before`: those present now and absent from the record
-    (restore rewrites only the tables its input names)."""
-    named = {line[1:].strip() for line in before.splitlines() if line.startswith("*")}
-    present = {line[1:].strip() for line in after.splitlines() if line.startswith("*")}
-    return sorted((present - named) & set(TABLES))
 
 
 class KindCluster:
@@ -70,15 +52,12 @@ class KindCluster:
 
     # -- up ------------------------------------------------------------------------------------------------
 
-    def up(self, local_state: Path, workers: int = 1, timeout: float = 900) -> "KindCluster":
-        reason = local_node_running(local_state)
-        if reason:
-            raise RuntimeError(f"not starting a kind engine: {reason}; its FORWARD policy would break that node")
+    def up(self, workers: int = 1, timeout: float = 900) -> "KindCluster":
         ref, archive = kind.build_node_image()
         self.state.mkdir(parents=True, exist_ok=True)
         self._record_host()
         if not self._engine_running():
-            log("kind: starting a Docker engine with iptables and a bridge (private socket)")
+            log("kind: starting a private Docker engine (no iptables, no docker0) with runc-wrapper")
             self.engine.__enter__()
         if not self.engine.has(ref):
             log(f"kind: docker load {archive.name}")
@@ -128,39 +107,30 @@ class KindCluster:
     def down(self) -> None:
         if self._engine_running():
             self._kind("delete", "cluster", "--name", self.name, check=False)
+            self.engine.docker("network", "rm", "kind", check=False)  # kind leaves its network behind
+            self.engine.docker("volume", "prune", "--force", check=False)  # nodes' /var: the engine is kind's own
             self._stop_engine()
         unmount_under(self.state)  # the engine's exec root leaves network namespaces mounted
-        self._restore_host()
+        shutil.rmtree(self.state / "exec", ignore_errors=True)
+        self._remove_links()
         for name in ("kubeconfig", "kind-config.yaml", "docker.sock", "dockerd.pid"):
             (self.state / name).unlink(missing_ok=True)
 
-    # -- the host's networking -----------------------------------------------------------------------------
+    # -- the host's network links ---------------------------------------------------------------------------
 
     def _record_host(self) -> None:
-        record = self.state / "host-before.json"
-        if record.exists():  # a second `up` after a crash: the first record is the machine's real state
-            return
-        saved = {family: subprocess.run([save], capture_output=True, text=True, check=True).stdout
-                 for family, (save, _) in IPTABLES.items()}
-        record.write_text(json.dumps({"iptables": saved, "links": sorted(links()),
-                                      "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}))
+        record = self.state / "links-before.json"
+        if not record.exists():  # a second `up` after a crash: the first record is the machine's real state
+            record.write_text(json.dumps(sorted(links())))
 
-    def _restore_host(self) -> None:
-        record = self.state / "host-before.json"
+    def _remove_links(self) -> None:
+        """Links the engine made and left (the network's bridge, node veths), by difference with the record."""
+        record = self.state / "links-before.json"
         if not record.exists():
             return
-        before = json.loads(record.read_text())
-        for name in sorted(links() - set(before["links"])):  # docker0, br-<network id>, leftover veths
+        for name in sorted(links() - set(json.loads(record.read_text()))):
             subprocess.run(["ip", "link", "delete", name], capture_output=True)
-        for family, (save, restore) in IPTABLES.items():
-            for table in restore_plan(before["iptables"][family], subprocess.run(
-                    [save], capture_output=True, text=True).stdout):
-                subprocess.run([family, "-t", table, "-F"], capture_output=True)
-                subprocess.run([family, "-t", table, "-X"], capture_output=True)
-            subprocess.run([restore], input=before["iptables"][family], text=True, check=True)
-        Path("/proc/sys/net/ipv4/ip_forward").write_text(before["ip_forward"])
         record.unlink()
-        log("kind: iptables, links and ip_forward restored as recorded before the engine started")
 
     # -- the engine and kind -------------------------------------------------------------------------------
 
