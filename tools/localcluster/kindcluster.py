@@ -63,6 +63,9 @@ class KindCluster:
             log(f"kind: docker load {archive.name}")
             with open(archive, "rb") as f:
                 self.engine.docker("load", stdin=f)
+            listed = self.engine.docker("images", kind.NODE_REPO, "--format", "{{.Repository}}:{{.Tag}}").stdout
+            for old in set(listed.split()) - {ref}:  # superseded node images: the engine's data root stays bounded
+                self.engine.docker("rmi", old, check=False)
         config = self.state / "kind-config.yaml"
         config.write_text(yaml.safe_dump(kind.cluster_config(kind.component_refs(), workers), sort_keys=False))
         if self.name not in self._kind("get", "clusters").stdout.split():
