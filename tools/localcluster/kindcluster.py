@@ -100,6 +100,23 @@ class KindCluster:
             time.sleep(3)
         raise TimeoutError(f"kind cluster {self.name} not ready after {timeout:.0f}s: {seen}")
 
+    def load_images(self, archives: dict[str, Path]) -> None:
+        """Image archives into every node's containerd, as a user would (`kind load image-archive`); skipped for
+        archives whose image every node already holds."""
+        for ref, archive in archives.items():
+            if all(ref in self.ctr_on(node, "images", "list", "--quiet").stdout.split() for node in self.nodes()):
+                continue
+            started = time.monotonic()
+            self._kind("load", "image-archive", "--name", self.name, str(archive))
+            log(f"kind: loaded {ref} ({time.monotonic() - started:.0f}s)")
+
+    def nodes(self) -> list[str]:
+        return self._kind("get", "nodes", "--name", self.name).stdout.split()
+
+    def ctr_on(self, node: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`ctr` in the k8s.io namespace of one node's containerd (what the suite does on the local node)."""
+        return self.engine.docker("exec", node, "ctr", "--namespace=k8s.io", *args, check=check)
+
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         kubectl = build.build_kubernetes() / "kubectl"
         return subprocess.run([str(kubectl), f"--kubeconfig={self.kubeconfig}", *args], capture_output=True,
