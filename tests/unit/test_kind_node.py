@@ -151,3 +151,33 @@ def test_runc_wrapper_drops_only_the_capabilities_the_host_cannot_grant(tmp_path
     assert json.loads((tmp_path / "process.json").read_text())["capabilities"] == expected
     assert wrapper.option(["create", "--bundle", "/b", "id"], "--bundle", "-b") == "/b"
     assert wrapper.option(["exec", "--process=/p", "id"], "--process", "-p") == "/p"
+
+
+def test_image_archives_written_here_report_their_image_id(tmp_path, monkeypatch):
+    import hashlib
+    import json
+    import tarfile
+
+    from localcluster import images
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    binary = tmp_path / "tool"
+    binary.write_bytes(b"#!/bin/sh\n")
+    oci = images.single_binary_image("localhost/t/tool:1", binary, "/usr/local/bin/tool", user="0")
+    with tarfile.open(oci) as tar:
+        index = json.load(tar.extractfile("index.json"))
+        manifest = json.load(tar.extractfile("blobs/" + index["manifests"][0]["digest"].replace(":", "/")))
+        config = json.load(tar.extractfile("blobs/" + manifest["config"]["digest"].replace(":", "/")))
+    assert images.archive_image_id(oci) == manifest["config"]["digest"]
+    assert config["config"] == {"Entrypoint": ["/usr/local/bin/tool"], "User": "0"}
+
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        tar.add(binary, arcname="bin/tool")
+    archive = images.rootfs_image("localhost/t/node:1", rootfs, tmp_path / "node.tar", {"StopSignal": "SIGRTMIN+3"})
+    with tarfile.open(archive) as tar:
+        entry = json.load(tar.extractfile("manifest.json"))[0]
+        raw_config = tar.extractfile(entry["Config"]).read()
+    assert entry["RepoTags"] == ["localhost/t/node:1"]
+    assert images.archive_image_id(archive) == "sha256:" + hashlib.sha256(raw_config).hexdigest()
+    assert json.loads(raw_config)["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(rootfs.read_bytes()).hexdigest()]

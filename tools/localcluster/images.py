@@ -216,6 +216,21 @@ def rootfs_image(ref: str, rootfs_tar: Path, target: Path, config: dict | None =
     return target
 
 
+def archive_image_id(archive: Path) -> str:
+    """The image ID (its config's digest) of a one-image archive, docker-archive or OCI layout."""
+    with tarfile.open(archive) as tar:
+        def read(name: str) -> dict:
+            member = tar.extractfile(name)
+            assert member is not None, f"{archive}: no {name}"
+            return json.load(member)
+
+        names = set(tar.getnames())
+        if "manifest.json" in names:  # docker-archive: the config file is named by its digest
+            return "sha256:" + read("manifest.json")[0]["Config"].removeprefix("blobs/sha256/").removesuffix(".json")
+        manifest = read("index.json")["manifests"][0]["digest"].replace(":", "/")
+        return read(f"blobs/{manifest}")["config"]["digest"]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Dockerfile builds with a short-lived private dockerd.
 

@@ -102,13 +102,19 @@ class KindCluster:
 
     def load_images(self, archives: dict[str, Path]) -> None:
         """Image archives into every node's containerd, as a user would (`kind load image-archive`); skipped for
-        archives whose image every node already holds."""
+        an image every node holds under the same reference and image ID (a rebuilt `:local` tag is loaded)."""
+        held = [self.node_images(node) for node in self.nodes()]
         for ref, archive in archives.items():
-            if all(ref in self.ctr_on(node, "images", "list", "--quiet").stdout.split() for node in self.nodes()):
+            if all(images.archive_image_id(archive) == node.get(ref) for node in held):
                 continue
             started = time.monotonic()
             self._kind("load", "image-archive", "--name", self.name, str(archive))
             log(f"kind: loaded {ref} ({time.monotonic() - started:.0f}s)")
+
+    def node_images(self, node: str) -> dict[str, str]:
+        """Reference -> image ID (the config's digest) of every image in a node's CRI."""
+        listed = json.loads(self.engine.docker("exec", node, "crictl", "images", "-o", "json").stdout)
+        return {tag: image["id"] for image in listed["images"] for tag in image.get("repoTags") or ()}
 
     def nodes(self) -> list[str]:
         return self._kind("get", "nodes", "--name", self.name).stdout.split()
