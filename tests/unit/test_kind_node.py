@@ -3,15 +3,12 @@ manifests and containerd config taken from kind's module, and the cache key."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-
-from localcluster import kind  # noqa: E402
+from localcluster import kind
 
 REFS = kind.component_refs(kubernetes="v1.35.4", etcd="v3.6.16", coredns="v1.14.7", kube_router="v2.1.0",
                            local_path="v0.0.30")
