@@ -39,8 +39,10 @@ def engine_flags() -> tuple[str, ...]:
     return (*images.PRIVATE_FLAGS, f"--add-runtime=kind-runc={RUNC_WRAPPER}", "--default-runtime=kind-runc")
 
 
-def links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+def links(master: str | None = None) -> set[str]:
+    """The host's network links (those enslaved to `master` only, when given)."""
+    out = subprocess.run(["ip", "-o", "link", "show", *(["master", master] if master else [])], capture_output=True,
+                         text=True, check=master is None).stdout
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
 
 
@@ -150,12 +152,14 @@ class KindCluster:
             record.write_text(json.dumps(sorted(links())))
 
     def _remove_links(self) -> None:
-        """Links the engine made and left (the network's bridge, node veths), by difference with the record."""
+        """Links the engine made and left: a network bridge (Docker names it br-<id>) that was not there before,
+        and the veths on it. Nothing else: the local cluster's node may have made links meanwhile."""
         record = self.state / "links-before.json"
         if not record.exists():
             return
-        for name in sorted(links() - set(json.loads(record.read_text()))):
-            subprocess.run(["ip", "link", "delete", name], capture_output=True)
+        for bridge in sorted(n for n in links() - set(json.loads(record.read_text())) if n.startswith("br-")):
+            for name in sorted(links(master=bridge)) + [bridge]:
+                subprocess.run(["ip", "link", "delete", name], capture_output=True)
         record.unlink()
 
     # -- the engine and kind -------------------------------------------------------------------------------
