@@ -319,8 +319,10 @@ def set_pool_replicas(kube, ns: str, replicas: int) -> None:
 
 
 def broker_queue_length(kube, ns: str, queue: str = "celery") -> int:
-    """LLEN of the queue's list in the broker pod (Celery's Redis transport keeps a queue as a list)."""
-    out = kube.kubectl("exec", "-n", ns, "deploy/shop-redis-broker", "-c", "redis", "--", "sh", "-c",
+    """LLEN of the queue's list in the broker pod (Celery's Redis transport keeps a queue as a list); the broker is
+    a StatefulSet when durable (the default), a Deployment otherwise."""
+    broker = kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=redis-broker")["items"][0]
+    out = kube.kubectl("exec", "-n", ns, broker["metadata"]["name"], "-c", "redis", "--", "sh", "-c",
                        f"if command -v valkey-cli >/dev/null; then valkey-cli llen {queue}; "
                        f"else redis-cli llen {queue}; fi").stdout
     return int(out.strip())
