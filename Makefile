@@ -48,12 +48,19 @@ debs: ## Install the Debian packages the tests run (servers, and the real node's
 	hack/install-debian-packages.sh $(DEBIAN_PACKAGES) $(if $(filter real,$(NODES)),$(NODE_PACKAGES))
 
 .PHONY: tools
-tools: venv ## Build (once, cached by version) etcd, Kubernetes, kwok, helm, CoreDNS, Traefik, the policy engine, exporters, Prometheus.
-	$(LOCALCLUSTER) build
+tools: venv ## Build (once, cached by version) every tool of the suite: Kubernetes, etcd, kwok, helm, the node's add-ons, Prometheus...
+	$(LOCALCLUSTER) build --for test
 
 .PHONY: images
-images: venv debs ## Build (cached by content) the operator, example, nginx, redis, postgresql images for the node.
-	$(LOCALCLUSTER) images
+images: venv debs ## Build (cached by content) every image of the suite for the node: operator, example, nginx, redis...
+	$(LOCALCLUSTER) images --for test
+
+# Only what the demo runs (progress k/n on the terminal, raw output in build/logs/): not the tests' kwok,
+# Prometheus, promtool, schemas and linters.
+.PHONY: demo-tools
+demo-tools: venv debs ## Build what `make demo` needs: the cluster's binaries and images, helm, the sample's exporters.
+	$(LOCALCLUSTER) build --for demo
+	$(LOCALCLUSTER) images --for demo
 
 .PHONY: manifests
 manifests: venv ## Regenerate the CRD (manifests/crd and the chart's crds/) from the Python model.
@@ -87,11 +94,13 @@ test-workload: venv debs ## Run the rendered config with real nginx, redis, guni
 	$(PYTEST) -q tests/workload
 
 .PHONY: soak
-soak: venv debs tools ## An hour of FlaskApp churn against the operator on kwok nodes (SOAK_SECONDS); not in make test.
+soak: venv debs ## An hour of FlaskApp churn against the operator on kwok nodes (SOAK_SECONDS); not in make test.
+	$(LOCALCLUSTER) build --for bench
 	$(PY) -m bench.soak
 
 .PHONY: bench
-bench: venv debs tools ## Benchmarks: generated stack vs naive baseline (writes build/bench.json and a plot).
+bench: venv debs ## Benchmarks: generated stack vs naive baseline (writes build/bench.json and a plot).
+	$(LOCALCLUSTER) build --for bench
 	$(PY) -m bench
 
 .PHONY: lint
@@ -116,7 +125,7 @@ cluster-down: venv ## Stop exactly the processes cluster-up started and remove t
 	$(LOCALCLUSTER) down
 
 .PHONY: demo
-demo: venv debs tools images ## Bring up a cluster, the operator and the full sample, and show what happened.
+demo: venv debs demo-tools ## Bring up a cluster, the operator and the full sample, and show what happened.
 	hack/demo.sh up
 
 .PHONY: demo-down

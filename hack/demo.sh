@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 STATE=build/demo
 mkdir -p "$STATE"
-export PATH="$(PYTHONPATH=tools $PY -m localcluster bin):$PATH"
+export PATH="$(PYTHONPATH=tools $PY -m localcluster bin --for demo):$PATH"
 step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
 
 down() {
@@ -28,7 +28,7 @@ up() {
   else
     echo "no Docker engine: starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, and a"
     echo "real node: kubelet, containerd, CoreDNS, Traefik, kube-router; kwok fake nodes where none can run)"
-    if [ ! -f build/localcluster/processes.json ]; then PYTHONPATH=tools $PY -m localcluster up >/dev/null; fi
+    if [ ! -f build/localcluster/processes.json ]; then PYTHONPATH=tools $PY -m localcluster up --for demo >/dev/null; fi
     export KUBECONFIG="$PWD/build/localcluster/kubeconfig"; echo local > "$STATE/cluster"
   fi
   kubectl get nodes -o wide

@@ -8,6 +8,8 @@ Tools whose go.mod carries replace directives of its own (Traefik) build inside 
 source, where those replaces apply.
 
 Binaries land in $XDG_CACHE_HOME/flaskapp-operator/bin/<tool>-<version>/ and are never rebuilt once there.
+catalogue() names every tool; tool_set() says which a target needs (`localcluster build --for demo|test|bench`),
+built with one progress line each and their raw output in build/logs/ (localcluster.progress).
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from . import progress
 
 # The Kubernetes release whose pod field schemas the API embeds (make kubernetes-schemas) and the local cluster's
 # default.
@@ -87,18 +93,19 @@ def tool_dir(tool: str, version: str) -> Path:
 
 
 def log(message: str) -> None:
-    print(f"[localcluster] {message}", file=sys.stderr, flush=True)
+    """A message of the local cluster: into the raw log during a build run (localcluster.progress), else stderr."""
+    progress.write_raw(f"[localcluster] {message}")
 
 
 def _go(args: list[str], cwd: Path, env: dict[str, str]) -> None:
-    """Run a go command, streaming its output so a cold build shows progress."""
+    """Run a go command, streaming its output (to the run's raw log, else stderr) with the time elapsed."""
     started = time.monotonic()
     log(f"$ go {' '.join(args)}")
     proc = subprocess.Popen(["go", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
-        log(f"  {line.rstrip()}  ({time.monotonic() - started:.0f}s)")
+        progress.write_raw(f"  {line.rstrip()}  ({time.monotonic() - started:.0f}s)")
     if proc.wait() != 0:
         raise RuntimeError(f"go {' '.join(args)} failed with exit code {proc.returncode}")
 
@@ -277,25 +284,15 @@ def build_local_path_provisioner(version: str = LOCAL_PATH_PROVISIONER_VERSION) 
                                    {"local-path-provisioner": "."})
 
 
+def build_prometheus(version: str = PROMETHEUS_VERSION) -> dict[str, Path]:
+    target = _build_in_module_source("prometheus", "github.com/prometheus/prometheus", version,
+                                     {"prometheus": "./cmd/prometheus", "promtool": "./cmd/promtool"})
+    return {b: target / b for b in ("prometheus", "promtool")}
+
+
 def build_monitoring_tools() -> dict[str, Path]:
     """Exporters for the app stack's images, Prometheus and promtool for the tests."""
-    return {
-        "statsd_exporter": _build_in_module_source("statsd_exporter", "github.com/prometheus/statsd_exporter",
-                                                   STATSD_EXPORTER_VERSION, {"statsd_exporter": "."})
-        / "statsd_exporter",
-        "nginx-prometheus-exporter": _build_in_module_source(
-            "nginx-prometheus-exporter", "github.com/nginxinc/nginx-prometheus-exporter", NGINX_EXPORTER_VERSION,
-            {"nginx-prometheus-exporter": "."}) / "nginx-prometheus-exporter",
-        "prometheus-nginxlog-exporter": _build_in_module_source(
-            "prometheus-nginxlog-exporter", "github.com/martin-helmich/prometheus-nginxlog-exporter",
-            NGINXLOG_EXPORTER_VERSION, {"prometheus-nginxlog-exporter": "."}) / "prometheus-nginxlog-exporter",
-        "redis_exporter": _build_in_module_source("redis_exporter", "github.com/oliver006/redis_exporter",
-                                                  REDIS_EXPORTER_VERSION, {"redis_exporter": "."}, REDIS_EXPORTER_SUM)
-        / "redis_exporter",
-        **{b: _build_in_module_source("prometheus", "github.com/prometheus/prometheus", PROMETHEUS_VERSION,
-                                      {"prometheus": "./cmd/prometheus", "promtool": "./cmd/promtool"}) / b
-           for b in ("prometheus", "promtool")},
-    }
+    return ensure(MONITORING_TOOLS)
 
 
 def prometheus_operator_crds(version: str = PROMETHEUS_OPERATOR_VERSION) -> Path:
@@ -405,7 +402,11 @@ def build_pause() -> Path:
     if (target / "pause").exists():
         return target
     with tempfile.TemporaryDirectory(prefix="pause-build-") as tmp:
-        subprocess.run(["gcc", "-Os", "-static", "-o", f"{tmp}/pause", str(source)], check=True)
+        gcc = subprocess.run(["gcc", "-Os", "-static", "-o", f"{tmp}/pause", str(source)], capture_output=True,
+                             text=True)
+        progress.write_raw(gcc.stdout + gcc.stderr)
+        if gcc.returncode != 0:
+            raise RuntimeError(f"gcc pause.c failed with exit code {gcc.returncode}")
         _install(Path(tmp), target)
     return target
 
@@ -421,20 +422,126 @@ def _install(staging: Path, target: Path) -> None:
     log(f"cached in {target}")
 
 
-def ensure_all() -> dict[str, Path]:
-    """Every binary the local cluster and the tests use, by name."""
-    k8s = build_kubernetes()
-    paths = {c: k8s / c for c in KUBERNETES_COMMANDS}
-    paths["etcd"] = build_etcd() / "etcd"
-    paths["kwok"] = build_kwok() / "kwok"
-    paths["helm"] = build_helm() / "helm"
+# ---------------------------------------------------------------------------------------------------------
+# The catalogue of tools, and the sets a target builds (`localcluster build --for demo|test|bench`).
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One cached build: tool_dir(name, version) holding `files` (none: the directory itself), made by `build`,
+    which returns what it provides by name (a binary, or a directory of CRDs)."""
+
+    name: str
+    version: str
+    files: tuple[str, ...]
+    build: Callable[[], dict[str, Path]]
+
+    def cached(self) -> bool:
+        target = tool_dir(self.name, self.version)
+        return target.is_dir() and all((target / f).exists() for f in self.files)
+
+
+def _source_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def _module_binary(name: str, module: str, version: str, package: str = ".", pinned_sum: str | None = None) -> Tool:
+    return Tool(name, version, (name,),
+                lambda: {name: _build_in_module_source(name, module, version, {name: package}, pinned_sum) / name})
+
+
+def catalogue() -> dict[str, Tool]:
+    """Every tool the local cluster, the demo and the tests use, by name (in the order a full build runs them)."""
+    shim = Path(__file__).resolve().parents[1] / "certmanagershim" / "main.go"
+    tools = [
+        Tool("kubernetes", KUBERNETES_VERSION, KUBERNETES_COMMANDS,
+             lambda: {c: build_kubernetes() / c for c in KUBERNETES_COMMANDS}),
+        Tool("etcd", ETCD_VERSION, ("etcd",), lambda: {"etcd": build_etcd() / "etcd"}),
+        Tool("kwok", KWOK_VERSION, ("kwok",), lambda: {"kwok": build_kwok() / "kwok"}),
+        Tool("helm", HELM_VERSION, ("helm",), lambda: {"helm": build_helm() / "helm"}),
+        Tool("coredns", COREDNS_VERSION, ("coredns",), lambda: {"coredns": build_coredns() / "coredns"}),
+        Tool("traefik", TRAEFIK_VERSION, ("traefik",), lambda: {"traefik": build_traefik() / "traefik"}),
+        Tool("kube-router", KUBE_ROUTER_VERSION, ("kube-router",),
+             lambda: {"kube-router": build_kube_router() / "kube-router"}),
+        Tool("local-path-provisioner", LOCAL_PATH_PROVISIONER_VERSION, ("local-path-provisioner",),
+             lambda: {"local-path-provisioner": build_local_path_provisioner() / "local-path-provisioner"}),
+        Tool("pause", _source_digest(Path(__file__).with_name("pause.c")), ("pause",),
+             lambda: {"pause": build_pause() / "pause"}),
+        Tool("gateway-api-crds", GATEWAY_API_VERSION,
+             tuple(f"gateway.networking.k8s.io_{n}.yaml" for n in GATEWAY_API_CRDS),
+             lambda: {"gateway-api-crds": gateway_api_crds()}),
+        _module_binary("statsd_exporter", "github.com/prometheus/statsd_exporter", STATSD_EXPORTER_VERSION),
+        _module_binary("nginx-prometheus-exporter", "github.com/nginxinc/nginx-prometheus-exporter",
+                       NGINX_EXPORTER_VERSION),
+        _module_binary("prometheus-nginxlog-exporter", "github.com/martin-helmich/prometheus-nginxlog-exporter",
+                       NGINXLOG_EXPORTER_VERSION),
+        _module_binary("redis_exporter", "github.com/oliver006/redis_exporter", REDIS_EXPORTER_VERSION,
+                       pinned_sum=REDIS_EXPORTER_SUM),
+        Tool("prometheus", PROMETHEUS_VERSION, ("prometheus", "promtool"), build_prometheus),
+        Tool("prometheus-operator-crds", PROMETHEUS_OPERATOR_VERSION, (),
+             lambda: {"prometheus-operator-crds": prometheus_operator_crds()}),
+        Tool("kubernetes-openapi", KUBERNETES_SCHEMA_VERSION, ("api__v1_openapi.json",),
+             lambda: {"kubernetes-openapi": kubernetes_openapi()}),
+        Tool("kube-score", KUBE_SCORE_VERSION, ("kube-score",), lambda: {"kube-score": build_kube_score()}),
+        Tool("cert-manager-crds", CERT_MANAGER_VERSION, (), lambda: {"cert-manager-crds": cert_manager_crds()}),
+        Tool("keda-crds", KEDA_VERSION, (), lambda: {"keda-crds": keda_crds()}),
+        Tool("certmanagershim", f"{CERT_MANAGER_VERSION}-{_source_digest(shim)}", ("certmanagershim",),
+             lambda: {"certmanagershim": build_cert_manager_shim()}),
+    ]
+    return {t.name: t for t in tools}
+
+
+CONTROL_PLANE = ("kubernetes", "etcd")
+# A real node beside the control plane: the pod sandbox, DNS, an ingress controller (with the Gateway API CRDs it
+# serves), a policy engine, a volume provisioner.
+NODE_TOOLS = ("pause", "coredns", "traefik", "kube-router", "local-path-provisioner", "gateway-api-crds")
+# The exporters a FlaskApp with monitoring runs (the real node's images of them); Prometheus and promtool are the
+# tests'.
+EXPORTERS = ("statsd_exporter", "nginx-prometheus-exporter", "prometheus-nginxlog-exporter", "redis_exporter")
+MONITORING_TOOLS = (*EXPORTERS, "prometheus")
+# Only the tests, `make lint` and `make kubernetes-schemas` use these: schemas to validate against, linters.
+CHECK_TOOLS = ("prometheus-operator-crds", "kubernetes-openapi", "kube-score", "cert-manager-crds", "keda-crds",
+               "certmanagershim")
+SETS = ("demo", "test", "bench", "cluster")
+
+
+def tool_set(name: str, real_node: bool) -> tuple[str, ...]:
+    """The tools a target needs, in build order:
+    - cluster: what `localcluster up` starts (a real node's add-ons, or kwok's fake nodes);
+    - demo: the cluster, helm (the chart's install) and the exporters of the sample's monitored pods;
+    - bench: the control plane with kwok's fake nodes (bench and soak), helm, and the monitoring tools its monitored
+      stack runs (tests/workload/stack.py builds them all);
+    - test: everything (the suite runs the cluster, Prometheus, promtool, the schema checks, kube-score)."""
+    cluster = CONTROL_PLANE + (NODE_TOOLS if real_node else ("kwok",))
+    if name == "cluster":
+        return cluster
+    if name == "demo":
+        return cluster + (("helm", *EXPORTERS) if real_node else ())
+    if name == "bench":
+        return (*CONTROL_PLANE, "kwok", "helm", *MONITORING_TOOLS)
+    if name == "test":
+        return (*CONTROL_PLANE, "kwok", "helm", *(NODE_TOOLS if real_node else ()), *MONITORING_TOOLS, *CHECK_TOOLS)
+    raise ValueError(f"unknown set {name!r}: one of {', '.join(SETS)}")
+
+
+def ensure(names: tuple[str, ...] | list[str]) -> dict[str, Path]:
+    """Build (once, cached by version) the named tools, quietly; what they provide, by name."""
+    tools = catalogue()
+    return {k: v for name in names for k, v in tools[name].build().items()}
+
+
+def ensure_with_progress(set_name: str, real_node: bool, log_path: Path) -> dict[str, Path]:
+    """`localcluster build --for <set>`: one readable line per tool, the raw output in `log_path`."""
+    tools = catalogue()
+    steps = [progress.Step(name, tools[name].version, tools[name].cached(), tools[name].build)
+             for name in tool_set(set_name, real_node)]
+    paths: dict[str, Path] = {}
+    for provided in progress.run_steps(f"tools for {set_name}", steps, log_path):
+        paths.update(provided)  # type: ignore[arg-type]
     return paths
 
 
-def ensure_node_tools() -> dict[str, Path]:
-    """What a real node needs beside the control plane: DNS, an ingress controller, a policy engine, a
-    volume provisioner."""
-    return {"coredns": build_coredns() / "coredns", "traefik": build_traefik() / "traefik",
-            "kube-router": build_kube_router() / "kube-router",
-            "local-path-provisioner": build_local_path_provisioner() / "local-path-provisioner",
-            "pause": build_pause() / "pause", "gateway-api-crds": gateway_api_crds()}
+def ensure_all() -> dict[str, Path]:
+    """The control plane's binaries, kwok and helm, by name (what the tests' clusters use)."""
+    return ensure(("kubernetes", "etcd", "kwok", "helm"))
+

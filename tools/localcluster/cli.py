@@ -2,6 +2,9 @@
 kind-down.
 
 NODES=real (the default where the machine allows it) runs a real node; NODES=kwok runs fake nodes only.
+`--for SET` picks what a target needs: demo (`make demo`), bench (`make bench`), cluster (`localcluster up`) or
+test (everything, the default). build and images print one line per step; the raw output goes to
+build/logs/<tools|images>-<set>.log.
 """
 
 from __future__ import annotations
@@ -9,10 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
-from . import build, images, kind
+from . import build, images, kind, progress
 from .cluster import LocalCluster
 from .node import unavailable_reason
 
@@ -28,11 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localcluster", description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="where the cluster keeps its state")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build (or find cached) the control plane's and the real node's binaries")
-    sub.add_parser("images", help="build (or find cached) the node's images; import them into a running cluster")
-    sub.add_parser("up", help="start the cluster and print the kubeconfig path")
+    for name, text in (
+            ("build", "build (or find cached) the binaries of a set: the control plane's, the real node's, the tests'"),
+            ("images", "build (or find cached) the node's images of a set; import them into a running cluster"),
+            ("up", "start the cluster (with the images of a set) and print the kubeconfig path"),
+            ("bin", "print the directories holding the binaries (for PATH), building those of the set if missing")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--for", dest="set", choices=build.SETS, default=None if name == "bin" else "test",
+                             help="what the target at hand needs (default: test, everything; for bin: the "
+                                  "control plane, kwok and helm)")
+        if name == "build":
+            command.add_argument("--paths", action="store_true", help="print each tool's path when done")
     sub.add_parser("down", help="stop exactly the processes `up` started and remove their state")
-    sub.add_parser("bin", help="print the directories holding the binaries (for PATH)")
     sub.add_parser("kind-image", help="build (or find cached) the kind node image; print its reference and archive")
     kind_up = sub.add_parser("kind-up", help="create a kind cluster from the node image; print the kubeconfig path")
     kind_up.add_argument("--workers", type=int, default=1)
@@ -42,34 +51,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "build":
-        started = time.monotonic()
-        tools = build.ensure_all()
-        if real_nodes_wanted():
-            tools.update(build.ensure_node_tools())
-        tools.update(build.build_monitoring_tools())
-        tools["prometheus-operator-crds"] = build.prometheus_operator_crds()
-        tools["kubernetes-openapi"] = build.kubernetes_openapi()
-        tools["kube-score"] = build.build_kube_score()
-        tools["cert-manager-crds"] = build.cert_manager_crds()
-        tools["keda-crds"] = build.keda_crds()
-        tools["certmanagershim"] = build.build_cert_manager_shim()
-        for name, path in tools.items():
-            print(f"{name}: {path}")
-        print(f"ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        log_path = progress.LOG_DIR / f"tools-{args.set}.log"
+        try:
+            tools = build.ensure_with_progress(args.set, real_nodes_wanted(), log_path)
+        except progress.StepFailed as failed:
+            print(f"localcluster build: {failed}", file=sys.stderr)
+            return 1
+        if args.paths:
+            for name, path in tools.items():
+                print(f"{name}: {path}")
     elif args.command == "images":
         if not real_nodes_wanted():
             print(f"no images needed: no real node here ({unavailable_reason() or 'NODES=kwok'})", file=sys.stderr)
             return 0
-        archives = images.ensure_images()
-        for ref, path in archives.items():
-            print(f"{ref}: {path}")
+        try:
+            archives = images.ensure_images(args.set, progress.LOG_DIR / f"images-{args.set}.log")
+        except progress.StepFailed as failed:
+            print(f"localcluster images: {failed}", file=sys.stderr)
+            return 1
         cluster = LocalCluster(args.state_dir)
         if cluster.node is not None:
             cluster.import_images(archives)
     elif args.command == "bin":
-        print(os.pathsep.join(sorted({str(p.parent) for p in build.ensure_all().values()})))
+        tools = build.ensure(build.tool_set(args.set, real_nodes_wanted())) if args.set else build.ensure_all()
+        print(os.pathsep.join(sorted({str(p.parent) for p in tools.values() if p.is_file()})))
     elif args.command == "up":
-        archives = images.ensure_images() if real_nodes_wanted() else {}
+        archives = images.ensure_images(args.set) if real_nodes_wanted() else {}
         cluster = LocalCluster(args.state_dir).start(images=archives)
         print(cluster.kubeconfig)
     elif args.command == "kind-image":

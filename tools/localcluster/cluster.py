@@ -241,9 +241,7 @@ class LocalCluster:
         if nodes == "real":
             _stop_previous_real_node()
         started = time.monotonic()
-        bins = build.ensure_all()
-        if nodes == "real":
-            bins.update(build.ensure_node_tools())
+        bins = build.ensure(build.tool_set("cluster", real_node=nodes == "real"))
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         pki = self.state_dir / "pki"
         write_certificates(pki)

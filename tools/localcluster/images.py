@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import progress
 from .build import cache_root, log
 from .publicapps import FLASK_CACHING_HELLO, FLASK_CELERY, FLASKR, PublicApp
 from .node import unmount_under
@@ -100,8 +101,12 @@ def _in_context(path: Path, context: Path) -> bool:
         and not path.name.endswith(".pyc")
 
 
-def image_builds() -> list[ImageBuild]:
-    """In dependency order."""
+PUBLIC_APPS = {FLASKR_REF: FLASKR, FLASK_CELERY_REF: FLASK_CELERY, FLASK_CACHING_REF: FLASK_CACHING_HELLO}
+
+
+def image_builds(refs: tuple[str, ...] | None = None) -> list[ImageBuild]:
+    """In dependency order. The public apps' builds only when `refs` (default: all) names them: their source is
+    downloaded to make them."""
     base = ("BASE_IMAGE", PYTHON_REF)
     return [
         ImageBuild(PYTHON_REF, DOCKERFILES, DOCKERFILES / "python3.Dockerfile", (("BASE_IMAGE", BASE_REF),),
@@ -121,8 +126,7 @@ def image_builds() -> list[ImageBuild]:
         ImageBuild(PGBOUNCER_REF, DOCKERFILES, DOCKERFILES / "pgbouncer.Dockerfile", (("BASE_IMAGE", BASE_REF),),
                    needs=(BASE_REF,), inputs=()),
         ImageBuild(FLOWER_REF, DOCKERFILES, DOCKERFILES / "flower.Dockerfile", (base,), needs=(PYTHON_REF,), inputs=()),
-        *(public_app_build(ref, app) for ref, app in ((FLASKR_REF, FLASKR), (FLASK_CELERY_REF, FLASK_CELERY),
-                                                      (FLASK_CACHING_REF, FLASK_CACHING_HELLO))),
+        *(public_app_build(ref, app) for ref, app in PUBLIC_APPS.items() if refs is None or ref in refs),
     ]
 
 
@@ -148,12 +152,22 @@ def _blob(layout: tarfile.TarFile, data: bytes, media_type: str) -> dict:
     return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
 
+def _single_binary_config(entrypoint: str, user: str) -> dict:
+    return {"architecture": "amd64", "os": "linux", "config": {"Entrypoint": [entrypoint], "User": user}}
+
+
+def single_binary_archive(ref: str, binary: Path, entrypoint: str, user: str = "65535") -> Path:
+    """Where single_binary_image keeps its archive: keyed by the binary's content and the image's config."""
+    key = hashlib.sha256(binary.read_bytes() + json.dumps(_single_binary_config(entrypoint, user),
+                                                          sort_keys=True).encode()).hexdigest()[:16]
+    return images_dir() / f"{ref.rsplit('/', 1)[-1].replace(':', '-')}-{key}.tar"
+
+
 def single_binary_image(ref: str, binary: Path, entrypoint: str, user: str = "65535") -> Path:
     """`binary` alone at `entrypoint`, run as `user`. Cached by the binary's content and the image's config."""
     data = binary.read_bytes()
-    config = {"architecture": "amd64", "os": "linux", "config": {"Entrypoint": [entrypoint], "User": user}}
-    key = hashlib.sha256(data + json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    target = images_dir() / f"{ref.rsplit('/', 1)[-1].replace(':', '-')}-{key}.tar"
+    config = _single_binary_config(entrypoint, user)
+    target = single_binary_archive(ref, binary, entrypoint, user)
     if target.exists():
         return target
     layer_raw = io.BytesIO()
@@ -281,7 +295,12 @@ class Docker:
         unmount_under(self.workdir)  # dockerd leaves its exec root's network namespace mounted
 
     def docker(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        logged = check and progress.raw_log() is not None  # a build's command and output, kept in the run's raw log
+        if logged:
+            log(f"$ docker {' '.join(args)}")
         result = subprocess.run(["/usr/bin/docker", *args], env=self.env(), capture_output=True, text=True, **kw)
+        if logged:
+            progress.write_raw(result.stdout + result.stderr)
         if check and result.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
@@ -299,8 +318,11 @@ def _base_rootfs_tar(workdir: Path) -> Path:
     rootfs = workdir / "rootfs"
     started = time.monotonic()
     log(f"debootstrap --variant=minbase {DEBIAN_SUITE} (about a minute)")
-    subprocess.run(["debootstrap", "--variant=minbase", "--include=ca-certificates", DEBIAN_SUITE, str(rootfs),
-                    DEBIAN_MIRROR], check=True, capture_output=True)
+    debootstrap = subprocess.run(["debootstrap", "--variant=minbase", "--include=ca-certificates", DEBIAN_SUITE,
+                                  str(rootfs), DEBIAN_MIRROR], capture_output=True, text=True)
+    progress.write_raw(debootstrap.stdout + debootstrap.stderr)
+    if debootstrap.returncode != 0:
+        raise RuntimeError(f"debootstrap failed with exit code {debootstrap.returncode}")
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc/ssl/certs/ca-certificates.crt")
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         shutil.rmtree(rootfs / junk, ignore_errors=True)
@@ -313,46 +335,143 @@ def _base_rootfs_tar(workdir: Path) -> Path:
     return target
 
 
-def ensure_images() -> dict[str, Path]:
-    """Every image the real node runs, by reference: archives to import, built when missing."""
+# The images `make demo` runs on the real node: the sandbox, the exporters of the sample's monitored pods, the
+# operator (the chart's pod), the example app, its nginx, Valkey, PostgreSQL, PgBouncer and Flower, and the Python
+# base they are built on (local-path-provisioner's helper pods run it too).
+DEMO_IMAGES = (PAUSE_REF, *(GO_BINARY_REFS[b] for b in ("statsd_exporter", "nginx-prometheus-exporter",
+                                                        "prometheus-nginxlog-exporter", "redis_exporter")),
+               PYTHON_REF, OPERATOR_REF, EXAMPLE_REF, NGINX_REF, VALKEY_REF, POSTGRES_REF, PGBOUNCER_REF, FLOWER_REF)
+
+
+def image_set(name: str) -> tuple[str, ...]:
+    """The images a target imports into the real node (`localcluster images --for <set>`), by reference:
+    test every image; demo DEMO_IMAGES; cluster the sandbox and the volume helper; bench none (fake nodes)."""
+    if name == "test":
+        return (PAUSE_REF, *GO_BINARY_REFS.values(), *(b.ref for b in image_builds(())), *PUBLIC_APPS)
+    if name == "demo":
+        return DEMO_IMAGES
+    if name == "cluster":
+        return (PAUSE_REF, PYTHON_REF)
+    if name == "bench":
+        return ()
+    raise ValueError(f"unknown set {name!r}")
+
+
+def with_bases(refs: tuple[str, ...], builds: list[ImageBuild]) -> list[ImageBuild]:
+    """The Dockerfile builds making `refs`, with the images they build FROM, in dependency order."""
+    by_ref = {b.ref: b for b in builds}
+    wanted: set[str] = set()
+    pending = [r for r in refs if r in by_ref]
+    while pending:
+        ref = pending.pop()
+        if ref not in wanted:
+            wanted.add(ref)
+            pending.extend(n for n in by_ref[ref].needs if n in by_ref)
+    return [b for b in builds if b.ref in wanted]
+
+
+class _LazyDocker:
+    """The private dockerd, started (with the Debian base imported) only when a build needs it."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.docker: Docker | None = None
+
+    def get(self) -> Docker:
+        if self.docker is None:
+            self.docker = Docker(self.workdir).__enter__()
+            if not self.docker.has(BASE_REF):
+                with open(_base_rootfs_tar(self.workdir), "rb") as f:
+                    self.docker.docker("import", "-", BASE_REF, stdin=f)
+        return self.docker
+
+    def close(self, built: bool) -> None:
+        if self.docker is not None:
+            if built:
+                # layers of replaced builds: the data root stays bounded
+                self.docker.docker("image", "prune", "--force")
+            self.docker.__exit__(None, None, None)
+
+
+def _docker_build(lazy: _LazyDocker, b: ImageBuild, archive: Path) -> Path:
+    docker = lazy.get()
+    started = time.monotonic()
+    log(f"docker build {b.ref} ({b.dockerfile.relative_to(ROOT)})")
+    args = [a for k, v in b.build_args for a in ("--build-arg", f"{k}={v}")]
+    docker.docker("build", "--network=host", "-t", b.ref, "-f", str(b.dockerfile), *args, str(b.context))
+    partial = archive.with_suffix(".partial")
+    docker.docker("save", "-o", str(partial), b.ref)
+    partial.rename(archive)
+    stem = archive.name.rsplit("-", 1)[0]
+    for old in images_dir().glob(f"{stem}-*.tar"):  # earlier builds of the same image
+        if old != archive:
+            old.unlink()
+    log(f"built {b.ref} ({time.monotonic() - started:.0f}s)")
+    return archive
+
+
+def ensure_images(set_name: str = "test", log_path: Path | None = None) -> dict[str, Path]:
+    """The images of a set the real node runs, by reference: archives to import, built when missing. With
+    `log_path`, one progress line per image (localcluster.progress) and the raw output there."""
     from . import build
 
-    archives = {PAUSE_REF: single_binary_image(PAUSE_REF, build.build_pause() / "pause", "/pause")}
-    tools = build.build_monitoring_tools()
-    for binary, ref in GO_BINARY_REFS.items():
-        archives[ref] = single_binary_image(ref, tools[binary], f"/{binary}")
-    archives.update(build_images(image_builds()))
-    return archives
+    wanted = image_set(set_name)
+    tools = build.catalogue()
+    binaries = {PAUSE_REF: ("pause", "pause"), **{ref: (b, b) for b, ref in GO_BINARY_REFS.items()}}
+    builds = with_bases(wanted, image_builds(wanted))
+    digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
+    archives: dict[str, Path] = {}
+    for b in builds:
+        digests[b.ref] = b.digest(digests)
+        stem = b.ref.split('/', 1)[1].replace('/', '-').replace(':', '-')
+        archives[b.ref] = images_dir() / f"{stem}-{digests[b.ref]}.tar"
+
+    def binary_image(ref: str) -> progress.Step:
+        tool, binary = binaries[ref]
+        cached = tools[tool].cached() and single_binary_archive(
+            ref, build.tool_dir(tool, tools[tool].version) / binary, f"/{binary}").exists()
+        return progress.Step(ref, "", cached, lambda: single_binary_image(ref, tools[tool].build()[binary],
+                                                                          f"/{binary}"))
+
+    with tempfile.TemporaryDirectory(prefix="images-") as tmp:
+        lazy = _LazyDocker(Path(tmp))
+        steps = [binary_image(ref) for ref in wanted if ref in binaries]
+        missing = [b for b in builds if not archives[b.ref].exists()]
+        if missing:
+            base = cache_root() / "images" / f"debian-{DEBIAN_SUITE}-minbase.tar"
+            steps.append(progress.Step(f"debian-{DEBIAN_SUITE} minbase (debootstrap)", "", base.exists(),
+                                       lambda: _base_rootfs_tar(Path(tmp))))
+        steps += [progress.Step(b.ref, "", b not in missing,
+                                (lambda b=b: _docker_build(lazy, b, archives[b.ref])) if b in missing
+                                else (lambda b=b: archives[b.ref])) for b in builds]
+        try:
+            if log_path is None:
+                results = [step.run() for step in steps]
+            else:
+                results = progress.run_steps(f"images for {set_name}", steps, log_path)
+        finally:
+            lazy.close(built=bool(missing))
+    return {step.name: result for step, result in zip(steps, results)  # type: ignore[misc]
+            if step.name in wanted}
 
 
 def build_images(builds: list[ImageBuild]) -> dict[str, Path]:
     """Archives of Dockerfile builds (in dependency order), by reference; only missing ones are built."""
-    archives: dict[str, Path] = {}
     digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
+    archives: dict[str, Path] = {}
     for b in builds:
         digests[b.ref] = b.digest(digests)
-        archives[b.ref] = images_dir() / f"{b.ref.split('/', 1)[1].replace('/', '-').replace(':', '-')}-{digests[b.ref]}.tar"
+        stem = b.ref.split('/', 1)[1].replace('/', '-').replace(':', '-')
+        archives[b.ref] = images_dir() / f"{stem}-{digests[b.ref]}.tar"
     missing = [b for b in builds if not archives[b.ref].exists()]
-    if not missing:
-        return archives
-    with tempfile.TemporaryDirectory(prefix="images-") as tmp, Docker(Path(tmp)) as docker:
-        if not docker.has(BASE_REF):
-            with open(_base_rootfs_tar(Path(tmp)), "rb") as f:
-                docker.docker("import", "-", BASE_REF, stdin=f)
-        for b in missing:
-            started = time.monotonic()
-            log(f"docker build {b.ref} ({b.dockerfile.relative_to(ROOT)})")
-            args = [a for k, v in b.build_args for a in ("--build-arg", f"{k}={v}")]
-            docker.docker("build", "--network=host", "-t", b.ref, "-f", str(b.dockerfile), *args, str(b.context))
-            partial = archives[b.ref].with_suffix(".partial")
-            docker.docker("save", "-o", str(partial), b.ref)
-            partial.rename(archives[b.ref])
-            stem = archives[b.ref].name.rsplit("-", 1)[0]
-            for old in images_dir().glob(f"{stem}-*.tar"):  # earlier builds of the same image
-                if old != archives[b.ref]:
-                    old.unlink()
-            log(f"built {b.ref} ({time.monotonic() - started:.0f}s)")
-        docker.docker("image", "prune", "--force")  # layers of replaced builds: the data root stays bounded
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="images-") as tmp:
+            lazy = _LazyDocker(Path(tmp))
+            try:
+                for b in missing:
+                    _docker_build(lazy, b, archives[b.ref])
+            finally:
+                lazy.close(built=True)
     return archives
 
 
