@@ -138,6 +138,23 @@ PYTHON
   curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' --resolve "shop.local:80:$ip" http://shop.local/static/app.css \
     | grep -i -E '^(HTTP|cache-control|content-encoding)'
   curl -s --cookie c=1 --resolve "shop.local:80:$ip" http://shop.local/task; echo "   <- a Celery task through the broker Redis"
+  step "The same app through a Gateway API route (Gateway demo of class traefik, spec.route)"
+  kubectl apply -f - <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: demo}
+spec:
+  gatewayClassName: traefik
+  listeners: [{name: http, protocol: HTTP, port: 80, hostname: shop.gateway.local}]
+YAML
+  kubectl patch flaskapp shop --type=merge \
+    -p '{"spec":{"route":{"enabled":true,"parentRefs":[{"name":"demo"}],"hostnames":["shop.gateway.local"]}}}'
+  kubectl wait --for=jsonpath='{.status.parents[0].conditions[?(@.type=="Accepted")].status}'=True httproute/shop \
+    --timeout=120s
+  kubectl get httproute shop
+  # (Traefik serves a route a moment after accepting it: retried)
+  curl -sf --retry 10 --retry-all-errors --retry-delay 1 --resolve "shop.gateway.local:80:$ip" http://shop.gateway.local/
+  echo
   budget_caps shop '{"spec":{"web":{"replicas":null,"autoscaling":{"minReplicas":2,"maxReplicas":40}}}}' \
     '{"spec":{"web":{"autoscaling":null,"replicas":2}}}'
   step "★ PgBouncer on the node: FlaskApp orders, its web tier through the pooler to the same PostgreSQL"
@@ -171,8 +188,9 @@ else:
   pooler_render
   cat <<TXT
 
-The example app is at http://shop.local/ on $ip:
+The example app is at http://shop.local/ (Ingress) and http://shop.gateway.local/ (Gateway API route) on $ip:
   curl --resolve shop.local:80:$ip http://shop.local/
+  curl --resolve shop.gateway.local:80:$ip http://shop.gateway.local/
   curl --resolve shop.local:80:$ip http://shop.local/expensive -D -   # twice: X-Cache-Status MISS, then HIT
 Explore:
   export KUBECONFIG=$KUBECONFIG
