@@ -149,6 +149,8 @@ spec:
 YAML
   kubectl patch flaskapp shop --type=merge \
     -p '{"spec":{"route":{"enabled":true,"parentRefs":[{"name":"demo"}],"hostnames":["shop.gateway.local"]}}}'
+  # (kubectl wait needs the object: the operator renders the HTTPRoute at its next pass)
+  for _ in $(seq 60); do kubectl get httproute shop >/dev/null 2>&1 && break; sleep 1; done
   kubectl wait --for=jsonpath='{.status.parents[0].conditions[?(@.type=="Accepted")].status}'=True httproute/shop \
     --timeout=120s
   kubectl get httproute shop
