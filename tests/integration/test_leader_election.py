@@ -1,7 +1,7 @@
 """Two operator replicas on one Lease: one writes, the other stands by and takes over when the leader freezes or dies.
 
 The pair reconciles only FlaskApps labelled for its shard (FLASKAPP_SELECTOR), and the session's operator only
-the others (kubetest.SESSION_SHARD_SELECTOR): two releases side by side without overlap, as the chart's watchLabelSelector runs them.
+the others (testsupport.kube.SESSION_SHARD_SELECTOR): two releases side by side without overlap, as the chart's watchLabelSelector runs them.
 Who wrote what comes from the API server's audit log: each replica's user agent names it.
 """
 

@@ -33,6 +33,6 @@ def test_operator_runs_as_the_service_account(kube, operator, operator_kubeconfi
 
 
 def test_liveness_endpoint_answers(operator):
-    from kubetest import wait_until
+    from testsupport.waiting import wait_until
 
     wait_until(operator.healthy, 30, what="kopf's /healthz")
