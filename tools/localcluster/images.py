@@ -410,6 +410,17 @@ def _docker_build(lazy: _LazyDocker, b: ImageBuild, archive: Path) -> Path:
     return archive
 
 
+def build_archives(builds: list[ImageBuild]) -> dict[str, Path]:
+    """Where each Dockerfile build's archive is kept, by reference: keyed by a digest of its inputs and its bases'."""
+    digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
+    archives: dict[str, Path] = {}
+    for b in builds:
+        digests[b.ref] = b.digest(digests)
+        stem = b.ref.split('/', 1)[1].replace('/', '-').replace(':', '-')
+        archives[b.ref] = images_dir() / f"{stem}-{digests[b.ref]}.tar"
+    return archives
+
+
 def ensure_images(set_name: str = "test", log_path: Path | None = None) -> dict[str, Path]:
     """The images of a set the real node runs, by reference: archives to import, built when missing. With
     `log_path`, one progress line per image (localcluster.progress) and the raw output there."""
@@ -419,12 +430,7 @@ def ensure_images(set_name: str = "test", log_path: Path | None = None) -> dict[
     tools = build.catalogue()
     binaries = {PAUSE_REF: ("pause", "pause"), **{ref: (b, b) for b, ref in GO_BINARY_REFS.items()}}
     builds = with_bases(wanted, image_builds(wanted))
-    digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
-    archives: dict[str, Path] = {}
-    for b in builds:
-        digests[b.ref] = b.digest(digests)
-        stem = b.ref.split('/', 1)[1].replace('/', '-').replace(':', '-')
-        archives[b.ref] = images_dir() / f"{stem}-{digests[b.ref]}.tar"
+    archives = build_archives(builds)
 
     def binary_image(ref: str) -> progress.Step:
         tool, binary = binaries[ref]
@@ -457,12 +463,7 @@ def ensure_images(set_name: str = "test", log_path: Path | None = None) -> dict[
 
 def build_images(builds: list[ImageBuild]) -> dict[str, Path]:
     """Archives of Dockerfile builds (in dependency order), by reference; only missing ones are built."""
-    digests = {BASE_REF: f"{DEBIAN_SUITE}-minbase"}
-    archives: dict[str, Path] = {}
-    for b in builds:
-        digests[b.ref] = b.digest(digests)
-        stem = b.ref.split('/', 1)[1].replace('/', '-').replace(':', '-')
-        archives[b.ref] = images_dir() / f"{stem}-{digests[b.ref]}.tar"
+    archives = build_archives(builds)
     missing = [b for b in builds if not archives[b.ref].exists()]
     if missing:
         with tempfile.TemporaryDirectory(prefix="images-") as tmp:
