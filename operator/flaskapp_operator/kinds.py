@@ -29,11 +29,6 @@ KEDA_KINDS: tuple[Kind, ...] = (
 # Rendered only where the Gateway API is installed: spec.route's HTTPRoute.
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 GATEWAY_KINDS: tuple[Kind, ...] = ((GATEWAY_API, "HTTPRoute", "httproutes"),)
-# Optional APIs by name, as the renderer's inputs call them.
-OPTIONAL_APIS: dict[str, tuple[str, tuple[Kind, ...]]] = {
-    "monitoring": (MONITORING_API, MONITORING_KINDS), "keda": (KEDA_API, KEDA_KINDS),
-    "gateway": (GATEWAY_API, GATEWAY_KINDS)}
-
 # Children and pods are watched (watches.py): pods to notice failures (image pulls, crash loops, OOM kills) as
 # they happen. Optional kinds are listed again while their CRDs are not served.
 WATCHED_KINDS: tuple[Kind, ...] = (CHILD_KINDS + MONITORING_KINDS + KEDA_KINDS + GATEWAY_KINDS

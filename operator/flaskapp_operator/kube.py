@@ -21,7 +21,8 @@ from kubernetes.dynamic import DynamicClient
 
 from . import api
 from .cache import WatchCache
-from .kinds import OPTIONAL_APIS, POD_KINDS, Key, Kind, key_of
+from .kinds import (GATEWAY_API, GATEWAY_KINDS, KEDA_API, KEDA_KINDS, MONITORING_API, MONITORING_KINDS, POD_KINDS, Key,
+                    Kind, key_of)
 from .ownership import (FIELD_MANAGER, HANDOVER_MANAGER, autoscaler_minimums, not_ours, owned_by, owns_replicas,
                         up_to_date, with_applied_hash)
 
@@ -76,19 +77,17 @@ class Cluster:
         self.custom = client.CustomObjectsApi(self.api_client)
         self._discovered: dict[str, tuple[float, bool]] = {}  # optional API -> (when asked, served)
 
-    def serves(self, optional_api: str) -> bool:
-        """Whether the cluster serves every kind of an optional API (kinds.OPTIONAL_APIS: monitoring, keda,
-        gateway); asked at most every discovery_ttl_seconds."""
-        return self._serves(*OPTIONAL_APIS[optional_api])
-
     def monitoring_api(self) -> bool:
-        return self.serves("monitoring")
+        """Whether PodMonitor and PrometheusRule are served; asked at most every discovery_ttl_seconds."""
+        return self._serves(MONITORING_API, MONITORING_KINDS)
 
     def keda_api(self) -> bool:
-        return self.serves("keda")
+        """Whether KEDA's ScaledObject and TriggerAuthentication are served (same cache)."""
+        return self._serves(KEDA_API, KEDA_KINDS)
 
     def gateway_api(self) -> bool:
-        return self.serves("gateway")
+        """Whether Gateway API's HTTPRoute is served (same cache)."""
+        return self._serves(GATEWAY_API, GATEWAY_KINDS)
 
     def _serves(self, api_version: str, kinds: tuple[Kind, ...]) -> bool:
         with self._lock:

@@ -45,6 +45,19 @@ def run(scenario, timeout: float = 600):
         loop.close()
 
 
+class PassLog:
+    """A scheduler's pass that records when (on the scheduler's loop clock) and for which app it ran; the first
+    `failures` passes fail as an API server error would."""
+
+    def __init__(self, failures: int = 0):
+        self.failures, self.passes, self.loop = failures, [], None
+
+    def __call__(self, cluster, namespace, name, pacer=None):
+        self.passes.append((self.loop.time(), name))
+        if len(self.passes) <= self.failures:
+            raise ApiException(status=500, reason="boom")
+
+
 @pytest.fixture(autouse=True)
 def no_app_states(monkeypatch):
     monkeypatch.setattr(metrics.APP_STATES, "record", lambda *args: None)
@@ -103,30 +116,20 @@ def test_failures_back_off_exponentially_up_to_a_cap_and_reset_on_success():
 
 
 def test_a_failed_background_pass_is_retried_after_its_delay():
-    calls = []
-
-    def fails_twice(cluster, namespace, name, pacer=None):
-        calls.append(asyncio_time[0])
-        if len(calls) <= 2:
-            raise ApiException(status=500, reason="boom")
-
-    asyncio_time = [0.0]
-    r = scheduler(fails_twice)
+    log = PassLog(failures=2)
+    r = scheduler(log)
 
     async def scenario():
-        loop = asyncio.get_running_loop()
-        r.start(loop, resync_seconds=3600)
-
-        def now():
-            asyncio_time[0] = loop.time()
+        log.loop = asyncio.get_running_loop()
+        r.start(log.loop, resync_seconds=3600)
         r.request("ns", "app", delay=0, trigger="Deployment")
-        while len(calls) < 3:
-            now()
+        while len(log.passes) < 3:
             await asyncio.sleep(0.01)
         await r.settled()
         await r.stop()
 
     run(scenario)
+    calls = [at for at, _ in log.passes]
     assert len(calls) == 3
     assert calls[1] - calls[0] == pytest.approx(1, abs=0.05) and calls[2] - calls[1] == pytest.approx(2, abs=0.05)
 
@@ -186,14 +189,11 @@ def test_requests_during_a_running_pass_queue_one_more_pass_not_one_each():
 def test_a_resync_skips_an_app_that_just_passed_and_takes_it_the_next_round():
     """While a fleet comes up, child events pass every app again and again: a resync on top only repeats them.
     An app that passed within half an interval waits for the next round, so none goes two rounds unchecked."""
-    passes: list[tuple[float, str]] = []
-    cache = Cache([("ns", "busy"), ("ns", "idle")])
-    r = scheduler(lambda cluster, namespace, name, pacer=None: passes.append((loop_time[0](), name)), cache=cache)
-    loop_time = [lambda: 0.0]
+    log = PassLog()
+    r = scheduler(log, cache=Cache([("ns", "busy"), ("ns", "idle")]))
 
     async def scenario():
-        loop = asyncio.get_running_loop()
-        loop_time[0] = loop.time
+        loop = log.loop = asyncio.get_running_loop()
         r.start(loop, resync_seconds=100)  # passes both at once (nothing was acted on while standing by)
         await r.settled()
         await asyncio.sleep(60)
@@ -203,22 +203,19 @@ def test_a_resync_skips_an_app_that_just_passed_and_takes_it_the_next_round():
         await r.stop()
 
     run(scenario)
-    round1 = {name for at, name in passes if 100 <= at < 200}
-    round2 = {name for at, name in passes if 200 <= at < 300}
+    round1 = {name for at, name in log.passes if 100 <= at < 200}
+    round2 = {name for at, name in log.passes if 200 <= at < 300}
     assert round1 == {"idle"}  # busy passed within half an interval
     assert {"busy", "idle"} <= round2  # its pass is now older than that
 
 
 def test_only_passes_asked_by_something_else_than_the_resync_excuse_an_app_from_a_round():
     """An idle app's only passes are the resync's: they must not make it skip every other round."""
-    passes: list[tuple[float, str]] = []
-    cache = Cache([("ns", "idle"), ("ns", "busy")])
-    r = scheduler(lambda cluster, namespace, name, pacer=None: passes.append((loop_time[0](), name)), cache=cache)
-    loop_time = [lambda: 0.0]
+    log = PassLog()
+    r = scheduler(log, cache=Cache([("ns", "idle"), ("ns", "busy")]))
 
     async def scenario():
-        loop = asyncio.get_running_loop()
-        loop_time[0] = loop.time
+        loop = log.loop = asyncio.get_running_loop()
         r.start(loop, resync_seconds=100)
         await r.settled()
         await asyncio.sleep(99 - loop.time())
@@ -227,7 +224,7 @@ def test_only_passes_asked_by_something_else_than_the_resync_excuse_an_app_from_
         await r.stop()
 
     run(scenario)
-    idle_rounds = {int(at // 100) for at, name in passes if name == "idle" and at >= 100}
-    busy_rounds = {int(at // 100) for at, name in passes if name == "busy" and at >= 100}
+    idle_rounds = {int(at // 100) for at, name in log.passes if name == "idle" and at >= 100}
+    busy_rounds = {int(at // 100) for at, name in log.passes if name == "busy" and at >= 100}
     assert idle_rounds == {1, 2, 3}  # every round: its own resync passes excuse it from none
     assert 1 not in busy_rounds and {2, 3} <= busy_rounds
