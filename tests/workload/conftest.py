@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testsupport.stack import PG_BIN, Stack
+from testsupport.stack import PG_BIN, scratch_stack
 
 
 def _require(binaries):
@@ -20,12 +20,8 @@ def _require(binaries):
 @pytest.fixture(scope="session")
 def stack():
     _require(["nginx", "valkey-server", "redis-server", str(PG_BIN / "postgres")])
-    workdir = Path(tempfile.mkdtemp(prefix="flaskapp-workload-"))
-    workdir.chmod(0o755)  # nginx workers and postgres run as other users
-    s = Stack(workdir).start()
-    yield s
-    s.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with scratch_stack("flaskapp-workload-") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,13 @@ later one; the worker runs as its pod runs it (the rendered command, environment
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from testsupport.stack import Stack, free_ports
+from testsupport.stack import free_ports, scratch_stack
 
 pytestmark = pytest.mark.workload
 
@@ -73,58 +70,45 @@ class StallingRelay:
             s.close()
 
 
-def relayed_stack(agent: bool):
-    workdir = Path(tempfile.mkdtemp(prefix="flaskapp-stall-"))
-    workdir.chmod(0o755)
-    s = Stack(workdir)
-    s.document["spec"]["monitoring"] = {"enabled": False}
-    s.document["spec"]["agent"] = {"enabled": agent}
-    s.start(with_postgres=False, with_celery=False)
-    return s, workdir
-
-
 @pytest.mark.parametrize("agent", [True, False], ids=["with-agent", "without-agent"])
 def test_a_worker_whose_first_broker_connection_stalls_takes_the_tasks_within_seconds(agent):
     from celery import Celery
 
-    s, workdir = relayed_stack(agent)
-    relay = None
-    try:
+    with scratch_stack("flaskapp-stall-", {"monitoring": {"enabled": False}, "agent": {"enabled": agent}},
+                       with_postgres=False, with_celery=False) as s:
         env = s.env_of(WORKER)
         broker = env["CELERY_BROKER_URL"]
         broker_port = s.ports["redis-broker"]
         relay = StallingRelay(free_ports(1)[0], broker_port)
-        relayed = broker.replace(f":{broker_port}/", f":{relay.port}/")
-        assert relayed != broker
-        client = Celery(broker=broker, backend=env["CELERY_RESULT_BACKEND"])
-        results = [client.send_task("shop.add", args=(i, 1)) for i in range(TASKS)]
+        try:
+            relayed = broker.replace(f":{broker_port}/", f":{relay.port}/")
+            assert relayed != broker
+            client = Celery(broker=broker, backend=env["CELERY_RESULT_BACKEND"])
+            results = [client.send_task("shop.add", args=(i, 1)) for i in range(TASKS)]
 
-        env_of = s.env_of  # the worker's pod sees the broker through the relay
+            env_of = s.env_of  # the worker's pod sees the broker through the relay
 
-        def through_relay(component, kind="Deployment"):
-            seen = env_of(component, kind)
-            return {**seen, "CELERY_BROKER_URL": relayed} if component == WORKER else seen
-        s.env_of = through_relay
-        started = time.monotonic()
-        s.start_celery("worker", WORKER)
-        deadline = started + TAKEN_WITHIN_SECONDS
-        done = 0
-        for result in results:
-            try:
-                result.get(timeout=max(0.1, deadline - time.monotonic()))
-                done += 1
-            except Exception:  # noqa: BLE001 - celery's TimeoutError: counted below
-                break
-        took = time.monotonic() - started
-        print(f"agent={agent}: {done}/{TASKS} tasks within {TAKEN_WITHIN_SECONDS} s ({took:.1f} s), "
-              f"{relay.accepted} connections to the relay, worker alive: {s.procs['worker'].poll() is None}")
-        assert relay.accepted >= 1  # the worker did meet the stalled connection
-        if agent:
-            assert done == TASKS and s.procs["worker"].poll() is None  # recovered, not restarted
-        else:
-            assert done < TASKS  # the failure this guards against: stuck on the stalled connection
-    finally:
-        if relay is not None:
+            def through_relay(component, kind="Deployment"):
+                seen = env_of(component, kind)
+                return {**seen, "CELERY_BROKER_URL": relayed} if component == WORKER else seen
+            s.env_of = through_relay
+            started = time.monotonic()
+            s.start_celery("worker", WORKER)
+            deadline = started + TAKEN_WITHIN_SECONDS
+            done = 0
+            for result in results:
+                try:
+                    result.get(timeout=max(0.1, deadline - time.monotonic()))
+                    done += 1
+                except Exception:  # noqa: BLE001 - celery's TimeoutError: counted below
+                    break
+            took = time.monotonic() - started
+            print(f"agent={agent}: {done}/{TASKS} tasks within {TAKEN_WITHIN_SECONDS} s ({took:.1f} s), "
+                  f"{relay.accepted} connections to the relay, worker alive: {s.procs['worker'].poll() is None}")
+            assert relay.accepted >= 1  # the worker did meet the stalled connection
+            if agent:
+                assert done == TASKS and s.procs["worker"].poll() is None  # recovered, not restarted
+            else:
+                assert done < TASKS  # the failure this guards against: stuck on the stalled connection
+        finally:
             relay.close()
-        s.stop()
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -5,15 +5,13 @@ rendered exec commands say; what they must tell is checked against what was done
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from testsupport.stack import Stack
+from testsupport.stack import scratch_stack
 from testsupport.waiting import wait_until
 
 pytestmark = pytest.mark.workload
@@ -24,15 +22,9 @@ WORKER = "-worker-default"
 @pytest.fixture(scope="module")
 def probe_stack():
     """A stack of its own (the broker goes down here), with beat enabled."""
-    workdir = Path(tempfile.mkdtemp(prefix="flaskapp-probes-"))
-    workdir.chmod(0o755)
-    s = Stack(workdir)
-    s.document["spec"]["beat"] = {"enabled": True}
-    s.document["spec"]["monitoring"] = {"enabled": False}
-    s.start(with_postgres=False, with_celery=False)
-    yield s
-    s.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with scratch_stack("flaskapp-probes-", {"beat": {"enabled": True}, "monitoring": {"enabled": False}},
+                       with_postgres=False, with_celery=False) as s:
+        yield s
 
 
 def heartbeat_age(state: Path) -> float:

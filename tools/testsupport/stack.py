@@ -8,6 +8,7 @@ resolved from the rendered ConfigMap and Secrets, exactly as the kubelet would.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -15,10 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import yaml
 
@@ -441,3 +443,18 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+
+
+@contextlib.contextmanager
+def scratch_stack(prefix: str, spec: Optional[dict] = None, **start) -> Iterator[Stack]:
+    """A Stack in a scratch directory of its own, its FlaskApp's spec sections replaced by `spec`, started with
+    Stack.start's options; stopped and removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.chmod(0o755)  # nginx workers and postgres run as other users
+    s = Stack(workdir)
+    s.document["spec"].update(spec or {})
+    try:
+        yield s.start(**start)
+    finally:
+        s.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
