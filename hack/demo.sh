@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 STATE=build/demo
 mkdir -p "$STATE"
-export PATH="$(PYTHONPATH=tools $PY -m localcluster bin --for demo):$PATH"
+export PATH="$($PY -m localcluster bin --for demo):$PATH"
 step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
 
 down() {
   if [ -f "$STATE/operator.pid" ]; then kill "$(cat "$STATE/operator.pid")" 2>/dev/null || true; rm -f "$STATE/operator.pid"; fi
-  if [ -f "$STATE/cluster" ] && [ "$(cat "$STATE/cluster")" = local ]; then PYTHONPATH=tools $PY -m localcluster down; fi
+  if [ -f "$STATE/cluster" ] && [ "$(cat "$STATE/cluster")" = local ]; then $PY -m localcluster down; fi
   if [ -f "$STATE/cluster" ] && [ "$(cat "$STATE/cluster")" = kind ]; then kind delete cluster --name flaskapp-demo; fi
   rm -rf "$STATE"
   echo "demo stopped"
@@ -28,7 +28,7 @@ up() {
   else
     echo "no Docker engine: starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, and a"
     echo "real node: kubelet, containerd, CoreDNS, Traefik, kube-router; kwok fake nodes where none can run)"
-    if [ ! -f build/localcluster/processes.json ]; then PYTHONPATH=tools $PY -m localcluster up --for demo >/dev/null; fi
+    if [ ! -f build/localcluster/processes.json ]; then $PY -m localcluster up --for demo >/dev/null; fi
     export KUBECONFIG="$PWD/build/localcluster/kubeconfig"; echo local > "$STATE/cluster"
   fi
   kubectl get nodes -o wide
@@ -105,7 +105,7 @@ real_node() {
   helm upgrade --install flaskapp-operator charts/flaskapp-operator -n flaskapp-system --create-namespace \
     --set image.repository=localhost/flaskapp-operator/operator --set image.tag=local --wait --timeout 180s
   step "PostgreSQL for the example app (Debian's package, namespace e2e-db)"
-  PYTHONPATH=tools $PY - "$STATE" <<'PYTHON'
+  $PY - "$STATE" <<'PYTHON'
 import sys
 import yaml
 from localcluster import images
@@ -162,7 +162,7 @@ YAML
   step "★ PgBouncer on the node: FlaskApp orders, its web tier through the pooler to the same PostgreSQL"
   kubectl create secret generic orders-db --from-literal=url=postgresql+psycopg://shop:shop@postgres.e2e-db.svc:5432/shop \
     --dry-run=client -o yaml | kubectl apply -f -
-  PYTHONPATH=tools $PY - "$STATE" <<'PYTHON'
+  $PY - "$STATE" <<'PYTHON'
 import sys
 import yaml
 from localcluster import images
