@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run as one of several replicas: only the holder of a coordination.k8s.io Lease reconciles")
     p.add_argument("--lease-name", default="flaskapp-operator", help="name of the Lease (default: %(default)s)")
     p.add_argument("--lease-namespace", help="namespace of the Lease (default: $POD_NAMESPACE)")
+    p.add_argument("--prometheus-url", default="",
+                   help="a Prometheus that scrapes the apps' PodMonitors (e.g. http://prometheus.monitoring:9090): "
+                        "the operator reads the in-process agent's reports from it into each FlaskApp's "
+                        "BudgetGuaranteed condition; empty: that condition is Unknown")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -58,6 +58,8 @@ PRINTER_COLUMNS = [
      "description": "A new operator release's templates: rolling, queued or held."},
     {"name": "Capped", "type": "string", "jsonPath": '.status.conditions[?(@.type=="BudgetCapped")].status',
      "priority": 1, "description": "Whether the connection budget lowered an autoscaler's maxReplicas."},
+    {"name": "Budget", "type": "string", "jsonPath": '.status.conditions[?(@.type=="BudgetGuaranteed")].reason',
+     "priority": 1, "description": "Whether every process keeps to the connection plan, as the agent reports."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

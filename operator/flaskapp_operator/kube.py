@@ -13,13 +13,14 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from . import api
+from .agentreports import AgentReport
 from .cache import WatchCache
 from .kinds import (GATEWAY_API, GATEWAY_KINDS, KEDA_API, KEDA_KINDS, MONITORING_API, MONITORING_KINDS, POD_KINDS, Key,
                     Kind, key_of)
@@ -65,8 +66,11 @@ class Cluster:
     children and pods come from the watch cache; only a user's Secret and a stuck pod's Events are asked of the
     API server."""
 
-    def __init__(self, api_client: client.ApiClient, cache: WatchCache, discovery_ttl_seconds: float = 300.0):
+    def __init__(self, api_client: client.ApiClient, cache: WatchCache, discovery_ttl_seconds: float = 300.0,
+                 agent_reports: Optional[Callable[[str, str], AgentReport]] = None):
         self.api_client = api_client
+        # What Prometheus last said of an app's agent reports (prometheus.py); None: not read.
+        self.agent_reports = agent_reports
         self.cache = cache
         # How long an answer about served APIs is kept: CRDs installed later are picked up within this time.
         self.discovery_ttl_seconds = discovery_ttl_seconds
@@ -76,6 +80,9 @@ class Cluster:
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
         self._discovered: dict[str, tuple[float, bool]] = {}  # optional API -> (when asked, served)
+
+    def agent_report(self, namespace: str, name: str) -> Optional[AgentReport]:
+        return self.agent_reports(namespace, name) if self.agent_reports is not None else None
 
     def monitoring_api(self) -> bool:
         """Whether PodMonitor and PrometheusRule are served; asked at most every discovery_ttl_seconds."""

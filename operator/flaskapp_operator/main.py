@@ -4,8 +4,9 @@ object of a running operator is built here, from one Settings, and nowhere else.
     Settings ──> WatchCache <── ChildWatches (threads: children and pods of our FlaskApps)
                      ^     \\
         kopf (FlaskApps) ──> Scheduler ──> reconcile() passes ──> Cluster (server-side apply, status, Events)
-                                  ^
-                       LeaderElection (optional: only the Lease holder writes)
+                                  ^      ^
+    LeaderElection (optional: only the   AgentReportPoller (optional: the in-process agent's reports, read
+    Lease holder writes)                 from Prometheus into the BudgetGuaranteed condition)
 
 kopf watches only FlaskApps (handlers.py); children are watched apart (watches.py) because kopf keeps a full
 copy of every watched object and its diff base, which does not scale to the tens of children of each app.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from typing import Optional
 
 import kopf
 from kubernetes import client
@@ -28,6 +30,7 @@ from .kinds import WATCHED_KINDS
 from .kube import Cluster
 from .leader import LeaderElection
 from .memory import limit_arenas
+from .prometheus import AgentReportPoller
 from .metrics import APP_STATES, serve
 from .naming import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from .scheduler import Scheduler
@@ -50,9 +53,12 @@ def run_operator(settings: Settings) -> int:
         election = LeaderElection(client.CoordinationV1Api(api_client(settings.identity)), settings.lease.namespace,
                                   settings.lease.name, settings.identity)
 
+    reports: Optional[AgentReportPoller] = None  # set below, once notify exists
+
     def connect(write_guard) -> Cluster:
         return Cluster(api_client(settings.identity, write_guard=write_guard), cache,
-                       discovery_ttl_seconds=settings.discovery_ttl_seconds)
+                       discovery_ttl_seconds=settings.discovery_ttl_seconds,
+                       agent_reports=reports.get if reports is not None else None)
 
     scheduler = Scheduler(cache, connect, workers=settings.workers, debounce_seconds=settings.debounce_seconds,
                           max_rolling_upgrades=settings.max_rolling_upgrades, election=election)
@@ -62,6 +68,10 @@ def run_operator(settings: Settings) -> int:
         if scheduler.loop is not None:
             scheduler.loop.call_soon_threadsafe(scheduler.request, namespace, app, None, kind)
 
+    if settings.prometheus_url:
+        reports = AgentReportPoller(settings.prometheus_url, settings.prometheus_seconds, notify,
+                                    every_app=cache.flaskapp_keys)
+        reports.start()
     watch_connections = len(WATCHED_KINDS) * max(1, len(settings.namespaces)) + 4
     child_watches = ChildWatches(api_client(settings.identity, pool_size=watch_connections), cache, WATCHED_KINDS,
                                  settings.namespaces, CHILD_SELECTOR, notify,

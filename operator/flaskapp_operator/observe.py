@@ -7,6 +7,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Optional
 
+from .agentreports import BUDGET_GUARANTEED
 from .naming import COMPONENT_LABEL, selector_labels
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
@@ -173,9 +174,9 @@ def pod_problems(pods: list[dict], events: Optional[dict[str, list[dict]]] = Non
     return found
 
 
-def condition(ctype: str, ok: bool, reason: str, message: str, generation: int, previous: list[dict],
+def condition(ctype: str, ok: Optional[bool], reason: str, message: str, generation: int, previous: list[dict],
               now: str) -> dict:
-    status = "True" if ok else "False"
+    status = "Unknown" if ok is None else "True" if ok else "False"
     old = next((c for c in previous if c.get("type") == ctype), None)
     since = old["lastTransitionTime"] if old and old.get("status") == status and old.get(
         "lastTransitionTime") else now
@@ -234,7 +235,8 @@ def build_status(*, app: str, generation: int, verdict: Verdict, deployments: li
                  tuning: Optional[dict], url: str, previous: dict, now: str, pods: tuple[dict, ...] = (),
                  pod_events: Optional[dict[str, list[dict]]] = None,
                  minimums: Optional[dict[str, int]] = None, monitoring_note: Optional[str] = None,
-                 upgrade_note: Optional[str] = None, route: Optional[RouteProblem] = None) -> dict:
+                 upgrade_note: Optional[str] = None, route: Optional[RouteProblem] = None,
+                 budget_guaranteed: Optional[tuple[Optional[bool], str, str]] = None) -> dict:
     comps = components(deployments, minimums)
     not_ready = sorted(n for n, c in comps.items() if not c["ready"])
     all_ready = not not_ready and bool(comps)
@@ -280,6 +282,9 @@ def build_status(*, app: str, generation: int, verdict: Verdict, deployments: li
                   for t, v in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))]
     if tuning is not None and "budget" in tuning:
         conditions.append(condition(BUDGET_CAPPED, *budget_capped(tuning["budget"]), generation=generation,
+                                    previous=prev_conditions, now=now))
+    if budget_guaranteed is not None:  # what the in-process agent reports (agentreports.py)
+        conditions.append(condition(BUDGET_GUARANTEED, *budget_guaranteed, generation=generation,
                                     previous=prev_conditions, now=now))
     pools_ready = sum(1 for p in pool_names if comps.get(f"worker-{p}", {}).get("ready"))
     web = comps.get("web", {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .agentreports import BUDGET_GUARANTEED, AgentReport, budget_guaranteed
 from .builders.availability import queue_scaled as queue_scaled_pool
 from .builders.config import REDIS_SECRET_SUFFIX
 from .kinds import GATEWAY_API, KEDA_API, MONITORING_API, Key, key_of
@@ -39,6 +40,7 @@ class Observed:
     database_url: Optional[str] = None  # from the database Secret, when the pooler is configured from it
     database_secret_problem: Optional[str] = None  # why that URL could not be read
     discovery_ttl_seconds: float = 300.0  # how soon a CRD installed later is picked up (for messages)
+    agent_report: Optional[AgentReport] = None  # what Prometheus holds of the agent's reports; None: not asked
 
     @property
     def name(self) -> str:
@@ -135,15 +137,20 @@ def status_of(observed: Observed, plan: Plan, verdict: Verdict, *, pods: tuple[d
         monitoring_note = (f"exporters, Flower and the dashboard run; no PodMonitor or PrometheusRule: the cluster "
                            f"does not serve {MONITORING_API} (install the Prometheus Operator's CRDs; they are "
                            f"picked up within {observed.discovery_ttl_seconds:.0f} s)")
+    tuning = rendered.tuning.report() if rendered else None
+    guaranteed = None
+    if spec is not None and tuning is not None and "budget" in tuning:
+        guaranteed = budget_guaranteed(observed.name, agent=spec.agent.enabled, monitoring=spec.monitoring.enabled,
+                                       podmonitor=observed.monitoring_api, report=observed.agent_report)
     return build_status(
         app=observed.name, generation=observed.body["metadata"].get("generation", 0), verdict=verdict,
         deployments=[o for (kind, _), o in live.items() if kind in ("Deployment", "StatefulSet")],
         pool_names=[p.name for p in spec.worker_pools] if spec else [],
-        tuning=rendered.tuning.report() if rendered else None,
+        tuning=tuning,
         url=app_url(spec, observed.name, observed.namespace), previous=observed.body.get("status") or {}, now=now,
         pods=pods, route=route, pod_events=pod_events,
         minimums=autoscaler_minimums(rendered.objects if rendered else []),
-        monitoring_note=monitoring_note, upgrade_note=upgrade_note)
+        monitoring_note=monitoring_note, upgrade_note=upgrade_note, budget_guaranteed=guaranteed)
 
 
 def events(previous: dict, status: dict, verdict: Verdict, generation: int,
@@ -157,6 +164,9 @@ def events(previous: dict, status: dict, verdict: Verdict, generation: int,
     if condition(previous, BUDGET_CAPPED).get("status") != "True" and \
             condition(status, BUDGET_CAPPED).get("status") == "True":
         posted.append(("Warning", "BudgetCapped", condition(status, BUDGET_CAPPED)["message"]))
+    if condition(previous, BUDGET_GUARANTEED).get("status") != "False" and \
+            condition(status, BUDGET_GUARANTEED).get("status") == "False":
+        posted.append(("Warning", "BudgetNotGuaranteed", condition(status, BUDGET_GUARANTEED)["message"]))
     if status.get("upgrade") and not (previous.get("upgrade") or "").startswith(upgrade):
         posted.append(("Normal", UPGRADE_EVENTS[upgrade], status["upgrade"]))
     if condition(previous, "Ready").get("status") != "True" and condition(status, "Ready").get("status") == "True":

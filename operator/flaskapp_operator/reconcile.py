@@ -95,4 +95,5 @@ def observe(cluster: Cluster, body: dict) -> Observed:
     return Observed(body=body, live=live, redis_password=password, monitoring_api=cluster.monitoring_api(),
                     keda_api=cluster.keda_api(), gateway_api=cluster.gateway_api(), database_url=database_url,
                     database_secret_problem=problem,
-                    discovery_ttl_seconds=cluster.discovery_ttl_seconds)
+                    discovery_ttl_seconds=cluster.discovery_ttl_seconds,
+                    agent_report=cluster.agent_report(namespace, name))

@@ -46,6 +46,10 @@ class Settings:
     discovery_ttl_seconds: float = 300.0
     # Passes that may run at once (threads; each pass is mostly waiting for the API server).
     workers: int = 16
+    # Where the agent's reports are read (prometheus.py); None: not read.                 (--prometheus-url)
+    prometheus_url: Optional[str] = None
+    # How often they are read.                                                           (FLASKAPP_PROMETHEUS_SECONDS)
+    prometheus_seconds: float = 60.0
 
     @classmethod
     def from_command_line(cls, args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -68,6 +72,8 @@ class Settings:
             debounce_seconds=float(environ.get("FLASKAPP_DEBOUNCE_SECONDS", defaults.debounce_seconds)),
             max_rolling_upgrades=int(environ.get("FLASKAPP_MAX_ROLLING_UPGRADES", defaults.max_rolling_upgrades)),
             discovery_ttl_seconds=float(environ.get("FLASKAPP_DISCOVERY_SECONDS", defaults.discovery_ttl_seconds)),
+            prometheus_url=getattr(args, "prometheus_url", None) or None,
+            prometheus_seconds=float(environ.get("FLASKAPP_PROMETHEUS_SECONDS", defaults.prometheus_seconds)),
         )
 
 

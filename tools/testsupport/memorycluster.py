@@ -16,6 +16,9 @@ class MemoryCluster:
         self.app, self.live, self.secrets = app, live, secrets or {}
         self.keda = False
         self.gateway = False
+        self.monitoring = False
+        self.report = None  # what agent_report() answers: an agentreports.AgentReport, or None (not read)
+        self.events: list = []
         self.applied: list = []
         self.pruned: list = []
         self.status: dict = {}
@@ -28,7 +31,10 @@ class MemoryCluster:
         return dict(self.live)
 
     def monitoring_api(self):
-        return False
+        return self.monitoring
+
+    def agent_report(self, namespace, name):
+        return self.report
 
     def keda_api(self):
         return self.keda
@@ -62,4 +68,4 @@ class MemoryCluster:
         self.status.update(status)
 
     def post_event(self, body, kind, reason, message):
-        pass
+        self.events.append((kind, reason, message))
