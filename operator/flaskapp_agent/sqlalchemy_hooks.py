@@ -72,6 +72,11 @@ def _bounded(original, plan, server, sqlalchemy):
         except Exception as error:
             _runtime.fail_open("the connection plan", error)
         engine = original(url, *args, **kwargs)
+        if name is None and ("creator" in kwargs or "pool" in kwargs):
+            try:
+                _report_hostless(url, kwargs, sqlalchemy)
+            except Exception as error:
+                _runtime.fail_open("the connection plan", error)
         if name is not None:
             try:
                 _limit_connections(engine, name, kwargs, plan, server, sqlalchemy)
@@ -121,6 +126,21 @@ def _apply_plan(url, kwargs, plan, server, sqlalchemy):
         _runtime.log("engine %s lowered to the connection plan: %s" % (name, ", ".join(lowered)))
         _runtime.count("flaskapp.agent.engines_lowered", "engine:%s" % _runtime.tag_value(parsed.drivername))
     return out, name
+
+
+def _report_hostless(url, kwargs, sqlalchemy):
+    """An engine whose URL names no host (`postgresql+pg8000://`) but whose creator= or pool= connects: the way
+    Cloud SQL's and similar connectors are used. Where it could reach is unknown; for the budgeted database's
+    kind of server it is reported, not silently left out."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    budgeted = make_url(_runtime.settings.database_url)
+    if parsed.host or parsed.get_backend_name() != budgeted.get_backend_name():
+        return
+    reason = "prebuilt pool" if "pool" in kwargs else "creator"
+    _unbounded("%s (no host in its URL)" % parsed.drivername, reason,
+               "a %s= was passed and the URL names no server: its connections are the app's to count" % reason)
 
 
 def _limit_connections(engine, name, kwargs, plan, server, sqlalchemy):

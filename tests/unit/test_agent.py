@@ -84,6 +84,8 @@ def test_engines_for_the_budgeted_server_get_the_plan_and_others_are_left_alone(
         other = sqlalchemy.create_engine({OTHER!r})
         null = sqlalchemy.create_engine({BUDGETED!r}, poolclass=NullPool)
         own_connect = sqlalchemy.create_engine({BUDGETED!r}, creator=lambda: None)
+        connector = sqlalchemy.create_engine("postgresql+psycopg://", creator=lambda: None)  # Cloud SQL's way
+        local = sqlalchemy.create_engine("sqlite://", creator=lambda: None)
         def shape(e):
             p = e.pool
             return [type(p).__name__, p.size() if hasattr(p, "size") else None, getattr(p, "_max_overflow", None),
@@ -107,6 +109,9 @@ def test_engines_for_the_budgeted_server_get_the_plan_and_others_are_left_alone(
     assert "more than one engine to db.internal:5432 in this process: together held to the plan's %d connections" % (
         plan["pool_size"] + plan["max_overflow"]) in proc.stderr
     assert "NOT bounded by the connection plan: a creator= was passed" in proc.stderr
+    # A creator= engine whose URL names no server: reported for the budgeted kind of server, not for SQLite.
+    assert "engine postgresql+psycopg (no host in its URL) is NOT bounded" in proc.stderr
+    assert "sqlite (no host" not in proc.stderr
 
 
 def test_flask_sqlalchemy_and_flask_caching_get_the_plan_without_app_code(agent_env, rendered):
