@@ -168,6 +168,9 @@ def test_install_chart_runs_the_operator_as_a_pod(kube, target, local_operator):
     started = time.monotonic()
     helm(kube, "upgrade", "--install", "flaskapp-operator", str(CHART), "-n", "flaskapp-system", "--create-namespace",
          "--set", f"image.repository={repo}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=IfNotPresent",
+         # The Prometheus of the monitoring tests (order 8), which does not exist before them: BudgetGuaranteed is
+         # Unknown (PrometheusUnreachable) until then, and then reads the agent's reports.
+         "--set", f"prometheus.url={PROMETHEUS_URL}", "--set", "prometheus.intervalSeconds=10",
          "--wait", "--timeout", "180s")
     kube.wait_crd_established()
     deploy = kube.get("deployment", "flaskapp-operator", "flaskapp-system")
@@ -212,6 +215,10 @@ def test_children_and_status(kube, target):
     # The broker keeps its volume: a StatefulSet.
     assert [s["metadata"]["name"] for s in kube.get("statefulsets", namespace=ns)["items"]] == ["shop-redis-broker"]
     assert kube.get("ingress", "shop", ns)["spec"]["rules"][0]["host"] == HOST
+    # No Prometheus yet: the agent's reports cannot be read, and status says so rather than guessing.
+    budget = budget_condition(kube, ns, "shop")
+    assert budget["status"] == "Unknown", budget
+    assert budget["reason"] == ("PrometheusUnreachable" if target.real_pods else "NoPrometheus"), budget
 
 
 @pytest.mark.order(3)
@@ -819,6 +826,14 @@ def scrape_configs(pod_monitor: dict) -> list[dict]:
     return jobs
 
 
+PROMETHEUS_URL = "http://prometheus.monitoring.svc:9090"  # the Service of prometheus_objects()
+
+
+def budget_condition(kube, ns: str, name: str) -> dict:
+    app = kube.get("flaskapp", name, ns)
+    return next((c for c in app["status"].get("conditions", []) if c["type"] == "BudgetGuaranteed"), {})
+
+
 def prometheus_objects(target, app_ns: str, config: dict, rules: dict) -> list[dict]:
     meta = {"name": "prometheus", "namespace": "monitoring"}
     return [
@@ -831,6 +846,8 @@ def prometheus_objects(target, app_ns: str, config: dict, rules: dict) -> list[d
          "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
          "data": {"prometheus.yml": yaml.safe_dump(config), "rules.yaml": yaml.safe_dump(rules)}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"selector": {"app": "prometheus"}, "ports": [{"name": "web", "port": 9090, "targetPort": "web"}]}},
         {"apiVersion": "v1", "kind": "Pod", "metadata": {**meta, "labels": {"app": "prometheus"}}, "spec": {
             "serviceAccountName": "prometheus",
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -931,6 +948,11 @@ def test_prometheus_scrapes_every_tier_and_an_alert_fires_when_the_pool_stops(ku
     tasks = wait_until(agent_series(f'sum by (task) (flaskapp_task_duration_seconds_count{{namespace="{ns}",'
                                     f'tier="worker-default",state="SUCCESS"}})'), 90, interval=2,
                        what="per-task metrics from the worker pods' agent")
+    # The operator reads the agent's reports from this Prometheus (PROMETHEUS_URL, set at install): every
+    # engine of the example app is held to the plan.
+    budget = wait_until(lambda: (c := budget_condition(kube, ns, "shop")).get("status") == "True" and c, 120,
+                        interval=2, what="BudgetGuaranteed read from Prometheus")
+    assert budget["reason"] == "EveryEngineBounded" and PROMETHEUS_URL in budget["message"], budget
     record("agent_series", {"route_requests": by_rule[0]["value"][1], "n_plus_one": n_plus_one[0]["value"][1],
                             "tasks": {t["metric"]["task"]: t["value"][1] for t in tasks}})
     assert any(t["metric"]["task"].endswith(".add") for t in tasks), tasks
