@@ -1,6 +1,7 @@
 """The in-process agent on the oldest library versions the README lists as supported and on the newest (this
 suite's own): the same script, in a fresh interpreter, with the agent loaded from the rendered ConfigMap. The
-oldest set is installed from PyPI into a virtualenv cached by its pinned list."""
+oldest set is installed from PyPI into a virtualenv cached by its pinned list. The same script and checks run on
+every supported CPython in test_agent_interpreters.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,12 @@ pytestmark = pytest.mark.workload
 
 OLDEST = ("Flask==2.2.5", "Werkzeug==2.2.3", "Flask-SQLAlchemy==2.5.1", "SQLAlchemy==1.4.54", "Flask-Caching==1.11.1",
           "celery==5.3.6", "psycopg2-binary==2.9.10")
+# The suite's own versions (its venv: pyproject's workload extras, SQLAlchemy as it resolved there), pinned for the
+# interpreters of test_agent_interpreters.py.
+NEWEST = tuple(f"{name}=={metadata.version(name)}" for name in (
+    "Flask", "Werkzeug", "Flask-SQLAlchemy", "SQLAlchemy", "Flask-Caching", "celery", "psycopg", "psycopg-binary"))
+LIBRARIES = {"oldest": OLDEST, "newest": NEWEST}
+DRIVERS = {"oldest": "psycopg2", "newest": "psycopg"}  # the newest set has psycopg 3, not psycopg2
 PLAN = {"pool_size": 2, "max_overflow": 1, "pool_timeout": 7, "pool_recycle": 99, "pool_pre_ping": True}
 
 SCRIPT = textwrap.dedent("""
@@ -55,6 +63,7 @@ SCRIPT = textwrap.dedent("""
         "pool": [type(pool).__name__, pool.size(), pool._max_overflow, pool._timeout],
         "uri": app.config["SQLALCHEMY_DATABASE_URI"], "cache": type(cache.cache).__name__,
         "celery_hooked": any(r for r in celery.signals.task_prerun.receivers),
+        "python": sys.version.split()[0],
     }))
 """)
 
@@ -71,8 +80,10 @@ def oldest_python() -> Path:
     return python
 
 
-@pytest.mark.parametrize("libraries", ["oldest", "newest"])
-def test_the_agent_works_on_the_supported_library_versions(libraries, tmp_path):
+def run_agent_script(python: list[str], libraries: str, tmp_path: Path, path: tuple[str, ...] = ()) -> dict:
+    """SCRIPT in a fresh `python` (an argv prefix) with the agent from the rendered ConfigMap first on PYTHONPATH
+    (then `path`), finding the set `libraries`: the pool lowered to the plan, the URI and cache type set, Celery
+    hooked, the per-endpoint metrics and the N+1 warning. Returns what the script printed."""
     doc = {"apiVersion": "flaskapp.dev/v1alpha1", "kind": "FlaskApp", "metadata": {"name": "versions"},
            "spec": {"image": "registry.example/app:1", "wsgi": "app:app", "monitoring": {"enabled": True}}}
     objects = render(doc, redis_password="pw").objects
@@ -81,17 +92,16 @@ def test_the_agent_works_on_the_supported_library_versions(libraries, tmp_path):
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(10)
-    python = oldest_python() if libraries == "oldest" else Path(sys.executable)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(agent), "PYTHONDONTWRITEBYTECODE": "1",
-           "DATABASE_URL": "postgresql+psycopg2://u:p@db.internal:5432/app", "SQLALCHEMY_ENGINE_OPTIONS": json.dumps(PLAN),
-           "CACHE_TYPE": "SimpleCache", "FLASKAPP_AGENT_STATSD": "127.0.0.1:%d" % receiver.getsockname()[1]}
-    if libraries == "newest":  # this suite's venv has psycopg 3, not psycopg2
-        env["DATABASE_URL"] = "postgresql+psycopg://u:p@db.internal:5432/app"
-    proc = subprocess.run([str(python), "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join([str(agent), *path]),
+           "PYTHONDONTWRITEBYTECODE": "1",
+           "DATABASE_URL": f"postgresql+{DRIVERS[libraries]}://u:p@db.internal:5432/app",
+           "SQLALCHEMY_ENGINE_OPTIONS": json.dumps(PLAN), "CACHE_TYPE": "SimpleCache",
+           "FLASKAPP_AGENT_STATSD": "127.0.0.1:%d" % receiver.getsockname()[1]}
+    proc = subprocess.run([*python, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    if libraries == "oldest":
-        assert result["versions"][:3] == ["2.2.5", "1.4.54", "2.5.1"]
+    pins = dict(pin.split("==") for pin in LIBRARIES[libraries])
+    assert result["versions"] == [pins["Flask"], pins["SQLAlchemy"], pins["Flask-SQLAlchemy"], pins["celery"]]
     assert result["pool"] == ["QueuePool", PLAN["pool_size"], PLAN["max_overflow"], PLAN["pool_timeout"]]
     assert result["uri"] == env["DATABASE_URL"] and result["cache"] == "SimpleCache"
     assert result["celery_hooked"]
@@ -104,6 +114,13 @@ def test_the_agent_works_on_the_supported_library_versions(libraries, tmp_path):
     assert "flaskapp.request.n_plus_one:1|c|#route:/items/<int:count>" in metrics
     assert "flaskapp.cache.lookups:1|c|#route:/items/<int:count>,method:GET,result:miss" in metrics
     assert "flaskapp-agent: N+1 suspect in GET /items/<int:count>" in proc.stderr
+    return result
+
+
+@pytest.mark.parametrize("libraries", ["oldest", "newest"])
+def test_the_agent_works_on_the_supported_library_versions(libraries, tmp_path):
+    python = oldest_python() if libraries == "oldest" else Path(sys.executable)
+    run_agent_script([str(python)], libraries, tmp_path)
 
 
 LIMIT_SCRIPT = textwrap.dedent("""
@@ -180,7 +197,7 @@ def test_the_connection_limit_holds_on_the_supported_library_versions(libraries,
     web = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "versions-web")
     agent = mount_agent(objects, web["spec"]["template"]["spec"], tmp_path / "agent")
     python = oldest_python() if libraries == "oldest" else Path(sys.executable)
-    driver = "psycopg2" if libraries == "oldest" else "psycopg"
+    driver = DRIVERS[libraries]
     port = stack.ports["postgres"]
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(agent), "PYTHONDONTWRITEBYTECODE": "1",
            "DATABASE_URL": f"postgresql+{driver}://shop:shop@127.0.0.1:{port}/shop",
