@@ -19,6 +19,9 @@ METRIC = "flaskapp_agent_unbounded_engines_total"
 # Series of pods that are gone fall out of an instant query after Prometheus's staleness period (5 minutes): a
 # rollout that fixed the engine clears the report. One series per pod and reason: `count` is the pods.
 QUERY = f"count by (namespace, flaskapp, tier, reason) ({METRIC} > 0)"
+# No series is no evidence unless Prometheus scrapes the app: its web pods' statsd exporter must be up (the
+# labels are the PodMonitor's: `endpoint` is the port's name).
+SCRAPED_QUERY = 'count by (namespace, flaskapp) (up{flaskapp!="", tier="web", endpoint="statsd-metrics"} == 1)'
 
 AppKey = tuple[str, str]  # (namespace, FlaskApp name)
 
@@ -37,23 +40,34 @@ class AgentReport:
     engines: tuple[UnboundedEngines, ...] = ()
     error: Optional[str] = None
     source: str = ""  # the Prometheus URL asked
+    scraped: bool = False  # Prometheus scrapes the app's web pods (SCRAPED_QUERY): no series means none reported
 
 
-def parse(payload: dict) -> dict[AppKey, tuple[UnboundedEngines, ...]]:
-    """The answer of QUERY (Prometheus's JSON, resultType vector) by app, sorted for stable status messages."""
+def _samples(payload: dict) -> list[tuple[AppKey, dict, float]]:
+    """(app, labels, value) of each sample of an instant vector (Prometheus's JSON); samples without the
+    PodMonitor's app labels are not attributable to an app and left out."""
     if payload.get("status") != "success":
         raise ValueError(f"Prometheus answered {payload.get('status')!r}: {payload.get('error', '')}")
     data = payload.get("data") or {}
     if data.get("resultType") != "vector":
         raise ValueError(f"expected a vector, Prometheus answered a {data.get('resultType')!r}")
+    return [((labels["namespace"], labels["flaskapp"]), labels, float(sample["value"][1]))
+            for sample in data.get("result") or []
+            if (labels := sample.get("metric") or {}).get("namespace") and labels.get("flaskapp")]
+
+
+def parse(payload: dict) -> dict[AppKey, tuple[UnboundedEngines, ...]]:
+    """The answer of QUERY by app, sorted for stable status messages."""
     found: dict[AppKey, list[UnboundedEngines]] = {}
-    for sample in data.get("result") or []:
-        labels, (_, value) = sample.get("metric") or {}, sample["value"]
-        if not labels.get("namespace") or not labels.get("flaskapp"):
-            continue  # scraped without the PodMonitor's relabelling: not attributable to an app
-        found.setdefault((labels["namespace"], labels["flaskapp"]), []).append(
-            UnboundedEngines(labels.get("tier", "?"), labels.get("reason", "?"), int(float(value))))
+    for app, labels, value in _samples(payload):
+        found.setdefault(app, []).append(UnboundedEngines(labels.get("tier", "?"), labels.get("reason", "?"),
+                                                          int(value)))
     return {key: tuple(sorted(engines, key=lambda e: (e.tier, e.reason))) for key, engines in found.items()}
+
+
+def parse_scraped(payload: dict) -> frozenset[AppKey]:
+    """The apps of SCRAPED_QUERY's answer."""
+    return frozenset(app for app, _, value in _samples(payload) if value > 0)
 
 
 BUDGET_GUARANTEED = "BudgetGuaranteed"
@@ -70,9 +84,6 @@ def budget_guaranteed(app: str, *, agent: bool, monitoring: bool, podmonitor: bo
     if not monitoring:
         return (None, "MonitoringDisabled", "the agent's reports reach the operator through Prometheus, and "
                 f"spec.monitoring is off: engines it could not bound are in the logs ({logs})")
-    if not podmonitor:
-        return (None, "NoPodMonitor", "the agent's reports reach the operator through Prometheus, which needs the "
-                f"app's PodMonitor (the Prometheus Operator's CRDs are not served); meanwhile: {logs}")
     if report is None:
         return (None, "NoPrometheus", "the operator reads the agent's reports from Prometheus: run it with "
                 f"--prometheus-url (chart: prometheus.url); meanwhile the FlaskAppConnectionBudgetNotGuaranteed "
@@ -85,5 +96,12 @@ def budget_guaranteed(app: str, *, agent: bool, monitoring: bool, podmonitor: bo
                           for e in report.engines)
         return (False, "EnginesOutsideThePlan", f"processes opened database connections the agent cannot hold to "
                 f"the plan, so the budget above may be exceeded: {found}. {logs} names each engine")
-    return (True, "EveryEngineBounded", "no process of the app reported an engine outside the plan (read from "
-            f"{report.source})")
+    if not report.scraped:
+        how = ("its PodMonitor needs the Prometheus Operator's CRDs, which this cluster does not serve, or another "
+               "scrape job with the same labels" if not podmonitor else
+               "is its PodMonitor selected by that Prometheus, and are the metrics ports open to it "
+               "(spec.monitoring.scrapeFrom)?")
+        return (None, "NotScraped", f"{report.source} scrapes no web pod of the app (up{{endpoint=\"statsd-metrics\"}}), "
+                f"so no report is no evidence: {how}; meanwhile: {logs}")
+    return (True, "EveryEngineBounded", "every web pod is scraped and no process of the app reported an engine "
+            f"outside the plan (read from {report.source})")

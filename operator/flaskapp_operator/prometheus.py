@@ -1,5 +1,6 @@
-"""The operator's Prometheus client: one instant query for every app's agent reports (agentreports.QUERY) per
-interval, in a thread of its own like the child watches; a pass only reads what the last answer said.
+"""The operator's Prometheus client: two instant queries per interval for every app at once — the agent's reports
+(agentreports.QUERY) and which apps are scraped at all (SCRAPED_QUERY) — in a thread of its own like the child
+watches; a pass only reads what the last answers said.
 Prometheus's HTTP API: https://prometheus.io/docs/prometheus/latest/querying/api/#instant-queries
 """
 
@@ -12,7 +13,7 @@ import urllib.parse
 import urllib.request
 from typing import Callable, Iterable, Optional
 
-from .agentreports import QUERY, AgentReport, AppKey, UnboundedEngines, parse
+from .agentreports import QUERY, SCRAPED_QUERY, AgentReport, AppKey, UnboundedEngines, parse, parse_scraped
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ TIMEOUT_SECONDS = 10.0
 Notify = Callable[[str, str, str], None]  # (kind, namespace, FlaskApp name), as the child watches call it
 
 
-def instant_query(url: str, query: str = QUERY, timeout: float = TIMEOUT_SECONDS) -> dict:
+def instant_query(url: str, query: str, timeout: float = TIMEOUT_SECONDS) -> dict:
     """GET /api/v1/query; the decoded JSON."""
     address = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
     with urllib.request.urlopen(address, timeout=timeout) as answer:  # noqa: S310 (the operator's own setting)
@@ -33,31 +34,35 @@ class AgentReportPoller:
     reachable or unreachable, every app of `every_app()` is."""
 
     def __init__(self, url: str, interval: float, notify: Notify, every_app: Callable[[], Iterable[AppKey]],
-                 fetch: Callable[[str], dict] = instant_query):
+                 fetch: Callable[[str, str], dict] = instant_query):
         self.url, self.interval, self.notify, self.every_app, self.fetch = url, interval, notify, every_app, fetch
         self._lock = threading.Lock()
         self._engines: dict[AppKey, tuple[UnboundedEngines, ...]] = {}
+        self._scraped: frozenset[AppKey] = frozenset()
         self._error: Optional[str] = "not asked yet"
         self._stop = threading.Event()
 
     def get(self, namespace: str, name: str) -> AgentReport:
         with self._lock:
-            return AgentReport(self._engines.get((namespace, name), ()), self._error, self.url)
+            return AgentReport(self._engines.get((namespace, name), ()), self._error, self.url,
+                               (namespace, name) in self._scraped)
 
     def poll_once(self) -> None:
         try:
-            engines, error = parse(self.fetch(self.url)), None
+            engines = parse(self.fetch(self.url, QUERY))
+            scraped, error = parse_scraped(self.fetch(self.url, SCRAPED_QUERY)), None
         except Exception as exc:  # unreachable, refused, not Prometheus: every app's report becomes unknown
-            engines, error = {}, f"{type(exc).__name__}: {exc}"
+            engines, scraped, error = {}, frozenset(), f"{type(exc).__name__}: {exc}"
         with self._lock:
-            before, had_error = self._engines, self._error
-            self._engines, self._error = engines, error
+            before, was_scraped, had_error = self._engines, self._scraped, self._error
+            self._engines, self._scraped, self._error = engines, scraped, error
         if error and error != had_error:
             log.warning("cannot read the agent's reports from Prometheus at %s: %s", self.url, error)
         if (error is None) != (had_error is None):  # known <-> unknown: every app's condition changes
             changed: Iterable[AppKey] = self.every_app()
         else:
-            changed = sorted(k for k in before.keys() | engines.keys() if before.get(k) != engines.get(k))
+            changed = sorted({k for k in before.keys() | engines.keys() if before.get(k) != engines.get(k)}
+                             | (was_scraped ^ scraped))
         for namespace, name in changed:
             self.notify("AgentReport", namespace, name)
 

@@ -7,7 +7,8 @@ import argparse
 
 import pytest
 
-from flaskapp_operator.agentreports import QUERY, AgentReport, UnboundedEngines, budget_guaranteed, parse
+from flaskapp_operator.agentreports import (QUERY, SCRAPED_QUERY, AgentReport, UnboundedEngines, budget_guaranteed,
+                                           parse, parse_scraped)
 from flaskapp_operator.cli import build_parser
 from flaskapp_operator.prometheus import AgentReportPoller
 from flaskapp_operator.reconcile import reconcile
@@ -37,6 +38,8 @@ def test_the_answer_is_read_by_app_tier_and_reason():
                                       UnboundedEngines("worker-default", "creator", 1)),
                      ("other", "blog"): (UnboundedEngines("web", "creator", 2),)}
     assert parse(answer()) == {}
+    assert parse_scraped(answer(({"namespace": "ns", "flaskapp": "shop"}, "2"), ({"namespace": "ns"}, "1"))) == {
+        ("ns", "shop")}
 
 
 @pytest.mark.parametrize("payload", [{"status": "error", "errorType": "bad_data", "error": "parse error"},
@@ -44,6 +47,8 @@ def test_the_answer_is_read_by_app_tier_and_reason():
 def test_an_answer_that_is_not_an_instant_vector_is_an_error(payload):
     with pytest.raises(ValueError):
         parse(payload)
+    with pytest.raises(ValueError):
+        parse_scraped(payload)
 
 
 def test_the_query_counts_pods_per_reason_of_the_agents_counter():
@@ -52,19 +57,28 @@ def test_the_query_counts_pods_per_reason_of_the_agents_counter():
 
     assert "flaskapp_agent_unbounded_engines_total" in statsd_mapping()
     assert QUERY.startswith("count by (namespace, flaskapp, tier, reason) (flaskapp_agent_unbounded_engines_total")
+    # Scraped: the web pods' statsd exporter, by the port name the PodMonitor's endpoint carries.
+    from flaskapp_operator.builders.monitoring import METRICS_PORTS
+
+    assert 'endpoint="statsd-metrics"' in SCRAPED_QUERY and "statsd-metrics" in METRICS_PORTS
 
 
 @pytest.mark.parametrize("kwargs, status, reason", [
-    (dict(agent=False, monitoring=True, podmonitor=True, report=AgentReport()), None, "AgentDisabled"),
-    (dict(agent=True, monitoring=False, podmonitor=True, report=AgentReport()), None, "MonitoringDisabled"),
-    (dict(agent=True, monitoring=True, podmonitor=False, report=AgentReport()), None, "NoPodMonitor"),
+    (dict(agent=False, monitoring=True, podmonitor=True, report=AgentReport(scraped=True)), None, "AgentDisabled"),
+    (dict(agent=True, monitoring=False, podmonitor=True, report=AgentReport(scraped=True)), None,
+     "MonitoringDisabled"),
     (dict(agent=True, monitoring=True, podmonitor=True, report=None), None, "NoPrometheus"),
     (dict(agent=True, monitoring=True, podmonitor=True, report=AgentReport(error="URLError: refused")), None,
      "PrometheusUnreachable"),
+    (dict(agent=True, monitoring=True, podmonitor=False, report=AgentReport(source="http://p")), None, "NotScraped"),
+    (dict(agent=True, monitoring=True, podmonitor=True, report=AgentReport(source="http://p")), None, "NotScraped"),
     (dict(agent=True, monitoring=True, podmonitor=True,
-          report=AgentReport((UnboundedEngines("web", "creator", 2),), source="http://p")), False,
+          report=AgentReport((UnboundedEngines("web", "creator", 2),), source="http://p", scraped=True)), False,
      "EnginesOutsideThePlan"),
-    (dict(agent=True, monitoring=True, podmonitor=True, report=AgentReport(source="http://p")), True,
+    (dict(agent=True, monitoring=True, podmonitor=True,  # a worker pod reported, the web pods are not scraped
+          report=AgentReport((UnboundedEngines("worker-a", "creator", 1),), source="http://p")), False,
+     "EnginesOutsideThePlan"),
+    (dict(agent=True, monitoring=True, podmonitor=True, report=AgentReport(source="http://p", scraped=True)), True,
      "EveryEngineBounded"),
 ])
 def test_the_condition_says_what_is_known_and_what_it_would_take_to_know(kwargs, status, reason):
@@ -91,7 +105,8 @@ def test_status_reports_engines_outside_the_plan_once_as_an_event_and_clears_whe
     assert reconciled(cluster)["reason"] == "NoPrometheus"
 
     cluster.report = AgentReport((UnboundedEngines("web", "creator", 2),
-                                  UnboundedEngines("worker-default", "more than one engine", 1)), source="http://p")
+                                  UnboundedEngines("worker-default", "more than one engine", 1)), source="http://p",
+                                 scraped=True)
     cluster.app["status"] = dict(cluster.status)
     got = reconciled(cluster)
     assert (got["status"], got["reason"]) == ("False", "EnginesOutsideThePlan")
@@ -103,7 +118,7 @@ def test_status_reports_engines_outside_the_plan_once_as_an_event_and_clears_whe
     reconciled(cluster)  # the same report: no second Event
     assert len([e for e in cluster.events if e[1] == "BudgetNotGuaranteed"]) == 1
 
-    cluster.report = AgentReport(source="http://p")  # a rollout replaced the pods: their series went stale
+    cluster.report = AgentReport(source="http://p", scraped=True)  # new pods: the old ones' series went stale
     cluster.app["status"] = dict(cluster.status)
     assert reconciled(cluster)["status"] == "True"
 
@@ -124,31 +139,43 @@ class Recorder:
 
 
 def test_the_poller_asks_for_a_pass_of_the_apps_whose_report_changed_and_of_every_app_when_it_loses_prometheus():
-    answers = [answer((labels("shop", "web", "creator"), "1")),
-               answer((labels("shop", "web", "creator"), "1")),
-               answer((labels("blog", "web", "creator"), "1")),
-               OSError("connection refused"),
-               OSError("connection refused")]
+    scraped = answer(({"namespace": "ns", "flaskapp": "shop"}, "2"), ({"namespace": "ns", "flaskapp": "blog"}, "1"))
+    rounds = [(answer((labels("shop", "web", "creator"), "1")), scraped),
+              (answer((labels("shop", "web", "creator"), "1")), scraped),
+              (answer((labels("blog", "web", "creator"), "1")), scraped),
+              (answer((labels("blog", "web", "creator"), "1")),
+               answer(({"namespace": "ns", "flaskapp": "blog"}, "1"))),  # shop's web pods no longer scraped
+              OSError("connection refused"),
+              OSError("connection refused")]
+    asked: list[str] = []
 
-    def fetch(url):
-        got = answers.pop(0)
+    def fetch(url, query):
+        asked.append(query)
+        got = rounds[0]
         if isinstance(got, Exception):
+            rounds.pop(0)
             raise got
-        return got
+        if query == SCRAPED_QUERY:
+            rounds.pop(0)
+        return got[0] if query == QUERY else got[1]
 
     notify = Recorder()
     poller = AgentReportPoller("http://prometheus:9090", 60, notify,
                                every_app=lambda: [("ns", "blog"), ("ns", "shop"), ("ns", "quiet")], fetch=fetch)
     assert poller.get("ns", "shop").error == "not asked yet"
     poller.poll_once()  # first answer: unknown -> known for every app
-    assert notify.notified == [("ns", "blog"), ("ns", "shop"), ("ns", "quiet")]
+    assert notify.notified == [("ns", "blog"), ("ns", "shop"), ("ns", "quiet")] and asked == [QUERY, SCRAPED_QUERY]
     assert poller.get("ns", "shop") == AgentReport((UnboundedEngines("web", "creator", 1),), None,
-                                                   "http://prometheus:9090")
+                                                   "http://prometheus:9090", True)
+    assert poller.get("ns", "quiet").scraped is False
     notify.notified.clear()
     poller.poll_once()  # the same: nobody
     assert notify.notified == []
     poller.poll_once()  # shop fixed, blog not
-    assert sorted(notify.notified) == [("ns", "blog"), ("ns", "shop")]
+    assert notify.notified == [("ns", "blog"), ("ns", "shop")]
+    notify.notified.clear()
+    poller.poll_once()  # shop no longer scraped: its condition becomes Unknown
+    assert notify.notified == [("ns", "shop")] and poller.get("ns", "shop").scraped is False
     notify.notified.clear()
     poller.poll_once()  # Prometheus gone: every app's condition becomes Unknown
     assert len(notify.notified) == 3 and "connection refused" in poller.get("ns", "blog").error

@@ -3,7 +3,7 @@ real servers: the agent in a gunicorn worker counts it, the web pod's statsd exp
 serves the counter, a real Prometheus scrapes it, and the operator's poller (prometheus.py) reads it back.
 
 The scrape job gives the series the labels the app's PodMonitor gives them on a cluster (namespace, flaskapp,
-tier); the Prometheus Operator's relabelling itself runs in the e2e suite."""
+tier, endpoint); the PodMonitor's relabelling itself runs in the e2e suite."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def start_prometheus(stack: Stack) -> str:
     exporter = stack.metrics_url("statsd-exporter", "web").removeprefix("http://").removesuffix("/metrics")
     config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [{
         "job_name": "podMonitor/workload/reports/0", "static_configs": [{
-            "targets": [exporter], "labels": {"namespace": "workload", "flaskapp": "reports", "tier": "web"}}]}]}
+            "targets": [exporter], "labels": {"namespace": "workload", "flaskapp": "reports", "tier": "web",
+                                              "endpoint": "statsd-metrics"}}]}]}
     (stack.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     prometheus = build_monitoring_tools()["prometheus"]
     proc = stack._spawn("prometheus", [str(prometheus), f"--config.file={stack.workdir / 'prometheus.yml'}",
@@ -105,7 +106,7 @@ def test_an_engine_outside_the_plan_reaches_the_budget_condition_through_prometh
                                  report=poller.get("workload", "reports"))
 
     # Scraped, and no engine reported yet: guaranteed.
-    assert condition()[:2] == (True, "EveryEngineBounded")
+    assert condition()[:2] == (True, "EveryEngineBounded") and poller.get("workload", "reports").scraped
     assert notified == [("workload", "reports")]  # Prometheus answered for the first time
 
     assert requests.get(f"{stack.gunicorn_url}/connector", timeout=30).text == "1"
