@@ -168,7 +168,7 @@ kind-image: venv ## Build (offline, cached by content) the kind node image: Kube
 	nice -n 10 $(LOCALCLUSTER) kind-image
 
 .PHONY: kind-up
-kind-up: kind-image ## Create a kind cluster (1 control plane, 1 worker) from the node image (host iptables untouched).
+kind-up: kind-image ## Create a kind cluster (1 control plane, 1 worker; Traefik for Ingress and Gateway API) from the node image.
 	$(LOCALCLUSTER) kind-up --name $(KIND_CLUSTER)
 
 .PHONY: kind-down

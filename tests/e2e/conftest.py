@@ -1,21 +1,40 @@
 """The e2e suite runs on real pods: in `make test` on the local cluster's real node (images built here and
-imported, Traefik as the ingress controller), or with E2E_KUBECONFIG on a kind cluster (`make e2e`,
-ingress-nginx, images loaded by kind). Where this machine cannot run a real node, the local cluster falls
-back to kwok: the operator then runs as a process and every check that needs a running container skips,
-saying why."""
+imported, Traefik as the ingress controller), or with E2E_KUBECONFIG on a kind cluster: one from
+`localcluster kind-up` with E2E_IMAGES=local (the same images loaded into its nodes, the same Traefik as a pod), or
+any kind cluster (`make e2e`, public images, ingress-nginx). Where this machine cannot run a real node, the local
+cluster falls back to kwok: the operator then runs as a process and every check that needs a running container
+skips, saying why. Everything that differs between these clusters is in the Target below."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
 from testsupport.kube import Kube, OperatorProcess, start_kube
-from localcluster import images
-from localcluster.node import INGRESS_CLASS, unavailable_reason
+from localcluster import images, kind
+from localcluster.cli import KIND_STATE
+from localcluster.node import GATEWAY_CLASS, INGRESS_CLASS, NODE_NAME, unavailable_reason
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The cluster's nodes seen from outside, as the suite acts on containers: `ctr` in a node's containerd."""
+
+    ctr: Callable[..., subprocess.CompletedProcess]  # (node name, *ctr arguments)
+    names: Callable[[], list[str]]
+
+
+def docker_kind_nodes(cluster: str) -> Nodes:
+    """The nodes of a kind cluster on the default Docker engine (`kind` and `docker` on PATH)."""
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, check=True)
+    return Nodes(lambda node, *args: run("docker", "exec", node, "ctr", "--namespace=k8s.io", *args),
+                 lambda: run("kind", "get", "nodes", "--name", cluster).stdout.split())
 
 
 @dataclass(frozen=True)
@@ -28,7 +47,9 @@ class Target:
     nginx_image: Optional[str]  # None: the FlaskApp's default
     redis_image: Optional[str]  # the managed cache and broker (the local node: Valkey, the default engine)
     ingress_class: str
-    ingress_url: Optional[str]  # None: no running containers (kwok)
+    ingress_url: Optional[str]  # None: no running containers (kwok); the Gateway's listeners at its host too
+    gateway_class: str = GATEWAY_CLASS
+    nodes: Optional[Nodes] = None  # None: fake nodes
     # spec.monitoring.images (None: the FlaskApp's defaults) and the Prometheus the suite runs.
     monitoring_images: Optional[dict] = None
     prometheus_image: str = "quay.io/prometheus/prometheus:v3.16.0"  # the release of Go module v0.316.0
@@ -45,12 +66,23 @@ class Target:
     def real_pods(self) -> bool:
         return self.ingress_url is not None
 
+    def tag_image(self, ref: str, new: str) -> None:
+        """A second reference to an image every node holds (an update the cluster must roll out)."""
+        for node in self.nodes.names() if self.nodes else ():
+            self.nodes.ctr(node, "images", "tag", "--force", ref, new)
+
+    def kill_container(self, pod: dict, index: int = 0) -> None:
+        """SIGKILL to a container's main process, on the node that runs it: the kubelet must restart it."""
+        container_id = pod["status"]["containerStatuses"][index]["containerID"].split("://", 1)[1]
+        self.nodes.ctr(pod["spec"]["nodeName"], "tasks", "kill", "--signal", "SIGKILL", container_id)
+
 
 KIND = Target(
     operator_image=os.environ.get("IMG", "ghcr.io/flaskapp-operator/flaskapp-operator:0.1.0"),
     example_image=os.environ.get("EXAMPLE_IMG", "ghcr.io/flaskapp-operator/example:0.1.0"),
     postgres_image="postgres:16.6-alpine", nginx_image=None, redis_image=None, ingress_class="nginx",
-    ingress_url=os.environ.get("E2E_INGRESS", "http://localhost:8081"))
+    ingress_url=os.environ.get("E2E_INGRESS", "http://localhost:8081"),
+    nodes=docker_kind_nodes(os.environ.get("KIND_CLUSTER", kind.DEFAULT_CLUSTER)))
 
 
 @pytest.fixture(scope="session")
@@ -66,25 +98,35 @@ def kube(tmp_path_factory) -> Kube:
     kube.local.stop()
 
 
-def local_target(ingress_class: str, ingress_url: Optional[str]) -> Target:
+def local_target(ingress_url: Optional[str], nodes: Optional[Nodes]) -> Target:
     """The images built here (localcluster.images), on a cluster that holds them: the local node, or a kind
-    cluster from `localcluster kind-up` they were loaded into (E2E_IMAGES=local)."""
+    cluster from `localcluster kind-up` they were loaded into (E2E_IMAGES=local). Both run Traefik with the same
+    IngressClass and GatewayClass."""
     local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"],
              "pooler_image": images.PGBOUNCER_REF, "redis_compat_image": images.REDIS_REF, "flaskr_image": images.FLASKR_REF,
              "flask_celery_image": images.FLASK_CELERY_REF, "flask_caching_image": images.FLASK_CACHING_REF}
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
-                  images.VALKEY_REF, ingress_class, ingress_url, **local)
+                  images.VALKEY_REF, INGRESS_CLASS, ingress_url, nodes=nodes, **local)
+
+
+def local_kind_target() -> Target:
+    """A kind cluster from `localcluster kind-up`: the suite's images loaded into every node (those a node already
+    holds skipped), its Traefik pod reached at its node's address, its nodes' containerd through its engine."""
+    from localcluster.kindcluster import KindCluster
+
+    cluster = KindCluster(KIND_STATE, os.environ.get("KIND_CLUSTER", kind.DEFAULT_CLUSTER))
+    cluster.load_images(images.ensure_images())
+    return local_target(cluster.ingress_url(), Nodes(cluster.ctr_on, cluster.nodes))
 
 
 @pytest.fixture(scope="session")
 def target(kube) -> Target:
     if kube.local is None:
-        if os.environ.get("E2E_IMAGES") == "local":
-            # No ingress controller on the local kind cluster yet: a URL nothing answers, so ingress checks fail.
-            return local_target(INGRESS_CLASS, os.environ.get("E2E_INGRESS", "http://127.0.0.1:9"))
-        return KIND
+        return local_kind_target() if os.environ.get("E2E_IMAGES") == "local" else KIND
     node = kube.local.node
-    return local_target(INGRESS_CLASS, node.ingress_url if node else None)
+    if node is None:
+        return local_target(None, None)
+    return local_target(node.ingress_url, Nodes(lambda _node, *args: node.ctr(*args), lambda: [NODE_NAME]))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ import requests
 import yaml
 
 from testsupport.kube import ROOT, new_namespace, wait_ready, wait_until
-from localcluster.node import GATEWAY_CLASS
 
 SHOP = yaml.safe_load((ROOT / "tests" / "e2e" / "shop.yaml").read_text())
 POSTGRES = list(yaml.safe_load_all((ROOT / "tests" / "e2e" / "postgres.yaml").read_text()))
@@ -414,7 +413,7 @@ def test_scale_under_load_fails_no_request(kube, real_pods):
 @pytest.mark.order(6)
 def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, target, real_pods):
     ns = STATE["ns"]
-    new_image = tag_second_image(kube, target)
+    new_image = tag_second_image(target)
     before = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=web")["items"]}
     nginx_before = {p["metadata"]["name"] for p in kube.get("pods", namespace=ns,
                                                             selector="app.kubernetes.io/component=nginx")["items"]}
@@ -458,12 +457,11 @@ def test_image_update_rolls_every_tier_under_load_with_no_failed_request(kube, t
     assert min(shares.values()) >= 0.15, shares  # a fair share is 1/3
 
 
-def tag_second_image(kube, target) -> str:
+def tag_second_image(target) -> str:
     """A second reference to the example image: an update the cluster must roll out."""
     repo = target.example_image.rsplit(":", 1)[0]
     new = f"{repo}:e2e-v2"
-    if kube.local is not None:
-        kube.local.node.ctr("images", "tag", "--force", target.example_image, new)
+    target.tag_image(target.example_image, new)
     return new
 
 
@@ -484,11 +482,7 @@ def test_deleted_pod_and_killed_container_recover(kube, real_pods):
     pod = kube.get("pods", namespace=ns, selector="app.kubernetes.io/component=redis-broker")["items"][0]
     status = pod["status"]["containerStatuses"][0]
     restarts = status["restartCount"]
-    if kube.local is not None:
-        container_id = status["containerID"].split("://", 1)[1]
-        kube.local.node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
-    else:
-        kube.kubectl("exec", "-n", ns, pod["metadata"]["name"], "--", "sh", "-c", "kill 1")
+    real_pods.kill_container(pod)
     wait_until(lambda: (s := kube.get("pod", pod["metadata"]["name"], ns)["status"]["containerStatuses"][0])
                ["restartCount"] > restarts and s["ready"], 120, what="broker container restarted and ready")
     wait_until(lambda: conditions(kube, ns)["Ready"]["status"] == "True", 120, what="FlaskApp Ready again")
@@ -715,7 +709,7 @@ def test_a_gateway_serves_the_app_through_its_route_over_http_and_https(kube, ta
     (tmp_path / "key.pem").write_bytes(key)
     kube.kubectl("create", "secret", "tls", "routed-tls", "-n", ns, f"--cert={tmp_path / 'cert.pem'}",
                  f"--key={tmp_path / 'key.pem'}")
-    kube.apply(gateway(ns, GATEWAY_CLASS, "routed-tls"), ns)
+    kube.apply(gateway(ns, target.gateway_class, "routed-tls"), ns)
     app = small_app(target, "routed", **{"route": {"enabled": True, "parentRefs": [{"name": "e2e"}],
                                                   "hostnames": [ROUTE_HOST]}})
     kube.apply(app, ns)
@@ -1194,12 +1188,8 @@ def test_the_standby_operator_pod_takes_over_when_the_leader_is_killed(kube, rea
     leader = lease_holder(kube)
     assert leader in pods, (leader, list(pods))
     standby = next(name for name in pods if name != leader)
-    status = pods[leader]["status"]["containerStatuses"][0]
     started = time.monotonic()
-    if kube.local is not None:
-        kube.local.node.ctr("tasks", "kill", "--signal", "SIGKILL", status["containerID"].split("://", 1)[1])
-    else:  # kind: no way to SIGKILL a container's PID 1 from outside; a forced delete is the closest
-        kube.kubectl("delete", "pod", leader, "-n", "flaskapp-system", "--grace-period=0", "--force")
+    real_pods.kill_container(pods[leader])
     kube.kubectl("patch", "flaskapp", "shop", "-n", ns, "--type=merge", "-p", '{"spec":{"nginx":{"replicas":2}}}')
     wait_until(lambda: lease_holder(kube) == standby, 60, interval=0.2, what="the standby holds the Lease")
     took_over = time.monotonic() - started

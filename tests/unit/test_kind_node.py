@@ -176,3 +176,24 @@ def test_image_archives_written_here_report_their_image_id(tmp_path, monkeypatch
     assert entry["RepoTags"] == ["localhost/t/node:1"]
     assert images.archive_image_id(archive) == "sha256:" + hashlib.sha256(raw_config).hexdigest()
     assert json.loads(raw_config)["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(rootfs.read_bytes()).hexdigest()]
+
+
+def test_the_kind_cluster_runs_the_local_clusters_traefik_as_a_pod_on_hostports():
+    from localcluster import node
+    from localcluster.kindcluster import ingress_manifest
+
+    ref = kind.component_refs()["traefik"]
+    assert ref == f"localhost/go-build/traefik:{build.TRAEFIK_VERSION}"
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(ingress_manifest(ref))}
+    # The same role, binding and IngressClass as the local node's Traefik.
+    for same in yaml.safe_load_all(node.TRAEFIK_RBAC + "---\n" + node.INGRESS_CLASS_OBJECT):
+        assert docs[(same["kind"], same["metadata"]["name"])] == same
+    pod = docs[("Deployment", "traefik")]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == ref and container["imagePullPolicy"] == "IfNotPresent"
+    assert {(p["containerPort"], p.get("hostPort")) for p in container["ports"]} >= {(80, 80), (443, 443)}
+    # The same providers and entry-point ports; only where it listens and what address it publishes differ.
+    local = node.traefik_args(node.NODE_IP, "127.0.0.1:1")
+    assert [a.split("=")[0] for a in container["args"]] == [a.split("=")[0] for a in local]
+    assert "--providers.kubernetesgateway.statusaddress.ip=$(HOST_IP)" in container["args"]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}

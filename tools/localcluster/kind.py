@@ -68,12 +68,15 @@ DEFAULT_CLUSTER = "flaskapp-e2e"
 def component_refs(kubernetes: str = build.KUBERNETES_VERSION, etcd: str = build.ETCD_VERSION,
                    coredns: str = build.COREDNS_VERSION,
                    kube_router: str = build.KUBE_ROUTER_VERSION,
-                   local_path: str = build.LOCAL_PATH_PROVISIONER_VERSION) -> dict[str, str]:
-    """Every image the node runs, by component."""
+                   local_path: str = build.LOCAL_PATH_PROVISIONER_VERSION,
+                   traefik: str = build.TRAEFIK_VERSION) -> dict[str, str]:
+    """Every image the node runs, by component (Traefik: the cluster's Ingress and Gateway controller, which
+    localcluster.kindcluster installs)."""
     refs = {c: f"{GO_BUILD}/{c}:{kubernetes}" for c in (*CONTROL_PLANE, "kube-proxy")}
     refs.update({"etcd": f"{GO_BUILD}/etcd:{etcd}", "coredns": f"{GO_BUILD}/coredns:{coredns}",
                  "kube-router": f"{GO_BUILD}/kube-router:{kube_router}",
                  "local-path-provisioner": f"{GO_BUILD}/local-path-provisioner:{local_path}",
+                 "traefik": f"{GO_BUILD}/traefik:{traefik}",
                  "local-path-helper": images.BASE_REF, "pause": images.PAUSE_REF})
     return refs
 
@@ -218,6 +221,9 @@ def component_images(refs: dict[str, str]) -> dict[str, Path]:
     archives[refs["local-path-provisioner"]] = images.single_binary_image(
         refs["local-path-provisioner"], build.build_local_path_provisioner() / "local-path-provisioner",
         "/usr/local/bin/local-path-provisioner", user="0")
+    # Traefik runs as nobody (its pod lets unprivileged processes bind ports 80 and 443 of its own network).
+    archives[refs["traefik"]] = images.single_binary_image(refs["traefik"], build.build_traefik() / "traefik",
+                                                           "/usr/local/bin/traefik")
     archives[images.PAUSE_REF] = images.single_binary_image(images.PAUSE_REF, build.build_pause() / "pause", "/pause")
     archives[images.BASE_REF] = images.base_image()
     base = (("BASE_IMAGE", images.BASE_REF),)
@@ -393,7 +399,7 @@ def build_node_image() -> tuple[str, Path]:
     steps = Steps(6)
     steps("binaries: kind, kubeadm, kubelet, kubectl, crictl, CNI plugins")
     bins = node_binaries()
-    steps("images the node runs: control plane, etcd, CoreDNS, kube-proxy, kube-router, local-path, pause")
+    steps("images the node runs: control plane, etcd, CoreDNS, kube-proxy, kube-router, local-path, Traefik, pause")
     refs = component_refs()
     archives = component_images(refs)
     check_kubeadm_images(bins["kubeadm"], refs, archives)

@@ -7,11 +7,21 @@ port is published on 127.0.0.1 by Docker's userland proxy, and Docker's embedded
 `kubeadm join` resolves) is set up inside each container's own network namespace. Nothing offline needs NAT out.
 So the engine is Debian's dockerd with the build engine's flags (no iptables, no ip forwarding or masquerade,
 no docker0), on its own socket, exec root and data root, and the host's iptables are never touched.
-What the engine adds to the host: the kind network's bridge and one veth per node, removed by `down`.
+What the engine adds to the host: the kind network's bridge and one veth per node; `up` adds a route to each
+node's pod subnet via the node (route_pod_subnets). `down` removes them all.
 
 kind runs nodes `--privileged`; Docker 20.10 then asks for every capability the kernel knows, and this host's
 root cannot grant CAP_SYS_RESOURCE: the engine's runtime is kindnode/runc-wrapper, which drops what the host
 cannot grant.
+
+What the cluster serves beyond kind's own (`up`): the Ingress and Gateway API controller the local cluster runs,
+Traefik with the same providers, IngressClass and GatewayClass (localcluster.node), here as a pod on the control
+plane from the image preloaded in the node image. Its entry points are the pod's ports 80 and 443, published as
+the same hostPorts of the control-plane node (CNI portmap): the host reaches that node's address directly over
+the kind network's bridge, as the local cluster's host reaches its node address, so a test's URL and a Gateway
+listener's port are the same on both clusters, with no published Docker port (which kind can only map at
+creation, through the userland proxy). The control plane also takes workloads (untainted, as kind does for a
+one-node cluster): its spare CPU is what the suite's requests need beyond the worker's (docs/development.md).
 """
 
 from __future__ import annotations
@@ -29,7 +39,8 @@ import yaml
 from . import build, kind, images
 from .build import cache_root, log
 from .images import Docker
-from .node import unmount_under
+from .node import (INGRESS_CLASS_OBJECT, INGRESS_PORT, INGRESS_TLS_PORT, TRAEFIK_RBAC, install_gateway_api,
+                   traefik_args, unmount_under)
 
 RUNC_WRAPPER = kind.FILES / "runc-wrapper"
 
@@ -44,6 +55,45 @@ def links(master: str | None = None) -> set[str]:
     out = subprocess.run(["ip", "-o", "link", "show", *(["master", master] if master else [])], capture_output=True,
                          text=True, check=master is None).stdout
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
+
+
+TRAEFIK_API_PORT = 9000  # its ping, for the probes
+
+
+def ingress_manifest(image: str) -> str:
+    """Traefik in kube-system (its ServiceAccount bound to the local node's role, the same IngressClass), one pod
+    on the control plane with hostPorts 80 and 443; the address it publishes in Ingress and Gateway status is its
+    node's (status.hostIP). Runs as nobody: its pod lets unprivileged processes bind low ports."""
+    ports = [{"name": name, "containerPort": port, "hostPort": port, "protocol": "TCP"}
+             for name, port in (("web", INGRESS_PORT), ("websecure", INGRESS_TLS_PORT))]
+    ports.append({"name": "traefik", "containerPort": TRAEFIK_API_PORT, "protocol": "TCP"})
+
+    def probe(**more) -> dict:
+        return {"httpGet": {"path": "/ping", "port": TRAEFIK_API_PORT}, "periodSeconds": 2, **more}
+
+    labels = {"app.kubernetes.io/name": "traefik"}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "traefik", "namespace": "kube-system", "labels": dict(labels)},
+        "spec": {"replicas": 1, "strategy": {"type": "Recreate"},  # hostPorts: one pod at a time
+                 "selector": {"matchLabels": dict(labels)},
+                 "template": {"metadata": {"labels": dict(labels)}, "spec": {
+                     "serviceAccountName": "traefik",
+                     "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+                     "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
+                                      "effect": "NoSchedule"}],
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 65535, "runAsGroup": 65535,
+                                         "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+                     "containers": [{
+                         "name": "traefik", "image": image, "imagePullPolicy": "IfNotPresent",
+                         "args": traefik_args("$(HOST_IP)", f":{TRAEFIK_API_PORT}", listen=""),
+                         "env": [{"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}],
+                         "ports": ports, "readinessProbe": probe(), "livenessProbe": probe(failureThreshold=5),
+                         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                             "capabilities": {"drop": ["ALL"]}}}]}}}}
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "traefik", "namespace": "kube-system"}}
+    return "---\n".join([yaml.safe_dump(account), TRAEFIK_RBAC, INGRESS_CLASS_OBJECT, yaml.safe_dump(deployment)])
 
 
 class KindCluster:
@@ -79,7 +129,39 @@ class KindCluster:
         else:
             self.kubeconfig.write_text(self._kind("get", "kubeconfig", "--name", self.name).stdout)
         self.wait_ready(workers + 1, timeout)
+        self.route_pod_subnets()
+        self.install_ingress(timeout)
         return self
+
+    def route_pod_subnets(self) -> None:
+        """Host routes to each node's pod subnet via the node's address on the kind bridge: the suite reaches pods
+        by IP from the host (as the local cluster's host, which is its node, does). They go with the bridge at
+        `down`; a subnet the host already routes (a local cluster's node up meanwhile) is left alone."""
+        listed = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        routes = []
+        for item in listed:
+            address = next(a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP")
+            subnet = item["spec"]["podCIDR"]
+            if subprocess.run(["ip", "route", "add", subnet, "via", address], capture_output=True).returncode == 0:
+                routes.append(subnet)
+        (self.state / "routes.json").write_text(json.dumps(routes))
+
+    def install_ingress(self, timeout: float) -> None:
+        """Workloads on the control plane too; Gateway API's CRDs and class, Traefik, until it answers."""
+        started = time.monotonic()
+        self.kubectl("taint", "nodes", "--selector=node-role.kubernetes.io/control-plane",
+                     "node-role.kubernetes.io/control-plane:NoSchedule-", check=False)  # absent on a second `up`
+        install_gateway_api(self.kubectl, build.gateway_api_crds())
+        self.kubectl("apply", "-f", "-", input=ingress_manifest(kind.component_refs()["traefik"]))
+        self.kubectl("-n", "kube-system", "rollout", "status", "deployment/traefik", f"--timeout={timeout:.0f}s")
+        log(f"kind: Traefik serves Ingress and Gateway API at {self.ingress_url()} "
+            f"({time.monotonic() - started:.0f}s)")
+
+    def ingress_url(self) -> str:
+        """Where the host reaches the ingress controller: its node's address on the kind network."""
+        address = self.kubectl("get", "nodes", "--selector=node-role.kubernetes.io/control-plane", "-o",
+                               "jsonpath={.items[0].status.addresses[?(@.type=='InternalIP')].address}").stdout
+        return f"http://{address.split()[0]}:{INGRESS_PORT}"
 
     def wait_ready(self, nodes: int, timeout: float) -> None:
         """Every node Ready and CoreDNS running, or an error that says what was last seen."""
@@ -125,10 +207,13 @@ class KindCluster:
         """`ctr` in the k8s.io namespace of one node's containerd (what the suite does on the local node)."""
         return self.engine.docker("exec", node, "ctr", "--namespace=k8s.io", *args, check=check)
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         kubectl = build.build_kubernetes() / "kubectl"
-        return subprocess.run([str(kubectl), f"--kubeconfig={self.kubeconfig}", *args], capture_output=True,
-                              text=True, check=check)
+        result = subprocess.run([str(kubectl), f"--kubeconfig={self.kubeconfig}", *args], capture_output=True,
+                                text=True, input=input)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args[:3])} failed: {result.stderr.strip()}")
+        return result
 
     # -- down ----------------------------------------------------------------------------------------------
 
@@ -138,6 +223,10 @@ class KindCluster:
             self.engine.docker("network", "rm", "kind", check=False)  # kind leaves its network behind
             self.engine.docker("volume", "prune", "--force", check=False)  # nodes' /var: the engine is kind's own
             self._stop_engine()
+        routes = self.state / "routes.json"
+        for subnet in json.loads(routes.read_text()) if routes.exists() else ():
+            subprocess.run(["ip", "route", "delete", subnet], capture_output=True)
+        routes.unlink(missing_ok=True)
         unmount_under(self.state)  # the engine's exec root leaves network namespaces mounted
         shutil.rmtree(self.state / "exec", ignore_errors=True)
         self._remove_links()

@@ -216,8 +216,9 @@ subjects: [{{kind: ServiceAccount, name: {account}, namespace: kube-system}}]
 """
 
 
-# Least privilege for the host-process add-ons, from their projects' own manifests.
-ADDON_RBAC = _service_account_with_token("traefik") + """\
+# Traefik's permissions (Ingress and Gateway API providers), from its project's own manifests; the local node's
+# host process and the kind cluster's pod (localcluster.kindcluster) are bound to the same role.
+TRAEFIK_CLUSTER_ROLE = """\
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: traefik-ingress-controller}
@@ -245,17 +246,20 @@ rules:
   - apiGroups: [gateway.networking.k8s.io]
     resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status]
     verbs: [update, patch]
----
-""" + _binding("ClusterRole", "traefik-ingress-controller", "traefik") + """\
----
+"""
+INGRESS_CLASS_OBJECT = """\
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
 metadata:
   name: traefik
   annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
 spec: {controller: traefik.io/ingress-controller}
----
-""" + _service_account_with_token("kube-router") + """\
+"""
+TRAEFIK_RBAC = TRAEFIK_CLUSTER_ROLE + "---\n" + _binding("ClusterRole", "traefik-ingress-controller", "traefik")
+
+# Least privilege for the host-process add-ons, from their projects' own manifests.
+ADDON_RBAC = _service_account_with_token("traefik") + TRAEFIK_RBAC + "---\n" + INGRESS_CLASS_OBJECT + "---\n" + \
+    _service_account_with_token("kube-router") + """\
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: kube-router-firewall}
@@ -326,6 +330,32 @@ def local_path_config(volumes: Path, helper_image: str) -> dict:
                      "setup": "#!/bin/sh\nset -eu\nmkdir -m 0777 -p \"$VOL_DIR\"\n",
                      "teardown": "#!/bin/sh\nset -eu\nrm -rf \"$VOL_DIR\"\n",
                      "helperPod.yaml": yaml.safe_dump(helper_pod)}}
+
+
+def install_gateway_api(kubectl: Callable[..., subprocess.CompletedProcess], crds: Path) -> None:
+    """Gateway API: its CRDs (the release Traefik implements) and Traefik's GatewayClass."""
+    kubectl("apply", "--server-side", "-f", str(crds))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s",
+            *(f"crd/{name}.gateway.networking.k8s.io" for name in ("gatewayclasses", "gateways", "httproutes")))
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(GATEWAY_CLASS_OBJECT))
+
+
+def traefik_args(ip: str, api_address: str, listen: str | None = None) -> list[str]:
+    """Traefik's flags wherever it runs: entry points `web` and `websecure` on INGRESS_PORT and INGRESS_TLS_PORT
+    (Gateway listeners match an entry point by its port) of `listen` (default `ip`; "" every address), its ping on
+    `api_address`, the Kubernetes Ingress and Gateway providers publishing `ip` (a pod's may be `$(VAR)`) in the
+    status of what they serve."""
+    listen = ip if listen is None else listen
+    return [
+        f"--entrypoints.web.address={listen}:{INGRESS_PORT}",
+        f"--entrypoints.websecure.address={listen}:{INGRESS_TLS_PORT}",
+        # A test cluster stops at once (Traefik's default waits 10 s for open connections).
+        "--entrypoints.web.transport.lifecycle.gracetimeout=1s",
+        "--entrypoints.websecure.transport.lifecycle.gracetimeout=1s",
+        f"--entrypoints.traefik.address={api_address}", "--ping=true",
+        "--providers.kubernetesingress=true", f"--providers.kubernetesingress.ingressendpoint.ip={ip}",
+        "--providers.kubernetesgateway=true", f"--providers.kubernetesgateway.statusaddress.ip={ip}",
+        "--global.checknewversion=false", "--global.sendanonymoususage=false", "--log.level=WARN"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,27 +451,14 @@ class RealNode:
                 yaml.safe_dump(local_path_config(self.root / "volumes", helper_image)))
         tokens = {name: self._service_account_token(kubectl, name)
                   for name in ("traefik", "kube-router", "local-path-provisioner")}
-        # Gateway API: its CRDs (the release Traefik implements) and Traefik's GatewayClass.
-        kubectl("apply", "--server-side", "-f", str(bins["gateway-api-crds"]))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                *(f"crd/{name}.gateway.networking.k8s.io" for name in ("gatewayclasses", "gateways", "httproutes")))
-        kubectl("apply", "-f", "-", input=yaml.safe_dump(GATEWAY_CLASS_OBJECT))
+        install_gateway_api(kubectl, bins["gateway-api-crds"])
         spawn("traefik", [
-            str(traefik), f"--entrypoints.web.address={NODE_IP}:{INGRESS_PORT}",
-            f"--entrypoints.websecure.address={NODE_IP}:{INGRESS_TLS_PORT}",
-            # A test cluster stops at once (Traefik's default waits 10 s for open connections).
-            "--entrypoints.web.transport.lifecycle.gracetimeout=1s",
-            "--entrypoints.websecure.transport.lifecycle.gracetimeout=1s",
-            f"--entrypoints.traefik.address=127.0.0.1:{traefik_api_port}", "--ping=true",
-            "--providers.kubernetesingress=true", f"--providers.kubernetesingress.endpoint={server}",
-            f"--providers.kubernetesingress.token={tokens['traefik']}",
+            str(traefik), *traefik_args(NODE_IP, f"127.0.0.1:{traefik_api_port}"),
+            # A host process: the API server's address and credentials given (a pod's are found in-cluster).
+            f"--providers.kubernetesingress.endpoint={server}", f"--providers.kubernetesingress.token={tokens['traefik']}",
             f"--providers.kubernetesingress.certauthfilepath={pki / 'ca.crt'}",
-            f"--providers.kubernetesingress.ingressendpoint.ip={NODE_IP}",
-            "--providers.kubernetesgateway=true", f"--providers.kubernetesgateway.endpoint={server}",
-            f"--providers.kubernetesgateway.token={tokens['traefik']}",
-            f"--providers.kubernetesgateway.certauthfilepath={pki / 'ca.crt'}",
-            f"--providers.kubernetesgateway.statusaddress.ip={NODE_IP}",
-            "--global.checknewversion=false", "--global.sendanonymoususage=false", "--log.level=WARN"])
+            f"--providers.kubernetesgateway.endpoint={server}", f"--providers.kubernetesgateway.token={tokens['traefik']}",
+            f"--providers.kubernetesgateway.certauthfilepath={pki / 'ca.crt'}"])
         kubeconfig = self._token_kubeconfig("kube-router", server, pki, tokens["kube-router"])
         spawn("local-path-provisioner", [
             str(bins["local-path-provisioner"]), "start", "--namespace=kube-system",
