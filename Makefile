@@ -151,8 +151,9 @@ deploy: ## Deploy the operator into the current cluster with kustomize (manifest
 	kubectl apply --server-side -k manifests/
 
 .PHONY: undeploy
-undeploy: ## Remove the operator deployed by `make deploy` (the CRD stays).
-	kubectl delete --ignore-not-found -k manifests/
+undeploy: ## Remove the operator deployed by `make deploy` (the CRD, and so every FlaskApp, stays; `make uninstall` removes it).
+	kubectl delete --ignore-not-found -k manifests/manager
+	kubectl delete --ignore-not-found -k manifests/rbac
 
 .PHONY: docker-build
 docker-build: ## Build the operator and example app images (needs a Docker engine).
