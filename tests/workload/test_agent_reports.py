@@ -7,11 +7,6 @@ tier, endpoint); the PodMonitor's relabelling itself runs in the e2e suite."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-
 import pytest
 import requests
 import yaml
@@ -19,7 +14,7 @@ import yaml
 from flaskapp_operator.agentreports import UnboundedEngines, budget_guaranteed
 from flaskapp_operator.prometheus import AgentReportPoller
 from localcluster.build import build_monitoring_tools
-from testsupport.stack import Stack, free_ports, wait_port
+from testsupport.stack import Stack, free_ports, scratch_stack, wait_port
 from testsupport.waiting import wait_until
 from test_public_apps import flaskr_document
 
@@ -50,22 +45,14 @@ def connector():
 
 @pytest.fixture
 def reports_stack():
-    workdir = Path(tempfile.mkdtemp(prefix="flaskapp-reports-"))
-    workdir.chmod(0o755)
-    app_dir = workdir / "app"
-    app_dir.mkdir()
-    (app_dir / "reports.py").write_text(APP)
     document = flaskr_document(agent=True)
     document["metadata"]["name"] = "reports"
     document["spec"]["wsgi"] = "reports:app"
     document["spec"]["web"]["gunicorn"]["workers"] = 1
     del document["spec"]["migrations"]
-    stack = Stack(workdir, document=document, app_dir=app_dir, static_dir=app_dir, url_scheme="postgresql+psycopg")
-    try:
-        yield stack.start(with_celery=False)
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with scratch_stack("flaskapp-reports-", document=document, app_files={"reports.py": APP},
+                       url_scheme="postgresql+psycopg", with_celery=False) as stack:
+        yield stack
 
 
 def start_prometheus(stack: Stack) -> str:

@@ -446,12 +446,23 @@ class Stack:
 
 
 @contextlib.contextmanager
-def scratch_stack(prefix: str, spec: Optional[dict] = None, **start) -> Iterator[Stack]:
+def scratch_stack(prefix: str, spec: Optional[dict] = None, *, document: Optional[dict] = None,
+                  app_files: Optional[dict[str, str]] = None, url_scheme: str = "postgresql", **start) -> Iterator[Stack]:
     """A Stack in a scratch directory of its own, its FlaskApp's spec sections replaced by `spec`, started with
-    Stack.start's options; stopped and removed afterwards."""
+    Stack.start's options; stopped and removed afterwards. `document`: another FlaskApp than the example's;
+    `app_files`: the app's source (file name -> text), written into the directory its image would hold."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     workdir.chmod(0o755)  # nginx workers and postgres run as other users
-    s = Stack(workdir)
+    fields: dict = {"url_scheme": url_scheme}
+    if document is not None:
+        fields["document"] = document
+    if app_files:
+        app_dir = workdir / "app"
+        app_dir.mkdir()
+        for name, text in app_files.items():
+            (app_dir / name).write_text(text)
+        fields.update(app_dir=app_dir, static_dir=app_dir)
+    s = Stack(workdir, **fields)
     s.document["spec"].update(spec or {})
     try:
         yield s.start(**start)
