@@ -81,6 +81,14 @@ golden: venv ## Regenerate the golden renders of the samples (review the diff!).
 test: venv debs tools images ## Run the whole suite: unit, integration (local control plane), workload, e2e.
 	$(PYTEST) -q tests
 
+# make test runs the oldest Kubernetes minor the README declares supported (tools/localcluster's default);
+# test-newest the newest: CI runs both.
+KUBERNETES_NEWEST ?= v1.37.2
+
+.PHONY: test-newest
+test-newest: ## The newest supported Kubernetes (KUBERNETES_NEWEST): integration on the local control plane, then the e2e suite on kind.
+	KUBERNETES_VERSION=$(KUBERNETES_NEWEST) $(MAKE) test-integration e2e
+
 .PHONY: test-unit
 test-unit: venv ## Unit tests only (no cluster, no servers).
 	$(PYTEST) -q tests/unit
@@ -177,9 +185,8 @@ kind-down: ## Delete the kind cluster, stop its Docker engine, remove the links 
 	$(LOCALCLUSTER) kind-down --name $(KIND_CLUSTER)
 
 .PHONY: e2e
-e2e: venv ## Create a kind cluster, load the images, and run the e2e suite (needs Docker and kind).
-	hack/e2e-kind.sh up
+e2e: venv debs tools images kind-up ## The e2e suite on the kind cluster of kind-up (images loaded into its nodes, the operator installed with the chart); its last test crashes the cluster, brings it up again and takes it down.
+	E2E_KUBECONFIG=$(CURDIR)/build/kind/kubeconfig KIND_CLUSTER=$(KIND_CLUSTER) $(PYTEST) -q -rs tests/e2e
 
 .PHONY: e2e-down
-e2e-down: ## Delete the kind cluster of `make e2e`.
-	hack/e2e-kind.sh down
+e2e-down: kind-down ## Delete the kind cluster of `make e2e` (after a failed run; a passing one ends with it down).

@@ -1,9 +1,9 @@
 """The e2e suite runs on real pods: in `make test` on the local cluster's real node (images built here and
-imported, Traefik as the ingress controller), or with E2E_KUBECONFIG on a kind cluster: one from
-`localcluster kind-up` with E2E_IMAGES=local (the same images loaded into its nodes, the same Traefik as a pod), or
-any kind cluster (`make e2e`, public images, ingress-nginx). Where this machine cannot run a real node, the local
-cluster falls back to kwok: the operator then runs as a process and every check that needs a running container
-skips, saying why. Everything that differs between these clusters is in the Target below."""
+imported, Traefik as the ingress and Gateway controller), or with E2E_KUBECONFIG on the kind cluster of
+`localcluster kind-up` (`make e2e`: the same images loaded into its nodes, the same Traefik as a pod). Where this
+machine cannot run a real node, the local cluster falls back to kwok: the operator then runs as a process and
+every check that needs a running container skips, saying why. Everything that differs between these clusters is
+in the Target below."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
 from testsupport.kube import Kube, OperatorProcess, start_kube
+from testsupport.lifecycle import KindLifecycle, LocalLifecycle
 from localcluster import images, kind
 from localcluster.cli import KIND_STATE
 from localcluster.node import GATEWAY_CLASS, INGRESS_CLASS, NODE_NAME, unavailable_reason
@@ -27,14 +28,6 @@ class Nodes:
 
     ctr: Callable[..., subprocess.CompletedProcess]  # (node name, *ctr arguments)
     names: Callable[[], list[str]]
-
-
-def docker_kind_nodes(cluster: str) -> Nodes:
-    """The nodes of a kind cluster on the default Docker engine (`kind` and `docker` on PATH)."""
-    def run(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), capture_output=True, text=True, check=True)
-    return Nodes(lambda node, *args: run("docker", "exec", node, "ctr", "--namespace=k8s.io", *args),
-                 lambda: run("kind", "get", "nodes", "--name", cluster).stdout.split())
 
 
 @dataclass(frozen=True)
@@ -61,6 +54,9 @@ class Target:
     flask_celery_image: str = os.environ.get("FLASK_CELERY_IMG", "ghcr.io/flaskapp-operator/public-flask-celery:3.1.3")
     flask_caching_image: str = os.environ.get("FLASK_CACHING_IMG",
                                               "ghcr.io/flaskapp-operator/public-flask-caching-hello:2.5.1")
+    # The cluster crashed, brought up again and taken down (testsupport.lifecycle), given a scratch directory;
+    # None: fake nodes, nothing on this host to crash.
+    lifecycle: Callable[[Path], Any] = lambda _scratch: None
 
     @property
     def real_pods(self) -> bool:
@@ -77,14 +73,6 @@ class Target:
         self.nodes.ctr(pod["spec"]["nodeName"], "tasks", "kill", "--signal", "SIGKILL", container_id)
 
 
-KIND = Target(
-    operator_image=os.environ.get("IMG", "ghcr.io/flaskapp-operator/flaskapp-operator:0.1.0"),
-    example_image=os.environ.get("EXAMPLE_IMG", "ghcr.io/flaskapp-operator/example:0.1.0"),
-    postgres_image="postgres:16.6-alpine", nginx_image=None, redis_image=None, ingress_class="nginx",
-    ingress_url=os.environ.get("E2E_INGRESS", "http://localhost:8081"),
-    nodes=docker_kind_nodes(os.environ.get("KIND_CLUSTER", kind.DEFAULT_CLUSTER)))
-
-
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory) -> Kube:
     if os.environ.get("E2E_KUBECONFIG"):
@@ -98,13 +86,15 @@ def kube(tmp_path_factory) -> Kube:
     kube.local.stop()
 
 
-def local_target(ingress_url: Optional[str], nodes: Optional[Nodes]) -> Target:
+def local_target(ingress_url: Optional[str], nodes: Optional[Nodes], lifecycle=None) -> Target:
     """The images built here (localcluster.images), on a cluster that holds them: the local node, or a kind
     cluster from `localcluster kind-up` they were loaded into (E2E_IMAGES=local). Both run Traefik with the same
     IngressClass and GatewayClass."""
     local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"],
              "pooler_image": images.PGBOUNCER_REF, "redis_compat_image": images.REDIS_REF, "flaskr_image": images.FLASKR_REF,
              "flask_celery_image": images.FLASK_CELERY_REF, "flask_caching_image": images.FLASK_CACHING_REF}
+    if lifecycle is not None:
+        local["lifecycle"] = lifecycle
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
                   images.VALKEY_REF, INGRESS_CLASS, ingress_url, nodes=nodes, **local)
 
@@ -115,18 +105,24 @@ def local_kind_target() -> Target:
     from localcluster.kindcluster import KindCluster
 
     cluster = KindCluster(KIND_STATE, os.environ.get("KIND_CLUSTER", kind.DEFAULT_CLUSTER))
+    if cluster.kubeconfig.resolve() != Path(os.environ["E2E_KUBECONFIG"]).resolve() or not cluster.nodes():
+        raise pytest.UsageError(f"E2E_KUBECONFIG must be the kubeconfig of the kind cluster of `make kind-up` "
+                                f"({cluster.kubeconfig}, KIND_CLUSTER={cluster.name}): the suite loads the images "
+                                f"built here into its nodes and acts on their containerd")
     cluster.load_images(images.ensure_images())
-    return local_target(cluster.ingress_url(), Nodes(cluster.ctr_on, cluster.nodes))
+    return local_target(cluster.ingress_url(), Nodes(cluster.ctr_on, cluster.nodes),
+                        lifecycle=lambda _scratch: KindLifecycle(cluster))
 
 
 @pytest.fixture(scope="session")
 def target(kube) -> Target:
     if kube.local is None:
-        return local_kind_target() if os.environ.get("E2E_IMAGES") == "local" else KIND
+        return local_kind_target()
     node = kube.local.node
     if node is None:
         return local_target(None, None)
-    return local_target(node.ingress_url, Nodes(lambda _node, *args: node.ctr(*args), lambda: [NODE_NAME]))
+    return local_target(node.ingress_url, Nodes(lambda _node, *args: node.ctr(*args), lambda: [NODE_NAME]),
+                        lifecycle=lambda scratch: LocalLifecycle(kube.local, scratch / "fresh"))
 
 
 @pytest.fixture(scope="session")

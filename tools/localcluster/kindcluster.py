@@ -120,6 +120,11 @@ class KindCluster:
                 self.engine.docker("rmi", old, check=False)
         config = self.state / "kind-config.yaml"
         config.write_text(yaml.safe_dump(kind.cluster_config(kind.component_refs(), workers), sort_keys=False))
+        if self.name in self._kind("get", "clusters").stdout.split() and self._stopped_nodes():
+            # A crash (engine or host) left the nodes stopped: kind cannot resume a cluster, so it starts anew.
+            log(f"kind: the nodes of {self.name} are not running ({', '.join(self._stopped_nodes())}): "
+                "deleting the cluster to create it again")
+            self._kind("delete", "cluster", "--name", self.name)
         if self.name not in self._kind("get", "clusters").stdout.split():
             started = time.monotonic()
             log(f"kind: create cluster {self.name} ({workers} worker(s)) from {ref}")
@@ -138,13 +143,16 @@ class KindCluster:
         by IP from the host (as the local cluster's host, which is its node, does). They go with the bridge at
         `down`; a subnet the host already routes (a local cluster's node up meanwhile) is left alone."""
         listed = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        record = self.state / "routes.json"
+        ours = set(json.loads(record.read_text())) if record.exists() else set()  # left by a crashed `up`
         routes = []
         for item in listed:
             address = next(a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP")
             subnet = item["spec"]["podCIDR"]
-            if subprocess.run(["ip", "route", "add", subnet, "via", address], capture_output=True).returncode == 0:
+            verb = "replace" if subnet in ours else "add"
+            if subprocess.run(["ip", "route", verb, subnet, "via", address], capture_output=True).returncode == 0:
                 routes.append(subnet)
-        (self.state / "routes.json").write_text(json.dumps(routes))
+        record.write_text(json.dumps(sorted(set(routes) | ours)))
 
     def install_ingress(self, timeout: float) -> None:
         """Workloads on the control plane too; Gateway API's CRDs and class, Traefik, until it answers."""
@@ -200,6 +208,11 @@ class KindCluster:
         listed = json.loads(self.engine.docker("exec", node, "crictl", "images", "-o", "json").stdout)
         return {tag: image["id"] for image in listed["images"] for tag in image.get("repoTags") or ()}
 
+    def _stopped_nodes(self) -> list[str]:
+        names = self.nodes()
+        running = self.engine.docker("ps", "--format", "{{.Names}}").stdout.split()
+        return [name for name in names if name not in running]
+
     def nodes(self) -> list[str]:
         return self._kind("get", "nodes", "--name", self.name).stdout.split()
 
@@ -218,6 +231,10 @@ class KindCluster:
     # -- down ----------------------------------------------------------------------------------------------
 
     def down(self) -> None:
+        if not self._engine_running() and (self.state / "links-before.json").exists():
+            # The engine died with the cluster (a crash): started again, it deletes what it holds as usual.
+            log("kind: starting the stopped engine to delete the cluster it holds")
+            self.engine.__enter__()
         if self._engine_running():
             self._kind("delete", "cluster", "--name", self.name, check=False)
             self.engine.docker("network", "rm", "kind", check=False)  # kind leaves its network behind
@@ -228,6 +245,7 @@ class KindCluster:
             subprocess.run(["ip", "route", "delete", subnet], capture_output=True)
         routes.unlink(missing_ok=True)
         unmount_under(self.state)  # the engine's exec root leaves network namespaces mounted
+        unmount_under(self.engine.data_root)  # its own bind mount, and the nodes' after a crash
         shutil.rmtree(self.state / "exec", ignore_errors=True)
         self._remove_links()
         for name in ("kubeconfig", "kind-config.yaml", "docker.sock", "dockerd.pid"):
@@ -255,16 +273,26 @@ class KindCluster:
 
     def _engine_running(self) -> bool:
         pidfile = self.state / "dockerd.pid"
-        return pidfile.exists() and Path(f"/proc/{pidfile.read_text().strip()}").exists()
+        return pidfile.exists() and self._alive(int(pidfile.read_text().strip()))
 
     def _stop_engine(self) -> None:
         pid = int((self.state / "dockerd.pid").read_text())
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while Path(f"/proc/{pid}").exists():
+        while self._alive(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.3)
+
+    def _alive(self, pid: int) -> bool:
+        """Running, not a zombie: an engine this process started (an `up` after a crash, a `down` that started
+        it to delete a crashed cluster) stays in /proc until it is reaped."""
+        if self.engine.proc is not None and self.engine.proc.pid == pid:
+            return self.engine.proc.poll() is None
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
 
     def _kind(self, *args: str, check: bool = True, stream: bool = False) -> subprocess.CompletedProcess:
         env = dict(self.engine.env(), KIND_EXPERIMENTAL_PROVIDER="docker")
