@@ -365,6 +365,13 @@ def keda_crds(version: str = KEDA_VERSION) -> Path:
     return _module_files("keda-crds", "github.com/kedacore/keda/v2", version, files)
 
 
+def keda_redis_scaler(version: str = KEDA_VERSION) -> Path:
+    """The source of KEDA's Redis scaler (its module's pkg/scalers/redis_scaler.go): the tests run the script it
+    sends to the broker against the broker the operator renders."""
+    return _module_files("keda-redis-scaler", "github.com/kedacore/keda/v2", version,
+                         {"redis_scaler.go": "pkg/scalers/redis_scaler.go"}) / "redis_scaler.go"
+
+
 def gateway_api_crds(version: str = GATEWAY_API_VERSION) -> Path:
     """Gateway API's standard-channel CRDs as the project publishes them (its module's config/crd/standard)."""
     files = {f"gateway.networking.k8s.io_{name}.yaml": f"config/crd/standard/gateway.networking.k8s.io_{name}.yaml"
@@ -485,6 +492,8 @@ def catalogue() -> dict[str, Tool]:
         Tool("kube-score", KUBE_SCORE_VERSION, ("kube-score",), lambda: {"kube-score": build_kube_score()}),
         Tool("cert-manager-crds", CERT_MANAGER_VERSION, (), lambda: {"cert-manager-crds": cert_manager_crds()}),
         Tool("keda-crds", KEDA_VERSION, (), lambda: {"keda-crds": keda_crds()}),
+        Tool("keda-redis-scaler", KEDA_VERSION, ("redis_scaler.go",),
+             lambda: {"keda-redis-scaler": keda_redis_scaler()}),
         Tool("certmanagershim", f"{CERT_MANAGER_VERSION}-{_source_digest(shim)}", ("certmanagershim",),
              lambda: {"certmanagershim": build_cert_manager_shim()}),
     ]
@@ -501,7 +510,7 @@ EXPORTERS = ("statsd_exporter", "nginx-prometheus-exporter", "prometheus-nginxlo
 MONITORING_TOOLS = (*EXPORTERS, "prometheus")
 # Only the tests, `make lint` and `make kubernetes-schemas` use these: schemas to validate against, linters.
 CHECK_TOOLS = ("prometheus-operator-crds", "kubernetes-openapi", "kube-score", "cert-manager-crds", "keda-crds",
-               "certmanagershim")
+               "keda-redis-scaler", "certmanagershim")
 SETS = ("demo", "test", "bench", "cluster")
 
 
