@@ -50,11 +50,15 @@ def engine_flags() -> tuple[str, ...]:
     return (*images.PRIVATE_FLAGS, f"--add-runtime=kind-runc={RUNC_WRAPPER}", "--default-runtime=kind-runc")
 
 
-def links(master: str | None = None) -> set[str]:
-    """The host's network links (those enslaved to `master` only, when given)."""
-    out = subprocess.run(["ip", "-o", "link", "show", *(["master", master] if master else [])], capture_output=True,
-                         text=True, check=master is None).stdout
-    return {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
+def link_masters() -> dict[str, str]:
+    """The host's network links, each with the bridge it is enslaved to ("" for none)."""
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    masters = {}
+    for line in out.splitlines():
+        name = line.split(": ")[1].split("@")[0]
+        words = line.split()
+        masters[name] = words[words.index("master") + 1] if "master" in words else ""
+    return masters
 
 
 TRAEFIK_API_PORT = 9000  # its ping, for the probes
@@ -256,17 +260,27 @@ class KindCluster:
     def _record_host(self) -> None:
         record = self.state / "links-before.json"
         if not record.exists():  # a second `up` after a crash: the first record is the machine's real state
-            record.write_text(json.dumps(sorted(links())))
+            record.write_text(json.dumps(sorted(link_masters())))
 
     def _remove_links(self) -> None:
         """Links the engine made and left: a network bridge (Docker names it br-<id>) that was not there before,
-        and the veths on it. Nothing else: the local cluster's node may have made links meanwhile."""
+        the veths on it, and node veths on no bridge at all (once the nodes' network namespaces are unmounted the
+        kernel deletes their veths by itself, a moment later: waited for). Nothing else: the local cluster's node
+        may have made links meanwhile (its pods' veths are on its own bridge)."""
         record = self.state / "links-before.json"
         if not record.exists():
             return
-        for bridge in sorted(n for n in links() - set(json.loads(record.read_text())) if n.startswith("br-")):
-            for name in sorted(links(master=bridge)) + [bridge]:
+        before = set(json.loads(record.read_text()))
+        deadline = time.monotonic() + 20
+        while True:
+            masters = link_masters()
+            ours = [n for n in sorted(set(masters) - before)
+                    if n.startswith("br-") or masters[n].startswith("br-") or (n.startswith("veth") and not masters[n])]
+            if not ours or time.monotonic() > deadline:
+                break
+            for name in ours:
                 subprocess.run(["ip", "link", "delete", name], capture_output=True)
+            time.sleep(0.5)
         record.unlink()
 
     # -- the engine and kind -------------------------------------------------------------------------------
