@@ -56,7 +56,7 @@ class Target:
                                               "ghcr.io/flaskapp-operator/public-flask-caching-hello:2.5.1")
     # The cluster crashed, brought up again and taken down (testsupport.lifecycle), given a scratch directory;
     # None: fake nodes, nothing on this host to crash.
-    lifecycle: Callable[[Path], Any] = lambda _scratch: None
+    lifecycle: Optional[Callable[[Path], Any]] = None
 
     @property
     def real_pods(self) -> bool:
@@ -88,15 +88,13 @@ def kube(tmp_path_factory) -> Kube:
 
 def local_target(ingress_url: Optional[str], nodes: Optional[Nodes], lifecycle=None) -> Target:
     """The images built here (localcluster.images), on a cluster that holds them: the local node, or a kind
-    cluster from `localcluster kind-up` they were loaded into (E2E_IMAGES=local). Both run Traefik with the same
+    cluster from `localcluster kind-up` they were loaded into. Both run Traefik with the same
     IngressClass and GatewayClass."""
     local = {"monitoring_images": images.MONITORING_IMAGES, "prometheus_image": images.GO_BINARY_REFS["prometheus"],
              "pooler_image": images.PGBOUNCER_REF, "redis_compat_image": images.REDIS_REF, "flaskr_image": images.FLASKR_REF,
              "flask_celery_image": images.FLASK_CELERY_REF, "flask_caching_image": images.FLASK_CACHING_REF}
-    if lifecycle is not None:
-        local["lifecycle"] = lifecycle
     return Target(images.OPERATOR_REF, images.EXAMPLE_REF, images.POSTGRES_REF, images.NGINX_REF,
-                  images.VALKEY_REF, INGRESS_CLASS, ingress_url, nodes=nodes, **local)
+                  images.VALKEY_REF, INGRESS_CLASS, ingress_url, nodes=nodes, lifecycle=lifecycle, **local)
 
 
 def local_kind_target() -> Target:

@@ -13,10 +13,8 @@ from testsupport.lifecycle import NOTHING
 pytestmark = pytest.mark.order(20)
 
 
-def test_cluster_up_after_a_crash_then_down_leaves_nothing(target, tmp_path):
-    lifecycle = target.lifecycle(tmp_path)
-    if lifecycle is None:
-        pytest.skip("fake nodes (kwok): no node processes on this host to crash")
+def test_cluster_up_after_a_crash_then_down_leaves_nothing(real_pods, tmp_path):
+    lifecycle = real_pods.lifecycle(tmp_path)
     lifecycle.crash()
     assert lifecycle.up_again() == lifecycle.expected_nodes, "every node of the new cluster is Ready"
     lifecycle.down()

@@ -46,7 +46,7 @@ def trigger_client(stack, trigger: dict) -> redis.Redis:
     meta = trigger["metadata"]
     auth = find(stack.rendered.objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     (ref,) = [r for r in auth["spec"]["secretTargetRef"] if r["parameter"] == "password"]
-    secret = next(o for o in stack.rendered.objects if o["kind"] == "Secret" and o["metadata"]["name"] == ref["name"])
+    secret = find(stack.rendered.objects, "Secret", ref["name"])
     password = base64.b64decode(secret["data"][ref["key"]]).decode()
     host, port = meta["address"].rsplit(":", 1)
     return redis.Redis(host=host, port=int(port), db=int(meta.get("databaseIndex", "0")), password=password)

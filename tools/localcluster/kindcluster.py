@@ -124,12 +124,15 @@ class KindCluster:
                 self.engine.docker("rmi", old, check=False)
         config = self.state / "kind-config.yaml"
         config.write_text(yaml.safe_dump(kind.cluster_config(kind.component_refs(), workers), sort_keys=False))
-        if self.name in self._kind("get", "clusters").stdout.split() and self._stopped_nodes():
+        clusters = self._kind("get", "clusters").stdout.split()
+        stopped = self._stopped_nodes() if self.name in clusters else []
+        if stopped:
             # A crash (engine or host) left the nodes stopped: kind cannot resume a cluster, so it starts anew.
-            log(f"kind: the nodes of {self.name} are not running ({', '.join(self._stopped_nodes())}): "
+            log(f"kind: the nodes of {self.name} are not running ({', '.join(stopped)}): "
                 "deleting the cluster to create it again")
             self._kind("delete", "cluster", "--name", self.name)
-        if self.name not in self._kind("get", "clusters").stdout.split():
+            clusters.remove(self.name)
+        if self.name not in clusters:
             started = time.monotonic()
             log(f"kind: create cluster {self.name} ({workers} worker(s)) from {ref}")
             self._kind("create", "cluster", "--name", self.name, "--image", ref, "--config", str(config),

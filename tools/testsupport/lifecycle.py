@@ -121,7 +121,8 @@ class KindLifecycle:
 
     def crash(self) -> None:
         engine = self.engine_pids()
-        inits = [pid for pid in all_pids() if _parent(pid) in engine and "containerd-shim" in cmdline(_parent(pid))]
+        shims = {pid for pid in engine if "containerd-shim" in cmdline(pid)}
+        inits = [pid for pid in all_pids() if _parent(pid) in shims]
         assert inits, "the node containers' init processes were found"
         for pid in inits + engine:
             try:
